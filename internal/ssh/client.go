@@ -1,0 +1,264 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/pkg/sftp"
+	xssh "golang.org/x/crypto/ssh"
+)
+
+// ErrConnectionLost is wrapped by errors from commands whose connection
+// died under them: the command's outcome on the node is unknown.
+var ErrConnectionLost = errors.New("connection lost")
+
+// ErrTimeout is wrapped by errors from commands stopped by their timeout.
+var ErrTimeout = errors.New("timed out")
+
+// Client is one node's connection. It implements host.Host and is safe for
+// concurrent use: commands run as parallel sessions on one connection.
+type Client struct {
+	pool   *Pool
+	ep     Endpoint
+	isJump bool
+
+	mu   sync.Mutex
+	conn *xssh.Client
+	sftp *sftp.Client
+	sudo sudoMode
+	// dials counts successful connects: tests use it to prove reuse.
+	dials int
+}
+
+var _ host.Host = (*Client)(nil)
+
+// Name is the node as the user wrote it.
+func (c *Client) Name() string { return c.ep.Name }
+
+// User is the login user after ssh_config and flags are applied.
+func (c *Client) User() string { return c.ep.User }
+
+// Dials reports how many connections this client has opened.
+func (c *Client) Dials() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dials
+}
+
+// Connect dials now (instead of on first use) so a run can report
+// unreachable nodes before it starts changing anything.
+func (c *Client) Connect(ctx context.Context) error {
+	_, err := c.connect(ctx)
+	return err
+}
+
+func (c *Client) connect(ctx context.Context) (*xssh.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		return c.conn, nil
+	}
+	conn, err := c.pool.handshake(ctx, c.ep)
+	if err != nil {
+		return nil, err
+	}
+	if !c.isJump && c.ep.User != "root" && c.sudo == sudoUnknown {
+		mode, err := c.pool.detectSudo(ctx, conn)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		c.sudo = mode
+	}
+	c.conn = conn
+	c.dials++
+	go c.keepalive(conn)
+	return conn, nil
+}
+
+// drop forgets conn if it is still the current one, so the next use
+// redials; a stale pointer from another goroutine changes nothing.
+func (c *Client) drop(conn *xssh.Client) {
+	c.mu.Lock()
+	if c.conn == conn {
+		c.conn = nil
+		if c.sftp != nil {
+			c.sftp.Close()
+			c.sftp = nil
+		}
+	}
+	c.mu.Unlock()
+	conn.Close()
+}
+
+// Close ends the connection; a later use dials again.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		c.drop(conn)
+	}
+	return nil
+}
+
+// keepalive closes a connection whose peer stopped answering, which turns
+// a silently cut link into a prompt "connection lost" instead of a hang.
+func (c *Client) keepalive(conn *xssh.Client) {
+	interval := c.pool.opts.KeepAlive
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	missed := 0
+	closed := make(chan struct{})
+	go func() { conn.Wait(); close(closed) }()
+	for {
+		select {
+		case <-closed:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := conn.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		select {
+		case err := <-reply:
+			if err != nil {
+				c.drop(conn)
+				return
+			}
+			missed = 0
+		case <-time.After(interval):
+			missed++
+			if missed >= 3 {
+				c.drop(conn)
+				return
+			}
+		case <-closed:
+			return
+		}
+	}
+}
+
+// session opens a session, redialling once when the connection turns out
+// to be dead before anything ran: then a retry cannot repeat a command.
+func (c *Client) session(ctx context.Context) (*xssh.Client, *xssh.Session, error) {
+	for attempt := 0; ; attempt++ {
+		conn, err := c.connect(ctx)
+		if err != nil {
+			if attempt > 0 {
+				return nil, nil, fmt.Errorf("%w; redial: %v", ErrConnectionLost, err)
+			}
+			return nil, nil, err
+		}
+		s, err := conn.NewSession()
+		if err == nil {
+			return conn, s, nil
+		}
+		c.drop(conn)
+		if attempt > 0 {
+			return nil, nil, fmt.Errorf("%w: %v", ErrConnectionLost, err)
+		}
+	}
+}
+
+// Run executes cmd.Command as root (through sudo for other users).
+func (c *Client) Run(ctx context.Context, cmd host.Cmd) error {
+	if t := c.pool.opts.CommandTimeout; t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	conn, s, err := c.session(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+
+	errTail, tail := host.Tail()
+	if cmd.Stderr != nil {
+		s.Stderr = io.MultiWriter(cmd.Stderr, errTail)
+	} else {
+		s.Stderr = errTail
+	}
+	s.Stdout = cmd.Stdout
+	command, stdin := c.wrap(cmd.Command, cmd.Stdin)
+	s.Stdin = stdin
+
+	if err := s.Start(command); err != nil {
+		c.drop(conn)
+		return fmt.Errorf("%w: start: %v", ErrConnectionLost, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// The remote side may be unreachable: do not wait for a polite
+		// close, and do not reuse a connection in an unknown state.
+		s.Signal(xssh.SIGKILL)
+		c.drop(conn)
+		<-done
+		if ctx.Err() == context.DeadlineExceeded {
+			return fmt.Errorf("%w after %s", ErrTimeout, c.timeoutOf(ctx))
+		}
+		return ctx.Err()
+	}
+	var exitErr *xssh.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &exitErr):
+		return &host.ExitError{Code: exitErr.ExitStatus(), Stderr: lastLines(c.scrubSudo(tail()), 3)}
+	default:
+		// No exit status: the channel died with the connection (sshd
+		// killed, node rebooted). Redial once so the report can tell
+		// "node down" from "connection blip".
+		c.drop(conn)
+		if _, rerr := c.connect(ctx); rerr != nil {
+			return fmt.Errorf("%w during command (outcome unknown): %v; redial failed: %v", ErrConnectionLost, err, rerr)
+		}
+		return fmt.Errorf("%w during command (outcome unknown; node answers again): %v", ErrConnectionLost, err)
+	}
+}
+
+func (c *Client) timeoutOf(ctx context.Context) string {
+	if t := c.pool.opts.CommandTimeout; t > 0 {
+		return t.String()
+	}
+	return "the run's deadline"
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// sftpClient returns the connection's SFTP subsystem, opened once.
+func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sftp != nil && c.conn == conn {
+		return c.sftp, nil
+	}
+	sc, err := sftp.NewClient(conn, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		return nil, fmt.Errorf("sftp: %w", err)
+	}
+	c.sftp = sc
+	return sc, nil
+}

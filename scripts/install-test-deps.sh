@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the namespace lab and its tests run: real OpenSSH, BIRD 2,
+# iproute2, sudo (non-root user tests), openssl (lab password hashes), ping.
+# Idempotent: installs only what is missing. Needs root on Debian/Ubuntu.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
+have /usr/sbin/sshd || need+=(openssh-server)
+have ssh            || need+=(openssh-client)
+have bird           || need+=(bird2)
+have ip             || need+=(iproute2)
+have sudo           || need+=(sudo)
+have openssl        || need+=(openssl)
+have ping           || need+=(iputils-ping)
+have unshare        || need+=(util-linux)
+have make           || need+=(make)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps: need root to install: ${need[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The package may start a system bird/sshd: the lab runs its own per
+# namespace and does not need or touch them.
+mkdir -p /run/sshd

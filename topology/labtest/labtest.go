@@ -1,0 +1,108 @@
+// Package labtest brings up a private copy of the reference lab for one
+// test (or one test package) and proves on teardown that nothing leaked
+// into the root network namespace.
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab"
+	"github.com/k8slab/k8slab/topology"
+)
+
+// Require skips when the lab cannot run here (not root, tools missing),
+// unless K8SLAB_REQUIRE_LAB is set: then it fails, so CI never passes by
+// silently skipping the real tests.
+func Require(t testing.TB) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range []string{"ip", "bird", "birdc", "/usr/sbin/sshd", "unshare", "openssl", "sudo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "namespace lab needs " + strings.Join(missing, ", ") + " (scripts/install-test-deps.sh installs the tools)"
+	if os.Getenv("K8SLAB_REQUIRE_LAB") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+var seq atomic.Int32
+
+// Snapshot is the root namespace's links, routes and namespace list.
+type Snapshot struct{ Links, Routes string }
+
+// RootSnapshot records what the root namespace looks like now.
+func RootSnapshot(t testing.TB) Snapshot {
+	t.Helper()
+	run := func(args ...string) string {
+		out, err := exec.Command("ip", args...).Output()
+		if err != nil {
+			t.Fatalf("ip %v: %v", args, err)
+		}
+		return string(out)
+	}
+	// Link statistics change by themselves; compare the lines that name links.
+	var links []string
+	for _, l := range strings.Split(run("-o", "link", "show"), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			links = append(links, f[1])
+		}
+	}
+	return Snapshot{Links: strings.Join(links, " "), Routes: run("route", "show", "table", "all")}
+}
+
+// Up builds a uniquely named copy of the reference lab and tears it down
+// when the test ends, failing the test if anything was left behind.
+func Up(t testing.TB) *topology.Lab {
+	t.Helper()
+	Require(t)
+	spec, err := topology.Parse(k8slab.ReferenceLab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Short and unique per process and call: namespaces of parallel test
+	// packages never collide, and a crashed run's leftovers are found by name.
+	spec.Name = fmt.Sprintf("t%d-%d", os.Getpid()%100000, seq.Add(1))
+	lab := topology.New(spec, "")
+	lab.Logf = t.Logf
+	before := RootSnapshot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := lab.Down(ctx); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		after := RootSnapshot(t)
+		if after != before {
+			t.Errorf("root namespace changed by the lab:\nbefore: %+v\nafter:  %+v", before, after)
+		}
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(out), "k8slab-"+spec.Name+"-") {
+			t.Errorf("namespaces left behind:\n%s", out)
+		}
+		if _, err := os.Stat(lab.Dir); !os.IsNotExist(err) {
+			t.Errorf("state dir %s left behind", lab.Dir)
+		}
+	})
+	if err := lab.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return lab
+}
