@@ -448,7 +448,7 @@ func (l *Lab) startSSHDs(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(SSHDConfig(m.addr, dir)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(SSHDConfig(m.addr, dir, filepath.Join(l.Dir, "authorized_keys"))), 0o644); err != nil {
 			return err
 		}
 		if err := l.startSSHD(m.name); err != nil {
@@ -470,6 +470,8 @@ for f in passwd shadow group sudoers hosts hostname; do
 	if [ -e "/etc/$f" ]; then mount --bind "$2/$f" "/etc/$f"; fi
 done
 if [ -e /etc/pam.d/sshd ]; then mount --bind "$2/pam-sshd" /etc/pam.d/sshd; fi
+# ip netns exec remounted /sys for the namespace, hiding the cgroup tree.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 exec /usr/sbin/sshd -D -e -f "$3/sshd_config"`
 	p, err := startDaemon(member, "sshd", filepath.Join(dir, "sshd.log"), []string{
 		"ip", "netns", "exec", l.NS(member),

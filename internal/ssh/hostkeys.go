@@ -160,8 +160,8 @@ func (h *hostKeys) callback(name string) xssh.HostKeyCallback {
 // recorded keys for a host.
 type probeKey struct{}
 
-func (probeKey) Type() string                          { return "k8slab-probe" }
-func (probeKey) Marshal() []byte                       { return []byte("k8slab-probe") }
+func (probeKey) Type() string                         { return "k8slab-probe" }
+func (probeKey) Marshal() []byte                      { return []byte("k8slab-probe") }
 func (probeKey) Verify([]byte, *xssh.Signature) error { return errors.New("probe") }
 
 // dummyAddr avoids a DNS lookup: for a hostname, only the name is checked.

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// Exit codes, stable for scripts (see README).
+const (
+	exitOK       = 0
+	exitFailed   = 1 // a step failed on at least one node
+	exitBadInput = 2 // refused before any node was touched
+)
+
+// exitError carries the process exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func badInput(format string, args ...any) error {
+	return &exitError{exitBadInput, fmt.Errorf(format, args...)}
+}
+
+// connFlags are shared by every command that talks to nodes.
+func connFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "nodes", Usage: "comma list of `[user@]host[:port]`", EnvVars: []string{"K8SLAB_NODES"}},
+		&cli.StringFlag{Name: "user", Value: "root", Usage: "login user when a node names none (non-root users become root with sudo)"},
+		&cli.StringSliceFlag{Name: "ssh-key", Usage: "private key file (repeatable); default ~/.ssh/id_ed25519, id_ecdsa, id_rsa", EnvVars: []string{"K8SLAB_SSH_KEY"}},
+		&cli.StringFlag{Name: "password", Usage: "password for login and sudo (prefer the environment variable: flags show in ps)", EnvVars: []string{"K8SLAB_SSH_PASSWORD"}},
+		&cli.BoolFlag{Name: "ask-password", Usage: "prompt for the password on the terminal"},
+		&cli.StringFlag{Name: "jump", Usage: "jump host `[user@]host[:port]` (like ssh -J)"},
+		&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts `FILE`", Value: "~/.ssh/known_hosts", EnvVars: []string{"K8SLAB_KNOWN_HOSTS"}},
+		&cli.StringFlag{Name: "host-key-policy", Value: "accept-new", Usage: "strict | accept-new | insecure"},
+		&cli.StringFlag{Name: "ssh-config", Value: "~/.ssh/config", Usage: "OpenSSH client config to honour (Host aliases, HostName, User, Port, IdentityFile, ProxyJump)"},
+		&cli.IntFlag{Name: "parallel", Value: 32, Usage: "how many nodes to work on at once"},
+		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "limit for each remote command (0: none)"},
+		&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "limit for connecting and authenticating"},
+		&cli.StringFlag{Name: "output", Value: "text", Usage: "text | json"},
+		&cli.StringFlag{Name: "log-dir", Value: defaultLogDir(), Usage: "per-run logs go to `DIR`/<timestamp>/<host>.log", EnvVars: []string{"K8SLAB_LOG_DIR"}},
+	}
+}
+
+func defaultLogDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "k8slab", "runs")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "state", "k8slab", "runs")
+}
+
+// session is everything a node command needs, built and checked before
+// any connection is made: bad input never touches a node.
+type session struct {
+	pool    *ssh.Pool
+	hosts   []host.Host
+	clients []*ssh.Client
+	runner  *run.Runner
+	json    bool
+}
+
+func (s *session) Close() {
+	if s.runner != nil {
+		s.runner.Close()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}
+
+func openSession(c *cli.Context, command string) (*session, error) {
+	out := c.String("output")
+	if out != "text" && out != "json" {
+		return nil, badInput("--output: %q is not text or json", out)
+	}
+	if c.Int("parallel") < 1 {
+		return nil, badInput("--parallel: must be at least 1, got %d", c.Int("parallel"))
+	}
+	if c.String("nodes") == "" {
+		return nil, badInput("--nodes: no nodes given")
+	}
+	targets, err := ssh.ParseTargets(c.String("nodes"))
+	if err != nil {
+		return nil, badInput("--nodes: %v", err)
+	}
+	policy, err := ssh.ParseHostKeyPolicy(c.String("host-key-policy"))
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	if j := c.String("jump"); j != "" {
+		if _, err := ssh.ParseTarget(j); err != nil {
+			return nil, badInput("--jump: %v", err)
+		}
+	}
+	sshCfg, err := ssh.LoadSSHConfig(c.String("ssh-config"))
+	if err != nil {
+		return nil, badInput("--ssh-config: %v", err)
+	}
+	password := c.String("password")
+	if c.Bool("ask-password") {
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return nil, badInput("--ask-password: standard input is not a terminal (use K8SLAB_SSH_PASSWORD in scripts)")
+		}
+		fmt.Fprint(os.Stderr, "SSH password: ")
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return nil, badInput("--ask-password: %v", err)
+		}
+		password = string(b)
+	}
+	red := &run.Redactor{}
+	red.Add(password, os.Getenv("K8SLAB_SSH_KEY_PASSPHRASE"))
+
+	opts := ssh.Options{
+		User:           c.String("user"),
+		UserSet:        c.IsSet("user"),
+		KeyFiles:       expandAll(c.StringSlice("ssh-key")),
+		Password:       password,
+		Passphrase:     passphraseFunc(red),
+		Jump:           c.String("jump"),
+		KnownHostsFile: expand(c.String("known-hosts")),
+		HostKeyPolicy:  policy,
+		SSHConfig:      sshCfg,
+		DialTimeout:    c.Duration("connect-timeout"),
+		CommandTimeout: c.Duration("timeout"),
+	}
+	for _, k := range opts.KeyFiles {
+		if _, err := os.Stat(k); err != nil {
+			return nil, badInput("--ssh-key: %v", err)
+		}
+	}
+	pool, err := ssh.NewPool(opts)
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	s := &session{pool: pool, json: out == "json"}
+	for _, t := range targets {
+		cl, err := pool.Host(t)
+		if err != nil {
+			s.Close()
+			return nil, badInput("--nodes: %v", err)
+		}
+		s.clients = append(s.clients, cl)
+		s.hosts = append(s.hosts, cl)
+	}
+	s.runner, err = run.New(run.Options{
+		Command:  command,
+		Parallel: c.Int("parallel"),
+		LogDir:   expand(c.String("log-dir")),
+		Status:   os.Stderr,
+		Live:     term.IsTerminal(int(os.Stderr.Fd())) && !s.json,
+		Redactor: red,
+	}, s.hosts)
+	if err != nil {
+		s.Close()
+		return nil, badInput("--log-dir: %v", err)
+	}
+	return s, nil
+}
+
+// connectStep dials every node first, so "unreachable" and "auth failed"
+// are reported as such, before any work starts.
+func (s *session) connectStep() run.Step {
+	return run.Step{Name: "connect", Do: func(ctx context.Context, t *run.Task) error {
+		return t.Host.(*ssh.Client).Connect(ctx)
+	}}
+}
+
+// finish prints the report and turns failures into the exit code.
+func (s *session) finish(data map[string]map[string]any, text func()) error {
+	rep := s.runner.Report(data)
+	s.runner.Close()
+	if s.json {
+		if err := s.runner.WriteJSON(os.Stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		if text != nil {
+			text()
+		}
+		s.runner.WriteSummary(os.Stdout, rep)
+	}
+	if !rep.OK {
+		return &exitError{exitFailed, errors.New("failed on one or more nodes (see above)")}
+	}
+	return nil
+}
+
+// passphraseFunc asks on the terminal, or takes K8SLAB_SSH_KEY_PASSPHRASE;
+// with neither, encrypted keys fail clearly instead of hanging a script.
+func passphraseFunc(red *run.Redactor) func(string) ([]byte, error) {
+	if p := os.Getenv("K8SLAB_SSH_KEY_PASSPHRASE"); p != "" {
+		return func(string) ([]byte, error) { return []byte(p), nil }
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil
+	}
+	return func(path string) ([]byte, error) {
+		fmt.Fprintf(os.Stderr, "Passphrase for %s: ", path)
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(os.Stderr)
+		red.Add(string(b))
+		return b, err
+	}
+}
+
+func expand(p string) string {
+	if len(p) > 1 && p[:2] == "~/" {
+		home, _ := os.UserHomeDir()
+		return filepath.Join(home, p[2:])
+	}
+	return p
+}
+
+func expandAll(ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = expand(p)
+	}
+	return out
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/k8slab/k8slab"
+	"github.com/k8slab/k8slab/topology"
+	"github.com/urfave/cli/v2"
+)
+
+func labFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "lab description `FILE` (default: the built-in GNS3 reference lab)"},
+		&cli.StringFlag{Name: "name", Usage: "override the lab's name (namespaces are k8slab-<name>-<member>)"},
+		&cli.StringFlag{Name: "state-dir", Value: topology.DefaultStateRoot, Usage: "where labs keep keys, configs and logs"},
+	}
+}
+
+func loadLab(c *cli.Context) (*topology.Lab, error) {
+	b := k8slab.ReferenceLab
+	if f := c.String("file"); f != "" {
+		var err error
+		if b, err = os.ReadFile(f); err != nil {
+			return nil, badInput("--file: %v", err)
+		}
+	}
+	spec, err := topology.Parse(b)
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	if n := c.String("name"); n != "" {
+		spec.Name = n
+		if err := spec.Validate(); err != nil {
+			return nil, badInput("--name: %v", err)
+		}
+	}
+	lab := topology.New(spec, c.String("state-dir"))
+	lab.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	return lab, nil
+}
+
+func labCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "lab",
+		Usage: "build the test lab (network namespaces, BIRD routers, sshd nodes) on this machine (root)",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "up",
+				Usage: "build the lab and wait until BGP has converged and every node answers SSH",
+				Flags: labFlags(),
+				Action: func(c *cli.Context) error {
+					lab, err := loadLab(c)
+					if err != nil {
+						return err
+					}
+					if err := lab.Up(c.Context); err != nil {
+						return &exitError{exitFailed, err}
+					}
+					fmt.Printf("nodes: %s\nuse it: k8slab lab exec -- k8slab facts\n", strings.Join(lab.Spec.NodeAddrs(), ","))
+					return nil
+				},
+			},
+			{
+				Name:  "down",
+				Usage: "stop the lab's processes and remove its namespaces",
+				Flags: labFlags(),
+				Action: func(c *cli.Context) error {
+					lab, err := loadLab(c)
+					if err != nil {
+						return err
+					}
+					if err := lab.Down(c.Context); err != nil {
+						return &exitError{exitFailed, err}
+					}
+					fmt.Fprintf(os.Stderr, "lab %s is down\n", lab.Spec.Name)
+					return nil
+				},
+			},
+			{
+				Name:  "status",
+				Usage: "show BGP sessions, routes and sshd reachability",
+				Flags: append(labFlags(), &cli.StringFlag{Name: "output", Value: "text", Usage: "text | json"}),
+				Action: func(c *cli.Context) error {
+					lab, err := loadLab(c)
+					if err != nil {
+						return err
+					}
+					st := lab.Status(c.Context)
+					if c.String("output") == "json" {
+						b, _ := json.MarshalIndent(st, "", "  ")
+						fmt.Println(string(b))
+					} else {
+						printLabStatus(st)
+					}
+					if !st.Up {
+						return &exitError{exitFailed, fmt.Errorf("lab %s is not up", st.Name)}
+					}
+					return nil
+				},
+			},
+			{
+				Name:      "exec",
+				Usage:     "run a command in the workstation namespace, with K8SLAB_NODES, K8SLAB_SSH_KEY and K8SLAB_KNOWN_HOSTS set for the lab",
+				ArgsUsage: "-- COMMAND [ARGS...]",
+				Flags:     labFlags(),
+				Action: func(c *cli.Context) error {
+					lab, err := loadLab(c)
+					if err != nil {
+						return err
+					}
+					args := c.Args().Slice()
+					if len(args) == 0 {
+						return badInput("lab exec: no command given")
+					}
+					// "k8slab" means this very binary, installed or not.
+					if args[0] == "k8slab" {
+						if self, err := os.Executable(); err == nil {
+							args[0] = self
+						}
+					}
+					env := append(os.Environ(),
+						"K8SLAB_NODES="+strings.Join(lab.Spec.NodeAddrs(), ","),
+						"K8SLAB_SSH_KEY="+lab.KeyFile(),
+						"K8SLAB_KNOWN_HOSTS="+lab.KnownHostsFile(),
+					)
+					ipPath, err := exec.LookPath("ip")
+					if err != nil {
+						return err
+					}
+					argv := append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, args...)
+					return syscall.Exec(ipPath, argv, env)
+				},
+			},
+		},
+	}
+}
+
+func printLabStatus(st topology.Status) {
+	state := "up"
+	if !st.Up {
+		state = "NOT UP"
+	}
+	fmt.Printf("lab %s: %s\n", st.Name, state)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	for _, r := range st.Routers {
+		names := make([]string, 0, len(r.Sessions))
+		for n := range r.Sessions {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var sess []string
+		for _, n := range names {
+			sess = append(sess, n+"="+r.Sessions[n])
+		}
+		missing := "all node subnets routed"
+		if len(r.Missing) > 0 {
+			missing = "missing " + strings.Join(r.Missing, ",")
+		}
+		fmt.Fprintf(tw, "router %s\tBGP %s\t%s\n", r.Name, strings.Join(sess, " "), missing)
+	}
+	for _, s := range st.SSH {
+		open := "ssh open"
+		if !s.Open {
+			open = "ssh CLOSED"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Member, s.Addr, open)
+	}
+	tw.Flush()
+	for _, i := range st.Issues {
+		fmt.Println("issue:", i)
+	}
+}

@@ -1,0 +1,106 @@
+package run
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// ReportVersion changes when the JSON schema changes incompatibly, so
+// scripts that parse reports can check what they read.
+const ReportVersion = "k8slab.dev/report/v1"
+
+// Report is the machine-readable result of a run (--output json).
+type Report struct {
+	Version    string       `json:"version"`
+	Command    string       `json:"command"`
+	Started    time.Time    `json:"started"`
+	DurationMS int64        `json:"duration_ms"`
+	OK         bool         `json:"ok"`
+	RunDir     string       `json:"run_dir,omitempty"`
+	Hosts      []HostReport `json:"hosts"`
+}
+
+// HostReport is one host's outcome.
+type HostReport struct {
+	Host       string         `json:"host"`
+	Status     State          `json:"status"`
+	ExitCode   int            `json:"exit_code"`
+	DurationMS int64          `json:"duration_ms"`
+	Error      string         `json:"error,omitempty"`
+	Steps      []StepResult   `json:"steps"`
+	Data       map[string]any `json:"data,omitempty"`
+}
+
+// Report builds the report; data adds per-host payloads (exec output,
+// facts) keyed by host name.
+func (r *Runner) Report(data map[string]map[string]any) Report {
+	rep := Report{
+		Version:    ReportVersion,
+		Command:    r.opts.Command,
+		Started:    r.started,
+		DurationMS: r.opts.Now().Sub(r.started).Milliseconds(),
+		OK:         !r.Failed(),
+		RunDir:     r.runDir,
+	}
+	for _, hr := range r.hosts {
+		hr.mu.Lock()
+		h := HostReport{
+			Host:       hr.h.Name(),
+			Status:     hr.state,
+			ExitCode:   hr.exitCode,
+			DurationMS: hr.elapsed.Milliseconds(),
+			Steps:      append([]StepResult(nil), hr.steps...),
+			Data:       data[hr.h.Name()],
+		}
+		if hr.err != nil {
+			h.Error = r.opts.Redactor.String(hr.err.Error())
+		}
+		hr.mu.Unlock()
+		rep.Hosts = append(rep.Hosts, h)
+	}
+	return rep
+}
+
+// WriteJSON writes the report; secrets are masked in every string field,
+// including free-form data, by redacting the encoded document.
+func (r *Runner) WriteJSON(w io.Writer, rep Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, r.opts.Redactor.String(string(b))+"\n")
+	return err
+}
+
+// WriteSummary prints one line per host: status, exit code, time, first error.
+func (r *Runner) WriteSummary(w io.Writer, rep Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATUS\tEXIT\tTIME\tERROR")
+	failed := 0
+	for _, h := range rep.Hosts {
+		if h.Status == Failed {
+			failed++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", h.Host, h.Status, h.ExitCode,
+			(time.Duration(h.DurationMS) * time.Millisecond).String(), h.Error)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%d hosts, %d failed, %s; logs: %s\n", len(rep.Hosts), failed,
+		(time.Duration(rep.DurationMS) * time.Millisecond).String(), orNone(rep.RunDir))
+	return err
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// Redact masks the run's secrets in s, for output printed outside the report.
+func (r *Runner) Redact(s string) string { return r.opts.Redactor.String(s) }
