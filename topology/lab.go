@@ -451,7 +451,7 @@ func (l *Lab) startSSHDs(ctx context.Context) error {
 		if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(SSHDConfig(m.addr, dir, filepath.Join(l.Dir, "authorized_keys"))), 0o644); err != nil {
 			return err
 		}
-		if err := l.startSSHD(m.name); err != nil {
+		if err := l.startSSHD(m.name, nil); err != nil {
 			return err
 		}
 	}
@@ -461,7 +461,7 @@ func (l *Lab) startSSHDs(ctx context.Context) error {
 // startSSHD runs sshd in the member's network namespace plus a UTS and a
 // mount namespace of its own: its hostname and /etc accounts are the
 // node's, and nothing is mounted over the host's files.
-func (l *Lab) startSSHD(member string) error {
+func (l *Lab) startSSHD(member string, extra []string) error {
 	dir := l.memberDir(member)
 	etc := filepath.Join(dir, "etc")
 	script := `set -e
@@ -472,12 +472,17 @@ done
 if [ -e /etc/pam.d/sshd ]; then mount --bind "$2/pam-sshd" /etc/pam.d/sshd; fi
 # ip netns exec remounted /sys for the namespace, hiding the cgroup tree.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
-exec /usr/sbin/sshd -D -e -f "$3/sshd_config"`
-	p, err := startDaemon(member, "sshd", filepath.Join(dir, "sshd.log"), []string{
+dir="$3"; shift 3
+exec /usr/sbin/sshd -D -e -f "$dir/sshd_config" "$@"`
+	args := []string{
 		"ip", "netns", "exec", l.NS(member),
 		"unshare", "--uts", "--mount", "--propagation", "private",
 		"sh", "-c", script, "sh", member, etc, dir,
-	})
+	}
+	for _, o := range extra {
+		args = append(args, "-o", o)
+	}
+	p, err := startDaemon(member, "sshd", filepath.Join(dir, "sshd.log"), args)
 	if err != nil {
 		return err
 	}
@@ -716,9 +721,16 @@ func (l *Lab) KillSSH(member string) error {
 	return fmt.Errorf("%s runs no sshd", member)
 }
 
-// RestartSSH restarts a member's sshd, with a fresh host key if asked:
-// that is what a reinstalled node looks like to known_hosts.
-func (l *Lab) RestartSSH(ctx context.Context, member string, newHostKey bool) error {
+// SSHRestart says how a member's sshd comes back.
+type SSHRestart struct {
+	// NewHostKey is what a reinstalled node looks like to known_hosts.
+	NewHostKey bool
+	// Options are extra sshd -o settings, e.g. "PasswordAuthentication=no".
+	Options []string
+}
+
+// RestartSSH restarts a member's sshd.
+func (l *Lab) RestartSSH(ctx context.Context, member string, how SSHRestart) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var kept []Proc
@@ -732,12 +744,12 @@ func (l *Lab) RestartSSH(ctx context.Context, member string, newHostKey bool) er
 		kept = append(kept, p)
 	}
 	l.state.Procs = kept
-	if newHostKey {
+	if how.NewHostKey {
 		if _, err := writeKey(filepath.Join(l.memberDir(member), "ssh_host_ed25519_key"), "root@"+member); err != nil {
 			return err
 		}
 	}
-	if err := l.startSSHD(member); err != nil {
+	if err := l.startSSHD(member, how.Options); err != nil {
 		return err
 	}
 	return l.waitReady(ctx)

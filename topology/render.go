@@ -102,8 +102,9 @@ Subsystem sftp internal-sftp
 
 // pamSSHD replaces /etc/pam.d/sshd inside a node's mount namespace: only
 // the password check against the node's own shadow file, none of the
-// host's session modules (logind, motd) that do not belong in a lab.
-const pamSSHD = `auth required pam_unix.so
+// host's session modules (logind, motd) that do not belong in a lab;
+// nodelay: a refused password fails at once, not after PAM's 2 s.
+const pamSSHD = `auth required pam_unix.so nodelay
 account required pam_unix.so
 session required pam_permit.so
 password required pam_deny.so

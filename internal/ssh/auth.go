@@ -119,11 +119,19 @@ func (k *keyring) authFor(ep Endpoint, password string) ([]xssh.AuthMethod, stri
 	}
 	if password != "" {
 		methods = append(methods, xssh.Password(password))
+		// Answer hidden prompts with the password once: when the server
+		// asks again, the password was refused, and every retry costs a
+		// PAM failure delay.
+		answered := false
 		methods = append(methods, xssh.KeyboardInteractive(func(_, _ string, qs []string, echos []bool) ([]string, error) {
 			ans := make([]string, len(qs))
 			for i := range qs {
 				if !echos[i] {
+					if answered {
+						return nil, errors.New("password refused")
+					}
 					ans[i] = password
+					answered = true
 				}
 			}
 			return ans, nil

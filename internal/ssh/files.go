@@ -89,7 +89,7 @@ func (c *Client) copyTo(ctx context.Context, remote string, f host.File, r io.Re
 		return err
 	}
 	defer w.Close()
-	if p := c.pool.opts.Progress; p != nil && f.Size >= ProgressThreshold {
+	if p := c.pool.opts.Progress; p != nil && f.Size >= c.pool.opts.ProgressMin {
 		pr := &progressReader{r: r}
 		stop := make(chan struct{})
 		defer close(stop)

@@ -42,12 +42,11 @@ type Options struct {
 	// Dial opens the TCP connection; nil uses net.Dialer. The lab and the
 	// benchmark replace it (network namespace, loopback).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Progress is told about uploads larger than ProgressThreshold.
-	Progress func(host, path string, done, total int64)
+	// Progress is told about uploads of ProgressMin bytes or more
+	// (default 100 MB): binaries and image tarballs, not config files.
+	Progress    func(host, path string, done, total int64)
+	ProgressMin int64
 }
-
-// ProgressThreshold is the upload size from which Progress is called.
-const ProgressThreshold = 100 << 20
 
 // Pool owns the state shared by all nodes of a run: parsed keys, the
 // known_hosts database and jump-host connections.
@@ -71,6 +70,9 @@ func NewPool(o Options) (*Pool, error) {
 	}
 	if o.KeepAlive == 0 {
 		o.KeepAlive = 15 * time.Second
+	}
+	if o.ProgressMin == 0 {
+		o.ProgressMin = 100 << 20
 	}
 	if o.KnownHostsFile == "" {
 		o.KnownHostsFile = expandHome("~/.ssh/known_hosts")
