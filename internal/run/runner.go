@@ -209,7 +209,7 @@ func (r *Runner) Run(ctx context.Context, s Step) error {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				r.record(hr, s.Name, Failed, 0, fmt.Errorf("%s: %s: %w", hr.h.Name(), s.Name, ctx.Err()))
+				r.record(hr, s.Name, Failed, 0, fmt.Errorf("%s: not started: %w", hr.h.Name(), ctx.Err()))
 				return
 			}
 			defer func() { <-sem }()
