@@ -165,8 +165,16 @@ func TestLabChangedHostKeyRefused(t *testing.T) {
 		if !errors.As(err, &changed) {
 			t.Fatalf("node2 with a new host key: got %v, want HostKeyChangedError", err)
 		}
+		// Connect order decides which line node2's key is on.
+		kh, _ := os.ReadFile(o.KnownHostsFile)
+		line := 0
+		for i, l := range strings.Split(string(kh), "\n") {
+			if strings.HasPrefix(l, "172.31.3.12 ") {
+				line = i + 1
+			}
+		}
 		msg := err.Error()
-		for _, want := range []string{"REMOTE HOST KEY CHANGED", "172.31.3.12", "SHA256:", o.KnownHostsFile + ":2", "ssh-keygen -R"} {
+		for _, want := range []string{"REMOTE HOST KEY CHANGED", "172.31.3.12", "SHA256:", fmt.Sprintf("%s:%d ", o.KnownHostsFile, line), "ssh-keygen -R"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("error %q lacks %q", msg, want)
 			}
@@ -241,7 +249,8 @@ func TestLabNonRootUsersBecomeRoot(t *testing.T) {
 			return fmt.Errorf("stdin through sudo: %q", so.String())
 		}
 		// Root-only places: upload into one, read a root-only file.
-		p := "/root/.k8slab-test-" + lab.Spec.Name
+		// Lab nodes share the host's filesystem: one path per user.
+		p := "/root/.k8slab-test-" + lab.Spec.Name + "-" + user
 		if err := c.Upload(ctx, host.File{Path: p, Mode: 0o600}, strings.NewReader("x")); err != nil {
 			return err
 		}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/topology"
+	"github.com/k8slab/k8slab/topology/labtest"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "k8slab-bin")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "k8slab")
+	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// runCLI runs the real binary; inside the lab's workstation namespace when
+// lab is given, as `k8slab lab exec` would.
+func runCLI(t *testing.T, lab *topology.Lab, env []string, args ...string) result {
+	t.Helper()
+	argv := append([]string{binPath}, args...)
+	if lab != nil {
+		argv = append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=", "HOME="+t.TempDir())
+	cmd.Env = append(cmd.Env, env...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{so.String(), se.String(), code}
+}
+
+// labEnv is what `k8slab lab exec` sets, plus a private log dir.
+func labEnv(t *testing.T, lab *topology.Lab) (env []string, logDir string) {
+	logDir = t.TempDir()
+	return []string{
+		"K8SLAB_NODES=" + strings.Join(lab.Spec.NodeAddrs(), ","),
+		"K8SLAB_SSH_KEY=" + lab.KeyFile(),
+		"K8SLAB_KNOWN_HOSTS=" + filepath.Join(t.TempDir(), "known_hosts"),
+		"K8SLAB_LOG_DIR=" + logDir,
+	}, logDir
+}
+
+func TestCLIOnLab(t *testing.T) {
+	lab := labtest.Up(t)
+	env, logDir := labEnv(t, lab)
+
+	t.Run("exec prints each node's output prefixed, and a summary", func(t *testing.T) {
+		r := runCLI(t, lab, env, "exec", "--", "uname", "-n")
+		if r.code != 0 {
+			t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		for addr, name := range map[string]string{"172.31.3.11": "kube-node1", "172.31.4.12": "kube-node4"} {
+			if !strings.Contains(r.stdout, "["+addr+"] "+name+"\n") {
+				t.Errorf("stdout lacks %s's line:\n%s", addr, r.stdout)
+			}
+		}
+		if !strings.Contains(r.stdout, "4 hosts, 0 failed") {
+			t.Errorf("no summary:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("facts as JSON", func(t *testing.T) {
+		r := runCLI(t, lab, env, "facts", "--output", "json")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		var rep struct {
+			run.Report
+			Hosts []struct {
+				Host   string `json:"host"`
+				Status string `json:"status"`
+				Data   struct {
+					Facts struct {
+						Hostname      string `json:"hostname"`
+						CgroupVersion int    `json:"cgroup_version"`
+						DefaultAddr   string `json:"default_addr"`
+						CPUs          int    `json:"cpus"`
+					} `json:"facts"`
+				} `json:"data"`
+			} `json:"hosts"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("stdout is not one JSON document: %v\n%s", err, r.stdout)
+		}
+		if len(rep.Hosts) != 4 || !rep.OK || rep.Version != run.ReportVersion {
+			t.Fatalf("report: %+v", rep)
+		}
+		for _, h := range rep.Hosts {
+			f := h.Data.Facts
+			if h.Status != "ok" || !strings.HasPrefix(f.Hostname, "kube-node") || f.CgroupVersion != 2 || f.DefaultAddr != h.Host+"/24" || f.CPUs < 1 {
+				t.Errorf("%s: %+v", h.Host, h)
+			}
+		}
+	})
+
+	t.Run("one failing node: exit 1, the others succeed", func(t *testing.T) {
+		r := runCLI(t, lab, env, "exec", "--output", "json", "--", `case $(uname -n) in kube-node3) echo broken >&2; exit 3;; esac; echo fine`)
+		if r.code != 1 {
+			t.Fatalf("exit %d, want 1: %s", r.code, r.stderr)
+		}
+		var rep run.Report
+		json.Unmarshal([]byte(r.stdout), &rep)
+		for _, h := range rep.Hosts {
+			want := run.OK
+			if h.Host == "172.31.4.11" {
+				want = run.Failed
+				if h.ExitCode != 3 || !strings.Contains(h.Error, "172.31.4.11: exit status 3: broken") {
+					t.Errorf("node3: exit %d, error %q", h.ExitCode, h.Error)
+				}
+			}
+			if h.Status != want {
+				t.Errorf("%s: %s, want %s", h.Host, h.Status, want)
+			}
+		}
+	})
+
+	t.Run("password never reaches logs, JSON or terminal", func(t *testing.T) {
+		// No key at all (and an empty $HOME): only the password can log in.
+		var pwEnv []string
+		for _, e := range env {
+			if !strings.HasPrefix(e, "K8SLAB_SSH_KEY=") {
+				pwEnv = append(pwEnv, e)
+			}
+		}
+		pwEnv = append(pwEnv, "K8SLAB_SSH_PASSWORD="+lab.Spec.Login.RootPassword)
+		r := runCLI(t, lab, pwEnv, "exec", "--output", "json", "--", "echo", "the password is", lab.Spec.Login.RootPassword)
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+		}
+		all := r.stdout + r.stderr
+		filepath.Walk(logDir, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				b, _ := os.ReadFile(p)
+				all += string(b)
+			}
+			return nil
+		})
+		if strings.Contains(all, lab.Spec.Login.RootPassword) {
+			t.Errorf("password %q found in output or logs", lab.Spec.Login.RootPassword)
+		}
+		if !strings.Contains(r.stdout, "the password is "+run.Mask) {
+			t.Errorf("expected the masked echo in JSON:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("lab status", func(t *testing.T) {
+		r := runCLI(t, nil, nil, "lab", "status", "--name", lab.Spec.Name, "--output", "json")
+		var st topology.Status
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || !st.Up || len(st.SSH) != 5 {
+			t.Errorf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+		}
+	})
+}
+
+func TestCLIBadInputTouchesNothing(t *testing.T) {
+	logDir := t.TempDir()
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad address", []string{"exec", "--nodes", "172.31.3.11,172.31.3.311", "--", "true"}, `"172.31.3.311": invalid IPv4 address`},
+		{"duplicate node", []string{"facts", "--nodes", "172.31.3.11,172.31.3.11"}, `node "172.31.3.11" is listed twice`},
+		{"no nodes", []string{"facts"}, "--nodes: no nodes given"},
+		{"bad policy", []string{"facts", "--nodes", "10.0.0.1", "--host-key-policy", "yolo"}, "--host-key-policy"},
+		{"bad output", []string{"facts", "--nodes", "10.0.0.1", "--output", "yaml"}, "--output"},
+		{"missing key", []string{"facts", "--nodes", "10.0.0.1", "--ssh-key", "/nonexistent/key"}, "--ssh-key"},
+		{"no command", []string{"exec", "--nodes", "10.0.0.1"}, "no command given"},
+		{"bad jump", []string{"facts", "--nodes", "10.0.0.1", "--jump", "a b"}, "--jump"},
+		{"unknown flag", []string{"facts", "--frobnicate"}, "frobnicate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, nil, []string{"K8SLAB_LOG_DIR=" + logDir, "K8SLAB_KNOWN_HOSTS=" + kh}, tt.args...)
+			if r.code != exitBadInput || !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, exitBadInput, tt.want)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(logDir); len(entries) > 0 {
+		t.Errorf("a refused run created %d run directories", len(entries))
+	}
+}
+
+func TestCLIVersionAndCompletion(t *testing.T) {
+	if r := runCLI(t, nil, nil, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "k8slab ") {
+		t.Errorf("version: %+v", r)
+	}
+	if r := runCLI(t, nil, nil, "completion", "bash"); r.code != 0 || !strings.Contains(r.stdout, "complete -o bashdefault") {
+		t.Errorf("completion: %+v", r)
+	}
+	if r := runCLI(t, nil, nil, "lab", "--generate-bash-completion"); !strings.Contains(r.stdout, "up") || !strings.Contains(r.stdout, "status") {
+		t.Errorf("completion candidates for lab: %q", r.stdout)
+	}
+}
