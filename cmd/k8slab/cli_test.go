@@ -174,6 +174,26 @@ func TestCLIOnLab(t *testing.T) {
 		}
 	})
 
+	t.Run("a terminal gets one live line per node", func(t *testing.T) {
+		// script(1) gives k8slab a real pseudo-terminal.
+		r := runCLI(t, lab, env, "exec", "--", "sleep", "0.5")
+		plain := r.stderr
+		cmd := exec.Command("ip", "netns", "exec", lab.NS(topology.WorkstationName),
+			"script", "-qec", binPath+" exec -- sleep 0.5", "/dev/null")
+		cmd.Env = append(append(os.Environ(), "SSH_AUTH_SOCK=", "HOME="+t.TempDir()), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		tty := string(out)
+		if !strings.Contains(tty, "\x1b[4A") || !strings.Contains(tty, "\x1b[2K172.31.4.12") {
+			t.Errorf("no in-place redraw of 4 node lines on a terminal:\n%q", tty)
+		}
+		if strings.Contains(plain, "\x1b[") || !strings.Contains(plain, "172.31.4.12: exec: ok in") {
+			t.Errorf("without a terminal, want plain lines:\n%q", plain)
+		}
+	})
+
 	t.Run("lab status", func(t *testing.T) {
 		r := runCLI(t, nil, nil, "lab", "status", "--name", lab.Spec.Name, "--output", "json")
 		var st topology.Status

@@ -139,14 +139,9 @@ func openSession(c *cli.Context, command string) (*session, error) {
 		DialTimeout:    c.Duration("connect-timeout"),
 		CommandTimeout: c.Duration("timeout"),
 	}
-	for _, k := range opts.KeyFiles {
-		if _, err := os.Stat(k); err != nil {
-			return nil, badInput("--ssh-key: %v", err)
-		}
-	}
 	pool, err := ssh.NewPool(opts)
 	if err != nil {
-		return nil, badInput("%v", err)
+		return nil, badInput("--ssh-key/--known-hosts: %v", err)
 	}
 	s := &session{pool: pool, json: out == "json"}
 	for _, t := range targets {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -416,5 +417,94 @@ func TestLabLargeUploadIsAtomicWithProgress(t *testing.T) {
 	}
 	if calls == 0 || last != int64(len(data)) {
 		t.Errorf("progress: %d calls, last %d of %d", calls, last, len(data))
+	}
+}
+
+func TestLabAgentAuth(t *testing.T) {
+	lab := labtest.Up(t)
+	o := labOptions(t, lab)
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal("ssh-agent socket never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	add := exec.Command("ssh-add", lab.KeyFile())
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v %s", err, out)
+	}
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	o.KeyFiles = nil // only the agent holds the key
+	_, cs := clients(t, o, "172.31.4.11")
+	if out, err := host.Output(context.Background(), cs[0], "uname -n"); err != nil || strings.TrimSpace(out) != "kube-node3" {
+		t.Fatalf("agent auth: %q %v", out, err)
+	}
+}
+
+func TestLabEncryptedKey(t *testing.T) {
+	lab := labtest.Up(t)
+	o := labOptions(t, lab)
+	pemBytes, err := os.ReadFile(lab.KeyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := xssh.ParseRawPrivateKey(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := xssh.MarshalPrivateKeyWithPassphrase(raw, "lab", []byte("open sesame"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := filepath.Join(t.TempDir(), "id_enc")
+	os.WriteFile(enc, pem.EncodeToMemory(blk), 0o600)
+	o.KeyFiles = []string{enc}
+
+	// Unattended: refused when the pool is made, before any node is dialled.
+	if _, err := ssh.NewPool(o); err == nil || !strings.Contains(err.Error(), "is encrypted and this run cannot ask for its passphrase") {
+		t.Fatalf("encrypted key without passphrase: %v", err)
+	}
+	asked := 0
+	o.Passphrase = func(string) ([]byte, error) { asked++; return []byte("open sesame"), nil }
+	_, cs := clients(t, o, lab.Spec.NodeAddrs()...)
+	for i, err := range parallel(cs, func(c *ssh.Client) error { return c.Connect(context.Background()) }) {
+		if err != nil {
+			t.Errorf("%s: %v", cs[i].Name(), err)
+		}
+	}
+	if asked != 1 {
+		t.Errorf("passphrase asked %d times for 4 nodes, want once", asked)
+	}
+}
+
+func TestLabUnreachableNodeConnectTimeout(t *testing.T) {
+	lab := labtest.Up(t)
+	ctx := context.Background()
+	if err := lab.SetLink(ctx, "kube-node1", false); err != nil {
+		t.Fatal(err)
+	}
+	o := labOptions(t, lab)
+	o.DialTimeout = 2 * time.Second
+	_, cs := clients(t, o, "172.31.3.11", "172.31.3.12")
+	start := time.Now()
+	errs := parallel(cs, func(c *ssh.Client) error { return c.Connect(ctx) })
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "connect: timed out after 2s") {
+		t.Errorf("node1 behind a down link: %v", errs[0])
+	}
+	if errs[1] != nil {
+		t.Errorf("node2: %v", errs[1])
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("took %s with a 2s connect timeout", d)
 	}
 }

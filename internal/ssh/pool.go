@@ -81,12 +81,20 @@ func NewPool(o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{
+	p := &Pool{
 		opts:  o,
 		keys:  &keyring{passphrase: o.Passphrase, keys: map[string]keyResult{}},
 		hosts: hk,
 		jumps: map[string]*Client{},
-	}, nil
+	}
+	// Keys named on the command line are loaded now: an unreadable or
+	// locked key is bad input, reported before any node is contacted.
+	for _, k := range o.KeyFiles {
+		if _, err := p.keys.signer(k, true); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // Host returns the client for one target; it dials lazily on first use.
