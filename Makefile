@@ -5,7 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build deps lab lab-down test bench vet clean
+VM_DIR  ?= $(HOME)/.cache/k8slab/vm
+
+.PHONY: build deps vm-deps vm-image lab lab-down test e2e bench vet clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/k8slab
@@ -13,6 +15,20 @@ build:
 # Everything the lab and the tests run: sshd, bird2, iproute2, sudo, ...
 deps:
 	scripts/install-test-deps.sh
+
+vm-deps:
+	scripts/install-test-deps.sh --vm
+
+# The Debian 12 node image for the VM lab (cached in $(VM_DIR), ~4 min cold).
+vm-image: vm-deps
+	mkdir -p $(VM_DIR)
+	test -f $(VM_DIR)/id_ed25519 || ssh-keygen -q -t ed25519 -N "" -C k8slab-vm-lab -f $(VM_DIR)/id_ed25519
+	scripts/vm/build-image.sh $(VM_DIR) $(VM_DIR)/id_ed25519.pub
+
+# The real-node tier: VMs on the BIRD fabric. The test tears the lab down
+# itself, also on failure.
+e2e: deps vm-image
+	K8SLAB_E2E=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) $(GO) test -count=1 -timeout 80m -run E2E -v ./topology/
 
 # The main job on the default (GNS3 reference) lab: build the fabric,
 # then show facts from its four nodes across it.

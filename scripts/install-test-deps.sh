@@ -14,6 +14,14 @@ have openssl        || need+=(openssl)
 have ping           || need+=(iputils-ping)
 have unshare        || need+=(util-linux)
 have make           || need+=(make)
+# --vm: what the real-node lab (make e2e) needs on top.
+if [ "${1:-}" = --vm ]; then
+  have qemu-system-x86_64 || need+=(qemu-system-x86)
+  have qemu-img           || need+=(qemu-utils)
+  have debootstrap        || need+=(debootstrap)
+  have mkfs.ext4          || need+=(e2fsprogs)
+  have ssh-keygen         || need+=(openssh-client)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: need root to install: ${need[*]}" >&2

@@ -32,6 +32,8 @@ type Lab struct {
 	Dir  string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
+	// VM, when set, boots the nodes as QEMU VMs instead of namespaces.
+	VM *VMOptions
 
 	mu    sync.Mutex
 	state labState
@@ -124,6 +126,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
+	var resumed map[string]bool
 	steps := []struct {
 		name string
 		fn   func(context.Context) error
@@ -132,7 +135,22 @@ func (l *Lab) Up(ctx context.Context) error {
 		{"keys", l.writeKeys},
 		{"routers", l.startRouters},
 		{"ssh", l.startSSHDs},
-		{"converge", l.waitReady},
+	}
+	if l.VM != nil {
+		steps = append(steps, struct {
+			name string
+			fn   func(context.Context) error
+		}{"vms", func(ctx context.Context) (err error) { resumed, err = l.startVMs(ctx); return err }})
+	}
+	steps = append(steps, struct {
+		name string
+		fn   func(context.Context) error
+	}{"converge", l.waitReady})
+	if l.VM != nil {
+		steps = append(steps, struct {
+			name string
+			fn   func(context.Context) error
+		}{"settle", func(ctx context.Context) error { return l.settleVMs(ctx, resumed) }})
 	}
 	for _, s := range steps {
 		if err := s.fn(ctx); err != nil {
@@ -144,13 +162,16 @@ func (l *Lab) Up(ctx context.Context) error {
 	return l.save()
 }
 
+// members are the lab's network namespaces; VM nodes have none.
 func (l *Lab) members() []string {
 	m := []string{WorkstationName}
 	for _, r := range l.Spec.Routers {
 		m = append(m, r.Name)
 	}
-	for _, n := range l.Spec.Nodes {
-		m = append(m, n.Name)
+	if l.VM == nil {
+		for _, n := range l.Spec.Nodes {
+			m = append(m, n.Name)
+		}
 	}
 	return m
 }
@@ -245,7 +266,16 @@ func (l *Lab) buildNetwork(ctx context.Context) error {
 			cmds = append(cmds, []string{"-n", l.NS(r.Name), "route", "add", "default", "via", r.Gateway})
 		}
 	}
-	for _, n := range l.Spec.Nodes {
+	for i, n := range l.Spec.Nodes {
+		if l.VM != nil {
+			// The VM's NIC is a TAP on the leaf's bridge: QEMU opens it
+			// from inside the leaf's namespace.
+			leaf, br, _ := strings.Cut(n.Connect, "/")
+			cmds = append(cmds, []string{"-n", l.NS(leaf), "tuntap", "add", "dev", tapName(i), "mode", "tap"},
+				[]string{"-n", l.NS(leaf), "link", "set", tapName(i), "master", br})
+			up(leaf, tapName(i))
+			continue
+		}
 		veth(n.Name, "eth0", n.Connect)
 		addr(n.Name, "eth0", n.Address)
 		cmds = append(cmds, []string{"-n", l.NS(n.Name), "route", "add", "default", "via", n.Gateway})
@@ -274,7 +304,14 @@ func nsExec(ctx context.Context, ns string, args ...string) error {
 // writeKeys creates the lab's client key and one ed25519 host key per
 // sshd: generated in Go, so labs need no ssh-keygen and no RSA delay.
 func (l *Lab) writeKeys(ctx context.Context) error {
-	pub, err := writeKey(l.KeyFile(), "k8slab lab "+l.Spec.Name)
+	var pub xssh.PublicKey
+	var err error
+	if l.VM != nil {
+		// VMs trust the key baked into their image.
+		pub, err = copyKey(filepath.Join(l.VM.ImageDir, "id_ed25519"), l.KeyFile())
+	} else {
+		pub, err = writeKey(l.KeyFile(), "k8slab lab "+l.Spec.Name)
+	}
 	if err != nil {
 		return err
 	}
@@ -294,7 +331,7 @@ func (l *Lab) writeKeys(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, m := range l.sshMembers() {
+	for _, m := range l.sshdMembers() {
 		if err := os.MkdirAll(l.memberDir(m.name), 0o755); err != nil {
 			return err
 		}
@@ -303,6 +340,18 @@ func (l *Lab) writeKeys(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func copyKey(from, to string) (xssh.PublicKey, error) {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := xssh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return signer.PublicKey(), os.WriteFile(to, b, 0o600)
 }
 
 func writeKey(path, comment string) (xssh.PublicKey, error) {
@@ -322,7 +371,26 @@ func writeKey(path, comment string) (xssh.PublicKey, error) {
 
 type sshMember struct{ name, addr string }
 
-// sshMembers lists who runs an sshd: every node, and routers that ask.
+// sshdMembers are the members whose sshd runs in a namespace: routers
+// that ask for one, and nodes unless they are VMs (which run their own).
+func (l *Lab) sshdMembers() []sshMember {
+	if l.VM != nil {
+		return l.sshMembers()[:l.routerSSHCount()]
+	}
+	return l.sshMembers()
+}
+
+func (l *Lab) routerSSHCount() int {
+	n := 0
+	for _, r := range l.Spec.Routers {
+		if r.SSH {
+			n++
+		}
+	}
+	return n
+}
+
+// sshMembers lists who answers SSH: routers that ask, then every node.
 func (l *Lab) sshMembers() []sshMember {
 	var out []sshMember
 	for _, r := range l.Spec.Routers {
@@ -426,7 +494,7 @@ func (l *Lab) startSSHDs(ctx context.Context) error {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return err
 	}
-	for _, m := range l.sshMembers() {
+	for _, m := range l.sshdMembers() {
 		dir := l.memberDir(m.name)
 		etc := renderEtc(passwd, shadow, group, m.name, home, l.Spec.Login, hashes)
 		etcDir := filepath.Join(dir, "etc")
@@ -493,7 +561,11 @@ exec /usr/sbin/sshd -D -e -f "$dir/sshd_config" "$@"`
 // waitReady polls until every BGP session is Established, every router
 // routes every node subnet and every sshd accepts connections.
 func (l *Lab) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	limit := 30 * time.Second
+	if l.VM != nil {
+		limit = l.VM.bootTimeout()
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
 		probs := l.problems(ctx)
@@ -502,7 +574,7 @@ func (l *Lab) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not ready after 30s: %s", strings.Join(probs, "; "))
+			return fmt.Errorf("not ready after %s: %s", limit, strings.Join(probs, "; "))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

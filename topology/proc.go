@@ -103,6 +103,14 @@ func (p Proc) kill(timeout time.Duration) error {
 	if !p.running() {
 		return nil
 	}
+	if p.Role == "qemu" {
+		// QEMU closes its qcow2 cleanly on SIGTERM; the overlay and its
+		// snapshot are kept for the next boot.
+		syscall.Kill(p.PID, syscall.SIGTERM)
+		for deadline := time.Now().Add(timeout); p.running() && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	pids := append([]int{p.PID}, descendants(p.PID)...)
 	return killPIDs(pids, timeout)
 }

@@ -82,6 +82,9 @@ type Node struct {
 	Address string `json:"address"`
 	Gateway string `json:"gateway"`
 	Connect string `json:"connect"`
+	// MemoryMB and CPUs size the node when it is a VM (default 2048, 2).
+	MemoryMB int `json:"memoryMB,omitempty"`
+	CPUs     int `json:"cpus,omitempty"`
 }
 
 // Login is how nodes accept logins: the GNS3 image logs in as root/gns3;

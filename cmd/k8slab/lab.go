@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/k8slab/k8slab"
 	"github.com/k8slab/k8slab/topology"
@@ -54,11 +56,32 @@ func labCommand() *cli.Command {
 			{
 				Name:  "up",
 				Usage: "build the lab and wait until BGP has converged and every node answers SSH",
-				Flags: labFlags(),
+				Flags: append(labFlags(),
+					&cli.BoolFlag{Name: "vms", Usage: "nodes are Debian VMs under QEMU (real kernels for kubeadm) instead of namespaces"},
+					&cli.BoolFlag{Name: "fresh", Usage: "with --vms: ignore snapshots, boot every node from a new disk"},
+					&cli.StringFlag{Name: "vm-dir", Value: defaultVMDir(), Usage: "with --vms: image and node disks (scripts/vm/build-image.sh fills it)", EnvVars: []string{"K8SLAB_VM_DIR"}},
+					&cli.StringFlag{Name: "accel", Value: "tcg", Usage: "with --vms: tcg | kvm (KVM is nested here and crashes guests)"},
+					&cli.DurationFlag{Name: "boot-timeout", Value: 10 * time.Minute, Usage: "with --vms: how long to wait for every node's SSH"},
+				),
 				Action: func(c *cli.Context) error {
 					lab, err := loadLab(c)
 					if err != nil {
 						return err
+					}
+					if c.Bool("vms") {
+						if a := c.String("accel"); a != "tcg" && a != "kvm" {
+							return badInput("--accel: %q is not tcg or kvm", a)
+						}
+						lab.VM = &topology.VMOptions{
+							ImageDir:    c.String("vm-dir"),
+							DiskDir:     filepath.Join(c.String("vm-dir"), "nodes"),
+							Fresh:       c.Bool("fresh"),
+							Accel:       c.String("accel"),
+							BootTimeout: c.Duration("boot-timeout"),
+						}
+						if err := lab.VM.CheckImage(); err != nil {
+							return badInput("%v", err)
+						}
 					}
 					if err := lab.Up(c.Context); err != nil {
 						return &exitError{exitFailed, err}
@@ -140,6 +163,11 @@ func labCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+func defaultVMDir() string {
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "k8slab", "vm")
 }
 
 func printLabStatus(st topology.Status) {

@@ -71,17 +71,50 @@ func RootSnapshot(t testing.TB) Snapshot {
 func Up(t testing.TB) *topology.Lab {
 	t.Helper()
 	Require(t)
+	return up(t, nil, "")
+}
+
+// UpVMs builds the reference lab with QEMU VMs as nodes. The lab keeps the
+// reference name "e2e" so node disks and their snapshots are reused from
+// one e2e run to the next (K8SLAB_VM_DIR, default ~/.cache/k8slab/vm).
+func UpVMs(t testing.TB, fresh bool) *topology.Lab {
+	t.Helper()
+	Require(t)
+	dir := os.Getenv("K8SLAB_VM_DIR")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = home + "/.cache/k8slab/vm"
+	}
+	vm := &topology.VMOptions{ImageDir: dir, DiskDir: dir + "/nodes", Fresh: fresh}
+	if err := vm.CheckImage(); err != nil {
+		t.Fatal(err) // make e2e builds the image first: missing is a failure
+	}
+	return up(t, vm, "e2e")
+}
+
+func up(t testing.TB, vm *topology.VMOptions, name string) *topology.Lab {
+	t.Helper()
 	spec, err := topology.Parse(k8slab.ReferenceLab)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Short and unique per process and call: namespaces of parallel test
 	// packages never collide, and a crashed run's leftovers are found by name.
-	spec.Name = fmt.Sprintf("t%d-%d", os.Getpid()%100000, seq.Add(1))
+	spec.Name = name
+	if spec.Name == "" {
+		spec.Name = fmt.Sprintf("t%d-%d", os.Getpid()%100000, seq.Add(1))
+	}
 	lab := topology.New(spec, "")
 	lab.Logf = t.Logf
+	lab.VM = vm
+	timeout := 60 * time.Second
+	if vm != nil {
+		timeout = 15 * time.Minute
+		// A crashed earlier e2e run may have left this lab behind.
+		lab.Down(context.Background())
+	}
 	before := RootSnapshot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the lab's Debian 12 node image: debootstrap minbase + what a fresh
+# cloud/GNS3 node has (systemd, sshd, iproute2, iptables/nftables, ...),
+# NOT containerd, runc or anything Kubernetes: k8slab installs those.
+# The disk is made without loop devices (mkfs.ext4 -d) and converted to
+# qcow2; nodes boot overlays of it. Per-node identity (machine-id, SSH
+# host key, hostname, address) is created at first boot, so one image
+# serves every node. Needs root. Usage: build-image.sh CACHE_DIR PUBKEY_FILE
+set -euo pipefail
+cache=${1:?usage: build-image.sh CACHE_DIR PUBKEY_FILE}
+pubkey=${2:?usage: build-image.sh CACHE_DIR PUBKEY_FILE}
+mirror=${K8SLAB_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p; s/^deb \(http[^ ]*debian\)\/* bookworm .*/\1/p' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1 || true)}
+mirror=${mirror:-http://deb.debian.org/debian}
+out=$cache/base.qcow2
+[ -f "$out" ] && { echo "image: cached at $out"; exit 0; }
+mkdir -p "$cache"
+work=$(mktemp -d "$cache/build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root=$work/rootfs
+pkgs=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,openssh-server,iproute2,iptables,nftables,conntrack,socat,ebtables,ethtool,ca-certificates,sudo,procps,curl
+echo "image: debootstrap bookworm from $mirror"
+debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror" > "$work/debootstrap.log" 2>&1 || {
+  tail -30 "$work/debootstrap.log" >&2; exit 1; }
+
+# Identity comes from the first boot, never from the image.
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname" "$root"/etc/ssh/ssh_host_*
+echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" > "$root/etc/fstab"
+echo "root:gns3" | chroot "$root" chpasswd
+install -d -m 0700 "$root/root/.ssh"
+install -m 0600 "$pubkey" "$root/root/.ssh/authorized_keys"
+cat > "$root/etc/ssh/sshd_config.d/k8slab.conf" <<'CONF'
+# ed25519 only: RSA key generation costs seconds under emulation.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin yes
+PasswordAuthentication yes
+UseDNS no
+CONF
+cat > "$root/etc/systemd/system/k8slab-hostkey.service" <<'UNIT'
+[Unit]
+Description=Generate this node's SSH host key on first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -sf /etc/systemd/system/k8slab-hostkey.service "$root/etc/systemd/system/multi-user.target.wants/k8slab-hostkey.service"
+# The ip= kernel argument becomes a networkd config (systemd-network-generator).
+ln -sf /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+mkdir -p "$root/etc/systemd/system/sysinit.target.wants"
+ln -sf /lib/systemd/system/systemd-network-generator.service "$root/etc/systemd/system/sysinit.target.wants/systemd-network-generator.service"
+# Nothing to wait for on an isolated lab network.
+ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd-wait-online.service"
+ln -sf /dev/null "$root/etc/systemd/system/apt-daily.timer"
+ln -sf /dev/null "$root/etc/systemd/system/apt-daily-upgrade.timer"
+chroot "$root" apt-get clean
+cp -L "$root/vmlinuz" "$work/vmlinuz"
+cp -L "$root/initrd.img" "$work/initrd.img"
+echo "image: writing ext4 and qcow2"
+mkfs.ext4 -q -F -L k8slab-root -d "$root" "$work/base.raw" 10G
+qemu-img convert -O qcow2 "$work/base.raw" "$work/base.qcow2"
+mv "$work/vmlinuz" "$work/initrd.img" "$cache/"
+mv "$work/base.qcow2" "$out"
+echo "image: ready at $out"

@@ -1,0 +1,297 @@
+package topology
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/ssh"
+)
+
+// VMOptions turn the lab's nodes into QEMU virtual machines: real kernels,
+// systemd and cgroups for kubeadm, on the same fabric and addresses as the
+// namespace nodes they replace.
+type VMOptions struct {
+	// ImageDir holds base.qcow2, vmlinuz, initrd.img and the id_ed25519 key
+	// baked into the image (scripts/vm/build-image.sh).
+	ImageDir string
+	// DiskDir keeps each node's overlay disk and its "clean" snapshot; it
+	// outlives `lab down` so the next `lab up` boots in seconds.
+	DiskDir string
+	// Fresh ignores snapshots and boots every node from a new overlay.
+	Fresh bool
+	// Accel is "tcg" (default) or "kvm". KVM here is nested PVM, on which
+	// guests crash or hang, so it is opt-in only.
+	Accel string
+	// BootTimeout bounds the wait for every node's SSH (default 5 min).
+	BootTimeout time.Duration
+}
+
+// Default VM sizes: enough for kubeadm's preflight on workers.
+const (
+	defaultVMMemoryMB = 2048
+	defaultVMCPUs     = 2
+	snapshotName      = "clean"
+)
+
+func (o *VMOptions) bootTimeout() time.Duration {
+	if o.BootTimeout > 0 {
+		return o.BootTimeout
+	}
+	return 5 * time.Minute
+}
+
+// CheckImage says what is missing to boot VMs, naming the command that builds it.
+func (o *VMOptions) CheckImage() error {
+	var missing []string
+	for _, f := range []string{"base.qcow2", "vmlinuz", "initrd.img", "id_ed25519"} {
+		if _, err := os.Stat(filepath.Join(o.ImageDir, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("VM image in %s lacks %s: build it with scripts/vm/build-image.sh (or make vm-image)", o.ImageDir, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// tapName is the node's port on its leaf bridge.
+func tapName(i int) string { return fmt.Sprintf("tap%d", i) }
+
+// vmMAC derives a stable, locally administered MAC from the node address.
+func vmMAC(a netip.Addr) string {
+	b := a.As4()
+	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+// vmUUID is stable per lab and node: kubeadm wants product_uuid unique per
+// node, and a snapshot must come back with the same one.
+func vmUUID(lab, node string) string {
+	h := sha1.Sum([]byte("k8slab/" + lab + "/" + node))
+	h[6] = h[6]&0x0f | 0x50
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+func (l *Lab) overlay(node string) string {
+	return filepath.Join(l.VM.DiskDir, l.Spec.Name, node+".qcow2")
+}
+
+// hasSnapshot reports whether the overlay holds the clean snapshot.
+func hasSnapshot(ctx context.Context, disk string) bool {
+	out, err := exec.CommandContext(ctx, "qemu-img", "snapshot", "-l", "-U", disk).Output()
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == snapshotName {
+			return true
+		}
+	}
+	return false
+}
+
+// startVMs boots every node; it reports which ones resumed a snapshot.
+func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error) {
+	resumed = map[string]bool{}
+	if err := os.MkdirAll(filepath.Join(l.VM.DiskDir, l.Spec.Name), 0o755); err != nil {
+		return nil, err
+	}
+	for i, n := range l.Spec.Nodes {
+		disk := l.overlay(n.Name)
+		if _, err := os.Stat(disk); err == nil && l.VM.Fresh {
+			os.Remove(disk)
+		}
+		if _, err := os.Stat(disk); os.IsNotExist(err) {
+			out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
+				"-b", filepath.Join(l.VM.ImageDir, "base.qcow2"), "-F", "qcow2", disk).CombinedOutput()
+			if err != nil {
+				return nil, fmt.Errorf("%s: overlay: %v: %s", n.Name, err, out)
+			}
+		}
+		resumed[n.Name] = hasSnapshot(ctx, disk)
+		dir := l.memberDir(n.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		args, err := l.qemuArgs(i, n, disk, resumed[n.Name])
+		if err != nil {
+			return nil, err
+		}
+		leaf, _, _ := strings.Cut(n.Connect, "/")
+		p, err := startDaemon(n.Name, "qemu", filepath.Join(dir, "qemu.log"),
+			append([]string{"ip", "netns", "exec", l.NS(leaf)}, args...))
+		if err != nil {
+			return nil, err
+		}
+		l.state.Procs = append(l.state.Procs, p)
+		if err := l.save(); err != nil {
+			return nil, err
+		}
+	}
+	return resumed, nil
+}
+
+func (l *Lab) qemuArgs(i int, n Node, disk string, resume bool) ([]string, error) {
+	p, err := netip.ParsePrefix(n.Address)
+	if err != nil {
+		return nil, err
+	}
+	mask := net.CIDRMask(p.Bits(), 32)
+	accel := "tcg,thread=multi,tb-size=256"
+	cpu := "max"
+	if l.VM.Accel == "kvm" {
+		accel, cpu = "kvm", "host"
+	}
+	mem, cpus := n.MemoryMB, n.CPUs
+	if mem == 0 {
+		mem = defaultVMMemoryMB
+	}
+	if cpus == 0 {
+		cpus = defaultVMCPUs
+	}
+	dir := l.memberDir(n.Name)
+	cmdline := fmt.Sprintf("root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=%s ip=%s::%s:%s:%s:eth0:off",
+		n.Name, p.Addr(), n.Gateway, net.IP(mask).String(), n.Name)
+	args := []string{
+		"qemu-system-x86_64", "-name", n.Name, "-machine", "pc", "-accel", accel, "-cpu", cpu,
+		"-smp", fmt.Sprint(cpus), "-m", fmt.Sprint(mem), "-uuid", vmUUID(l.Spec.Name, n.Name),
+		"-kernel", filepath.Join(l.VM.ImageDir, "vmlinuz"), "-initrd", filepath.Join(l.VM.ImageDir, "initrd.img"),
+		"-append", cmdline,
+		"-drive", "file=" + disk + ",if=virtio,format=qcow2,cache=unsafe",
+		"-netdev", "tap,id=net0,ifname=" + tapName(i) + ",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=net0,mac=" + vmMAC(p.Addr()),
+		"-display", "none", "-vga", "none", "-rtc", "base=utc",
+		"-serial", "file:" + filepath.Join(dir, "console.log"),
+		"-monitor", "unix:" + l.monitorSocket(n.Name) + ",server,nowait",
+	}
+	if resume {
+		args = append(args, "-loadvm", snapshotName)
+	}
+	return args, nil
+}
+
+func (l *Lab) monitorSocket(node string) string {
+	return filepath.Join(l.memberDir(node), "monitor.sock")
+}
+
+// monitor sends one HMP command and returns its output.
+func (l *Lab) monitor(ctx context.Context, node, command string) (string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", l.monitorSocket(node))
+	if err != nil {
+		return "", fmt.Errorf("%s monitor: %w", node, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	r := bufio.NewReader(c)
+	readPrompt := func() (string, error) {
+		var b strings.Builder
+		for !strings.HasSuffix(b.String(), "(qemu) ") {
+			ch, err := r.ReadByte()
+			if err != nil {
+				return b.String(), err
+			}
+			b.WriteByte(ch)
+		}
+		return b.String(), nil
+	}
+	if _, err := readPrompt(); err != nil {
+		return "", fmt.Errorf("%s monitor: %w", node, err)
+	}
+	if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
+		return "", err
+	}
+	out, err := readPrompt()
+	if err != nil {
+		return out, fmt.Errorf("%s monitor %q: %w", node, command, err)
+	}
+	return out, nil
+}
+
+// vmPool connects to the lab's VMs. Their host keys are created at each
+// lab's first boot, so this internal pool does not pin them.
+func (l *Lab) vmPool() (*ssh.Pool, error) {
+	return ssh.NewPool(ssh.Options{
+		KeyFiles:       []string{l.KeyFile()},
+		HostKeyPolicy:  ssh.Insecure,
+		Dial:           l.Dialer().DialContext,
+		DialTimeout:    10 * time.Second,
+		CommandTimeout: 2 * time.Minute,
+	})
+}
+
+// settleVMs finishes a VM boot: a cold-booted node waits for systemd and is
+// snapshotted so the next `lab up` resumes it; a resumed node gets the
+// current time, since its clock stopped when the snapshot was taken.
+func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
+	pool, err := l.vmPool()
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var wg sync.WaitGroup
+	errs := make([]error, len(l.Spec.Nodes))
+	for i, n := range l.Spec.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.settleVM(ctx, pool, n, resumed[n.Name])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool) error {
+	p, _ := netip.ParsePrefix(n.Address)
+	c, err := pool.Host(ssh.Target{Host: p.Addr().String()})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if resumed {
+		now := time.Now().UTC()
+		_, err := host.Output(ctx, c, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()))
+		if err != nil {
+			return fmt.Errorf("%s: set clock: %w", n.Name, err)
+		}
+		return nil
+	}
+	// Snapshot only a fully started system, so every resume is identical.
+	out, err := host.Output(ctx, c, "systemctl is-system-running --wait || true")
+	if err != nil {
+		return fmt.Errorf("%s: waiting for systemd: %w", n.Name, err)
+	}
+	if s := strings.TrimSpace(out); s != "running" && s != "degraded" {
+		return fmt.Errorf("%s: systemd is %q after boot", n.Name, s)
+	}
+	host.Output(ctx, c, "sync")
+	c.Close()
+	l.logf("%s: booted (%s); saving snapshot %q", n.Name, strings.TrimSpace(out), snapshotName)
+	res, err := l.monitor(ctx, n.Name, "savevm "+snapshotName)
+	if err != nil {
+		return err
+	}
+	if strings.Contains(strings.ToLower(res), "error") {
+		return fmt.Errorf("%s: savevm: %s", n.Name, strings.TrimSpace(strings.TrimSuffix(res, "(qemu) ")))
+	}
+	return nil
+}
