@@ -43,7 +43,7 @@ func TestValidateRejects(t *testing.T) {
 		{"unknown field", "name: gns3", "name: gns3\ncolor: red", "unknown field"},
 		{"duplicate node address", "172.31.3.12/24", "172.31.3.11/24", "already used by"},
 		{"node outside its bridge subnet", "{name: kube-node4, address: 172.31.4.12/24, gateway: 172.31.4.1", "{name: kube-node4, address: 172.31.5.12/24, gateway: 172.31.5.1", "is not in leaf2/br0's subnet"},
-		{"gateway off-subnet", "gateway: 172.31.3.1, connect: leaf1/br0}\n  - {name: kube-node2", "gateway: 172.31.9.1, connect: leaf1/br0}\n  - {name: kube-node2", "gateway: 172.31.9.1 is not in 172.31.3.0/24"},
+		{"gateway off-subnet", "address: 172.31.3.12/24, gateway: 172.31.3.1", "address: 172.31.3.12/24, gateway: 172.31.9.1", "gateway: 172.31.9.1 is not in 172.31.3.0/24"},
 		{"node on a routed port", "connect: leaf2/br0}\n  - {name: kube-node4", "connect: leaf2/eth0}\n  - {name: kube-node4", "is not a bridge"},
 		{"dangling interface", "connect: spine/eth2}", "}", "router spine interface eth2: not connected"},
 		{"link declared on both sides", "{name: eth1, address: 172.31.1.1/24}", "{name: eth1, address: 172.31.1.1/24, connect: leaf1/eth0}", "already wired"},
