@@ -40,7 +40,9 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // bundle's own binaries: static Go binaries need nothing else, except
 // kube-proxy's nftables mode, which calls nft and conntrack.
 func (b *builder) imageSpecs(r provision.Release) ([]imageSpec, error) {
-	bin := func(n string) imageFile { return imageFile{filepath.Join(b.out, "bin", n), "/usr/local/bin/" + n, 0o755} }
+	bin := func(n string) imageFile {
+		return imageFile{filepath.Join(b.out, "bin", n), "/usr/local/bin/" + n, 0o755}
+	}
 	env := []string{defaultPath}
 	var specs []imageSpec
 	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
