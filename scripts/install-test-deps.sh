@@ -21,6 +21,12 @@ if [ "${1:-}" = --vm ]; then
   have debootstrap        || need+=(debootstrap)
   have mkfs.ext4          || need+=(e2fsprogs)
   have ssh-keygen         || need+=(openssh-client)
+  # The bundle: runc links libseccomp statically; kube-proxy's image
+  # carries this machine's nft and conntrack.
+  have gcc                || need+=(gcc libc6-dev)
+  [ -f /usr/lib/x86_64-linux-gnu/libseccomp.a ] || need+=(libseccomp-dev)
+  have nft                || need+=(nftables)
+  have conntrack          || need+=(conntrack)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -30,8 +30,7 @@ type VMOptions struct {
 	DiskDir string
 	// Fresh ignores snapshots and boots every node from a new overlay.
 	Fresh bool
-	// Accel is "tcg" (default) or "kvm". KVM here is nested PVM, on which
-	// guests crash or hang, so it is opt-in only.
+	// Accel is "auto" (default: probe KVM, else TCG), "tcg" or "kvm".
 	Accel string
 	// BootTimeout bounds the wait for every node's SSH (default 5 min).
 	BootTimeout time.Duration
@@ -63,6 +62,43 @@ func (o *VMOptions) CheckImage() error {
 		return fmt.Errorf("VM image in %s lacks %s: build it with scripts/vm/build-image.sh (or make vm-image)", o.ImageDir, strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// chooseAccel resolves "auto": KVM only when a probe boot works. On these
+// machines /dev/kvm is nested PVM, where guests abort (MSR 0x10a) or hang
+// after "Probing EDD", so trusting /dev/kvm's presence would fail.
+func (l *Lab) chooseAccel(ctx context.Context) string {
+	switch l.VM.Accel {
+	case "tcg", "kvm":
+		return l.VM.Accel
+	}
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		l.logf("accel: tcg (no usable /dev/kvm: %v)", err)
+		return "tcg"
+	}
+	f.Close()
+	// The image's kernel without a root disk: a working KVM reaches the
+	// "unable to mount root" panic in a second or two.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-machine", "pc",
+		"-m", "256", "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
+		"-kernel", filepath.Join(l.VM.ImageDir, "vmlinuz"),
+		"-append", "console=ttyS0 panic=-1 root=/dev/k8slab-probe").CombinedOutput()
+	if strings.Contains(string(out), "Kernel panic") {
+		l.logf("accel: kvm (probe boot reached the kernel)")
+		return "kvm"
+	}
+	last := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
+		last = last[i+1:]
+	}
+	if ctx.Err() != nil {
+		last = "probe boot hung"
+	}
+	l.logf("accel: tcg (KVM probe failed: %.120s)", last)
+	return "tcg"
 }
 
 // tapName is the node's port on its leaf bridge.
@@ -104,6 +140,7 @@ func hasSnapshot(ctx context.Context, disk string) bool {
 // startVMs boots every node; it reports which ones resumed a snapshot.
 func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error) {
 	resumed = map[string]bool{}
+	accel := l.chooseAccel(ctx)
 	if err := os.MkdirAll(filepath.Join(l.VM.DiskDir, l.Spec.Name), 0o755); err != nil {
 		return nil, err
 	}
@@ -119,12 +156,12 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 				return nil, fmt.Errorf("%s: overlay: %v: %s", n.Name, err, out)
 			}
 		}
-		resumed[n.Name] = hasSnapshot(ctx, disk)
+		resumed[n.Name] = hasSnapshot(ctx, disk) && !l.VM.Fresh
 		dir := l.memberDir(n.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		args, err := l.qemuArgs(i, n, disk, resumed[n.Name])
+		args, err := l.qemuArgs(i, n, disk, accel, resumed[n.Name])
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +179,7 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 	return resumed, nil
 }
 
-func (l *Lab) qemuArgs(i int, n Node, disk string, resume bool) ([]string, error) {
+func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]string, error) {
 	p, err := netip.ParsePrefix(n.Address)
 	if err != nil {
 		return nil, err
@@ -150,7 +187,7 @@ func (l *Lab) qemuArgs(i int, n Node, disk string, resume bool) ([]string, error
 	mask := net.CIDRMask(p.Bits(), 32)
 	accel := "tcg,thread=multi,tb-size=256"
 	cpu := "max"
-	if l.VM.Accel == "kvm" {
+	if accelName == "kvm" {
 		accel, cpu = "kvm", "host"
 	}
 	mem, cpus := n.MemoryMB, n.CPUs

@@ -91,4 +91,88 @@ func TestE2EVMLab(t *testing.T) {
 		t.Fatalf("reached %d of 4 VMs", len(seen))
 	}
 	fmt.Fprintf(os.Stderr, "e2e: 4 VMs verified in %s\n", time.Since(start).Round(time.Second))
+
+	t.Run("bundle images import and run", func(t *testing.T) {
+		testBundleOnVM(t, ctx, pool)
+	})
+}
+
+// testBundleOnVM proves the offline bundle on a real node: its manifest
+// verifies, and the bundle's own containerd, runc and ctr import the
+// pause image and run it.
+func testBundleOnVM(t *testing.T, ctx context.Context, pool *ssh.Pool) {
+	dir := os.Getenv("K8SLAB_BUNDLE")
+	if dir == "" {
+		t.Fatal("K8SLAB_BUNDLE is not set (make e2e builds the bundle and sets it)")
+	}
+	b, err := provision.LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pool.Host(ssh.Target{Host: "172.31.3.12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := func(local, remote string, mode os.FileMode) {
+		f, err := os.Open(filepath.Join(dir, local))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		if err := c.Upload(ctx, host.File{Path: remote, Mode: mode, Size: st.Size()}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		upload("bin/"+bin, "/usr/local/bin/"+bin, 0o755)
+	}
+	// Every image kubeadm needs must import, and what it carries must run:
+	// the kube-proxy image's nft proves its shared libraries came along.
+	r := b.Release
+	runs := map[string]string{
+		"registry.k8s.io/kube-apiserver:" + r.Kubernetes:          "kube-apiserver --version",
+		"registry.k8s.io/kube-controller-manager:" + r.Kubernetes: "kube-controller-manager --version",
+		"registry.k8s.io/kube-scheduler:" + r.Kubernetes:          "kube-scheduler --version",
+		"registry.k8s.io/kube-proxy:" + r.Kubernetes:              "nft --version",
+		"registry.k8s.io/etcd:" + r.EtcdImageTag:                  "etcd --version",
+		"registry.k8s.io/coredns/coredns:" + r.CoreDNS:            "/coredns -version",
+		"registry.k8s.io/pause:" + r.Pause:                        "/pause -v",
+	}
+	want := map[string]string{
+		"kube-apiserver --version": r.Kubernetes, "kube-controller-manager --version": r.Kubernetes,
+		"kube-scheduler --version": r.Kubernetes, "nft --version": "nftables",
+		"etcd --version": strings.TrimPrefix(r.Etcd, "v"), "/coredns -version": strings.TrimPrefix(r.CoreDNS, "v"),
+		"/pause -v": "v" + r.Pause,
+	}
+	script := `set -e
+systemd-run --quiet --unit k8slab-e2e-containerd /usr/local/bin/containerd
+for i in $(seq 1 100); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done
+`
+	for i, ref := range r.Images() {
+		file := b.Images[ref]
+		if file == "" || runs[ref] == "" {
+			t.Fatalf("bundle has no image or no check for %s", ref)
+		}
+		upload(file, "/tmp/"+filepath.Base(file), 0o644)
+		// PATH is set for the images without an Env of their own.
+		script += fmt.Sprintf("ctr -n k8s.io images import /tmp/%s >/dev/null\necho \"== %s\"\nctr -n k8s.io run --rm --env PATH=/usr/local/bin:/usr/sbin:/usr/bin %s e2e-%d %s 2>&1\n",
+			filepath.Base(file), runs[ref], ref, i, runs[ref])
+	}
+	// The node's disk returns to its snapshot at the next lab up, so this
+	// leaves nothing behind for later runs.
+	out, err := host.Output(ctx, c, script)
+	if err != nil {
+		t.Fatalf("containerd/ctr on the node: %v\n%s", err, out)
+	}
+	for _, section := range strings.Split(out, "== ")[1:] {
+		cmd, output, _ := strings.Cut(section, "\n")
+		if !strings.Contains(output, want[cmd]) {
+			t.Errorf("%s printed %q, want %q", cmd, output, want[cmd])
+		}
+		delete(want, cmd)
+	}
+	if len(want) > 0 {
+		t.Errorf("never ran: %v\n%s", want, out)
+	}
 }

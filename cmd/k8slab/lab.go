@@ -60,7 +60,7 @@ func labCommand() *cli.Command {
 					&cli.BoolFlag{Name: "vms", Usage: "nodes are Debian VMs under QEMU (real kernels for kubeadm) instead of namespaces"},
 					&cli.BoolFlag{Name: "fresh", Usage: "with --vms: ignore snapshots, boot every node from a new disk"},
 					&cli.StringFlag{Name: "vm-dir", Value: defaultVMDir(), Usage: "with --vms: image and node disks (scripts/vm/build-image.sh fills it)", EnvVars: []string{"K8SLAB_VM_DIR"}},
-					&cli.StringFlag{Name: "accel", Value: "tcg", Usage: "with --vms: tcg | kvm (KVM is nested here and crashes guests)"},
+					&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with --vms: auto (probe KVM, else TCG) | tcg | kvm"},
 					&cli.DurationFlag{Name: "boot-timeout", Value: 10 * time.Minute, Usage: "with --vms: how long to wait for every node's SSH"},
 				),
 				Action: func(c *cli.Context) error {
@@ -69,8 +69,8 @@ func labCommand() *cli.Command {
 						return err
 					}
 					if c.Bool("vms") {
-						if a := c.String("accel"); a != "tcg" && a != "kvm" {
-							return badInput("--accel: %q is not tcg or kvm", a)
+						if a := c.String("accel"); a != "auto" && a != "tcg" && a != "kvm" {
+							return badInput("--accel: %q is not auto, tcg or kvm", a)
 						}
 						lab.VM = &topology.VMOptions{
 							ImageDir:    c.String("vm-dir"),
