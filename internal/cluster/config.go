@@ -1,0 +1,285 @@
+// Package cluster is k8slab's cluster description (k8slab.dev/v1alpha1,
+// kind Cluster): the nodes and their roles, versions, networks and Calico
+// settings. It is read from -f k8slab.yaml, overridden by flags, defaulted
+// and validated here, before any node is contacted.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
+	"sigs.k8s.io/yaml"
+)
+
+// APIVersion and Kind identify a cluster file.
+const (
+	APIVersion = "k8slab.dev/v1alpha1"
+	Kind       = "Cluster"
+)
+
+// Config is the user's cluster description.
+type Config struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Name names the kubeconfig (<name>.kubeconfig) and the cluster in it.
+	Name  string   `json:"name,omitempty"`
+	Nodes []string `json:"nodes"`
+	// ControlPlane defaults to the first node.
+	ControlPlane string `json:"controlPlane,omitempty"`
+	// Etcd defaults to the first three nodes when there are three or more,
+	// else to the control plane alone (stacked etcd).
+	Etcd []string `json:"etcd,omitempty"`
+	// Workers defaults to every node, the control plane included (its
+	// NoSchedule taint is then removed), as in the user's kubespray inventory.
+	Workers           []string `json:"workers,omitempty"`
+	KubernetesVersion string   `json:"kubernetesVersion,omitempty"`
+	ServiceCIDR       string   `json:"serviceCIDR,omitempty"`
+	PodCIDR           string   `json:"podCIDR,omitempty"`
+	Calico            Calico   `json:"calico,omitempty"`
+	// Artifacts is an offline bundle directory (k8slab-bundle).
+	Artifacts string `json:"artifacts,omitempty"`
+}
+
+// Calico configures the CNI.
+type Calico struct {
+	Version string `json:"version,omitempty"`
+	// Encapsulation is IPIP, VXLAN or None. The default IPIP runs in
+	// CrossSubnet mode: the lab's racks are separate L3 subnets behind
+	// routers that do not know pod routes.
+	Encapsulation string `json:"encapsulation,omitempty"`
+	// Autodetect is Calico's IP_AUTODETECTION_METHOD; the default makes
+	// Calico use the address the kubelet reports.
+	Autodetect string `json:"autodetect,omitempty"`
+	// BlockSize is the IPAM block prefix length per node (default 26).
+	BlockSize int `json:"blockSize,omitempty"`
+}
+
+// Defaults as the user's kubespray inventory had them.
+const (
+	DefaultName          = "k8slab"
+	DefaultServiceCIDR   = "10.96.0.0/12"
+	DefaultPodCIDR       = "192.168.0.0/16"
+	DefaultCalicoVersion = "v3.32.1"
+	DefaultEncapsulation = "IPIP"
+	DefaultAutodetect    = "kubernetes-internal-ip"
+	DefaultBlockSize     = 26
+)
+
+// Parse reads a cluster file strictly: a misspelt field is an error, not a
+// silently ignored setting.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return nil, fmt.Errorf("cluster file: %w", err)
+	}
+	if c.APIVersion != APIVersion || c.Kind != Kind {
+		return nil, fmt.Errorf("cluster file: want apiVersion %s, kind %s; got %q, %q", APIVersion, Kind, c.APIVersion, c.Kind)
+	}
+	return &c, nil
+}
+
+// Default fills what the user left out. Roles default from the node list,
+// so it must run after flags are applied.
+func (c *Config) Default() {
+	c.APIVersion, c.Kind = APIVersion, Kind
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.KubernetesVersion == "" {
+		c.KubernetesVersion = provision.DefaultKubernetesVersion
+	}
+	if c.ServiceCIDR == "" {
+		c.ServiceCIDR = DefaultServiceCIDR
+	}
+	if c.PodCIDR == "" {
+		c.PodCIDR = DefaultPodCIDR
+	}
+	if c.Calico.Version == "" {
+		c.Calico.Version = DefaultCalicoVersion
+	}
+	if c.Calico.Encapsulation == "" {
+		c.Calico.Encapsulation = DefaultEncapsulation
+	}
+	if c.Calico.Autodetect == "" {
+		c.Calico.Autodetect = DefaultAutodetect
+	}
+	if c.Calico.BlockSize == 0 {
+		c.Calico.BlockSize = DefaultBlockSize
+	}
+	if len(c.Nodes) == 0 {
+		return
+	}
+	if c.ControlPlane == "" {
+		c.ControlPlane = c.Nodes[0]
+	}
+	if len(c.Etcd) == 0 {
+		if len(c.Nodes) >= 3 {
+			c.Etcd = append([]string(nil), c.Nodes[:3]...)
+		} else {
+			c.Etcd = []string{c.ControlPlane}
+		}
+	}
+	if len(c.Workers) == 0 {
+		c.Workers = append([]string(nil), c.Nodes...)
+	}
+}
+
+// StackedEtcd is true when etcd runs as kubeadm's static pod on the
+// control plane rather than as k8slab-managed services.
+func (c *Config) StackedEtcd() bool {
+	return len(c.Etcd) == 1 && c.Etcd[0] == c.ControlPlane
+}
+
+// Validate reports every problem at once, each naming its field and value,
+// so one run shows everything to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Name != "" && !validName(c.Name) {
+		bad("name: %q must be lower-case letters, digits and '-'", c.Name)
+	}
+	nodes := map[string]bool{}
+	if len(c.Nodes) == 0 {
+		bad("nodes: none given")
+	}
+	for _, n := range c.Nodes {
+		t, err := ssh.ParseTarget(n)
+		if err != nil {
+			bad("nodes: %v", err)
+			continue
+		}
+		if nodes[t.Host] {
+			bad("nodes: %q is listed twice", t.Host)
+		}
+		nodes[t.Host] = true
+	}
+	member := func(field, n string) {
+		t, err := ssh.ParseTarget(n)
+		if err != nil {
+			bad("%s: %v", field, err)
+		} else if !nodes[t.Host] {
+			bad("%s: %q is not one of --nodes", field, n)
+		}
+	}
+	if c.ControlPlane != "" {
+		member("control-plane", c.ControlPlane)
+	}
+	seen := map[string]bool{}
+	for _, e := range c.Etcd {
+		member("etcd", e)
+		if seen[e] {
+			bad("etcd: %q is listed twice", e)
+		}
+		seen[e] = true
+	}
+	if n := len(c.Etcd); n > 0 && n%2 == 0 {
+		bad("etcd: %d members (%s): etcd needs an odd number to keep quorum through a failure", n, strings.Join(c.Etcd, ","))
+	}
+	for _, w := range c.Workers {
+		member("workers", w)
+	}
+
+	if _, err := provision.LookupRelease(c.KubernetesVersion); err != nil {
+		bad("kubernetes-version: %v", err)
+	} else if r, _ := provision.LookupRelease(c.KubernetesVersion); !contains(r.Calico, c.Calico.Version) {
+		bad("calico-version: %s is not supported with Kubernetes %s (supported: %s)", c.Calico.Version, c.KubernetesVersion, strings.Join(r.Calico, ", "))
+	}
+	switch c.Calico.Encapsulation {
+	case "IPIP", "VXLAN", "None":
+	default:
+		bad("calico-encapsulation: %q is not IPIP, VXLAN or None", c.Calico.Encapsulation)
+	}
+	if c.Calico.BlockSize < 20 || c.Calico.BlockSize > 32 {
+		bad("calico block size: %d is outside 20-32", c.Calico.BlockSize)
+	}
+
+	svc, svcErr := netip.ParsePrefix(c.ServiceCIDR)
+	if svcErr != nil || !svc.Addr().Is4() || svc.Masked() != svc {
+		bad("service-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.64.0/18)", c.ServiceCIDR)
+		svcErr = errors.New("bad")
+	}
+	pod, podErr := netip.ParsePrefix(c.PodCIDR)
+	if podErr != nil || !pod.Addr().Is4() || pod.Masked() != pod {
+		bad("pod-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.128.0/18)", c.PodCIDR)
+		podErr = errors.New("bad")
+	}
+	if svcErr == nil && podErr == nil && svc.Overlaps(pod) {
+		bad("service-cidr %s and pod-cidr %s overlap", svc, pod)
+	}
+	if svcErr == nil && (svc.Bits() < 12 || svc.Bits() > 28) {
+		bad("service-cidr: %s must be between /12 (the API server's limit) and /28", svc)
+	}
+	if podErr == nil && c.Calico.BlockSize >= 20 && c.Calico.BlockSize <= 32 {
+		if pod.Bits() > c.Calico.BlockSize {
+			bad("pod-cidr: %s is smaller than one Calico block (/%d)", pod, c.Calico.BlockSize)
+		} else if blocks := 1 << (c.Calico.BlockSize - pod.Bits()); len(c.Nodes) > 0 && blocks < len(c.Nodes) {
+			bad("pod-cidr: %s holds %d blocks of /%d, fewer than the %d nodes", pod, blocks, c.Calico.BlockSize, len(c.Nodes))
+		}
+	}
+	for _, n := range c.Nodes {
+		t, err := ssh.ParseTarget(n)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(t.Host); err == nil {
+			for _, p := range []struct {
+				field  string
+				prefix netip.Prefix
+				err    error
+			}{{"service-cidr", svc, svcErr}, {"pod-cidr", pod, podErr}} {
+				if p.err == nil && p.prefix.Contains(a) {
+					bad("%s %s contains node address %s", p.field, p.prefix, a)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckNetworks is the second half of the CIDR checks, once facts are in:
+// the service and pod networks must not overlap any node's own subnet or
+// the subnet of its default route.
+func (c *Config) CheckNetworks(nodeSubnets map[string][]netip.Prefix) error {
+	var errs []error
+	for _, f := range []struct{ field, cidr string }{{"service-cidr", c.ServiceCIDR}, {"pod-cidr", c.PodCIDR}} {
+		field := f.field
+		p, err := netip.ParsePrefix(f.cidr)
+		if err != nil {
+			continue
+		}
+		for _, n := range c.Nodes {
+			for _, sub := range nodeSubnets[n] {
+				if p.Overlaps(sub) {
+					errs = append(errs, fmt.Errorf("%s %s overlaps node %s's network %s", field, p, n, sub))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
