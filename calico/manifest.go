@@ -1,0 +1,178 @@
+// Package calico renders Calico for a k8slab cluster: the release
+// manifest patched for the cluster's pod network, and the typed Calico
+// resources k8slab applies itself.
+package calico
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Options are the cluster settings the manifest must carry.
+type Options struct {
+	PodCIDR   string
+	BlockSize int
+	// Encapsulation is IPIP, VXLAN or None; IPIP and VXLAN run CrossSubnet,
+	// so traffic inside a rack is routed natively and only traffic between
+	// the lab's L3 subnets is encapsulated.
+	Encapsulation string
+	// Autodetect is IP_AUTODETECTION_METHOD, e.g. kubernetes-internal-ip.
+	Autodetect string
+}
+
+// Modes returns the IPIP and VXLAN pool modes for an encapsulation.
+func (o Options) Modes() (ipip, vxlan string, err error) {
+	switch o.Encapsulation {
+	case "IPIP":
+		return "CrossSubnet", "Never", nil
+	case "VXLAN":
+		return "Never", "CrossSubnet", nil
+	case "None":
+		return "Never", "Never", nil
+	}
+	return "", "", fmt.Errorf("calico: encapsulation %q is not IPIP, VXLAN or None", o.Encapsulation)
+}
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*\n`)
+
+// PatchManifest sets the pod network, encapsulation and address
+// autodetection in a release calico.yaml. Each document is decoded and
+// changed as data; documents that need no change are passed through
+// byte for byte, comments included.
+func PatchManifest(in []byte, o Options) ([]byte, error) {
+	ipip, vxlan, err := o.Modes()
+	if err != nil {
+		return nil, err
+	}
+	env := []envVar{
+		{"CALICO_IPV4POOL_CIDR", o.PodCIDR},
+		{"CALICO_IPV4POOL_BLOCK_SIZE", fmt.Sprint(o.BlockSize)},
+		{"CALICO_IPV4POOL_IPIP", ipip},
+		{"CALICO_IPV4POOL_VXLAN", vxlan},
+		{"IP_AUTODETECTION_METHOD", o.Autodetect},
+	}
+	backend := "bird"
+	if o.Encapsulation == "VXLAN" {
+		// VXLAN-only clusters need no BGP: calico-node's probes must not
+		// wait for BIRD (Calico's documented switch to the vxlan backend).
+		backend = "vxlan"
+	}
+	var out bytes.Buffer
+	var foundDS, foundCM bool
+	for i, doc := range docSep.Split(string(in), -1) {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			return nil, fmt.Errorf("calico manifest: %w", err)
+		}
+		changed := false
+		switch {
+		case isObject(obj, "DaemonSet", "calico-node"):
+			if err := patchDaemonSet(obj, env, backend == "vxlan"); err != nil {
+				return nil, err
+			}
+			foundDS, changed = true, true
+		case isObject(obj, "ConfigMap", "calico-config"):
+			data, _ := obj["data"].(map[string]any)
+			if data == nil {
+				return nil, fmt.Errorf("calico manifest: ConfigMap calico-config has no data")
+			}
+			data["calico_backend"] = backend
+			foundCM, changed = true, true
+		}
+		if i > 0 {
+			out.WriteString("---\n")
+		}
+		if !changed {
+			out.WriteString(doc)
+			continue
+		}
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		out.Write(b)
+	}
+	if !foundDS || !foundCM {
+		return nil, fmt.Errorf("calico manifest: no calico-node DaemonSet or calico-config ConfigMap: is this a Calico calico.yaml?")
+	}
+	return out.Bytes(), nil
+}
+
+type envVar struct{ name, value string }
+
+func isObject(obj map[string]any, kind, name string) bool {
+	md, _ := obj["metadata"].(map[string]any)
+	return obj["kind"] == kind && md != nil && md["name"] == name
+}
+
+func patchDaemonSet(ds map[string]any, env []envVar, vxlanOnly bool) error {
+	containers, err := path[[]any](ds, "spec", "template", "spec", "containers")
+	if err != nil {
+		return fmt.Errorf("calico-node DaemonSet: %w", err)
+	}
+	for _, c := range containers {
+		cm, _ := c.(map[string]any)
+		if cm == nil || cm["name"] != "calico-node" {
+			continue
+		}
+		list, _ := cm["env"].([]any)
+		for _, e := range env {
+			list = setEnv(list, e.name, e.value)
+		}
+		cm["env"] = list
+		if vxlanOnly {
+			dropProbeArg(cm, "livenessProbe", "-bird-live")
+			dropProbeArg(cm, "readinessProbe", "-bird-ready")
+		}
+		return nil
+	}
+	return fmt.Errorf("calico-node DaemonSet has no calico-node container")
+}
+
+// setEnv replaces an env entry (value or valueFrom) or appends it.
+func setEnv(list []any, name, value string) []any {
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok && m["name"] == name {
+			delete(m, "valueFrom")
+			m["value"] = value
+			return list
+		}
+	}
+	return append(list, map[string]any{"name": name, "value": value})
+}
+
+func dropProbeArg(container map[string]any, probe, arg string) {
+	cmd, err := path[[]any](container, probe, "exec", "command")
+	if err != nil {
+		return
+	}
+	kept := cmd[:0]
+	for _, a := range cmd {
+		if a != arg {
+			kept = append(kept, a)
+		}
+	}
+	p := container[probe].(map[string]any)["exec"].(map[string]any)
+	p["command"] = kept
+}
+
+// path walks nested maps and returns the value at keys as T.
+func path[T any](m map[string]any, keys ...string) (T, error) {
+	var zero T
+	var cur any = m
+	for _, k := range keys {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return zero, fmt.Errorf("%v: not an object", keys)
+		}
+		cur = mm[k]
+	}
+	v, ok := cur.(T)
+	if !ok {
+		return zero, fmt.Errorf("%v: missing or of another type", keys)
+	}
+	return v, nil
+}

@@ -1,0 +1,224 @@
+package calico
+
+import (
+	"encoding/json"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// The upstream release files, unmodified (see shared/fixtures/.../SOURCE.md).
+const fixtures = "../../shared/fixtures/calico/v3.32.1/"
+
+func release(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(fixtures + "calico.yaml")
+	if err != nil {
+		t.Fatalf("the Calico v3.32.1 fixture must be beside the repo (../shared): %v", err)
+	}
+	return b
+}
+
+func docs(t *testing.T, b []byte) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, d := range docSep.Split(string(b), -1) {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(d), &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func find(t *testing.T, ds []map[string]any, kind, name string) map[string]any {
+	t.Helper()
+	for _, d := range ds {
+		if isObject(d, kind, name) {
+			return d
+		}
+	}
+	t.Fatalf("no %s %s", kind, name)
+	return nil
+}
+
+// nodeEnv returns calico-node's env as name -> value ("<from>" for valueFrom).
+func nodeEnv(t *testing.T, ds map[string]any) (map[string]string, map[string]any) {
+	cs, err := path[[]any](ds, "spec", "template", "spec", "containers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		cm := c.(map[string]any)
+		if cm["name"] != "calico-node" {
+			continue
+		}
+		env := map[string]string{}
+		for _, e := range cm["env"].([]any) {
+			em := e.(map[string]any)
+			if v, ok := em["value"].(string); ok {
+				env[em["name"].(string)] = v
+			} else {
+				env[em["name"].(string)] = "<from>"
+			}
+		}
+		return env, cm
+	}
+	t.Fatal("no calico-node container")
+	return nil, nil
+}
+
+func TestPatchReleaseManifest(t *testing.T) {
+	in := release(t)
+	tests := []struct {
+		encap, ipip, vxlan, backend string
+		birdProbes                  bool
+	}{
+		{"IPIP", "CrossSubnet", "Never", "bird", true},
+		{"VXLAN", "Never", "CrossSubnet", "vxlan", false},
+		{"None", "Never", "Never", "bird", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.encap, func(t *testing.T) {
+			o := Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: tt.encap, Autodetect: "kubernetes-internal-ip"}
+			out, err := PatchManifest(in, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, after := docs(t, in), docs(t, out)
+			if len(before) != len(after) {
+				t.Fatalf("%d documents became %d", len(before), len(after))
+			}
+			env, container := nodeEnv(t, find(t, after, "DaemonSet", "calico-node"))
+			want := map[string]string{
+				"CALICO_IPV4POOL_CIDR": "172.31.128.0/18", "CALICO_IPV4POOL_BLOCK_SIZE": "26",
+				"CALICO_IPV4POOL_IPIP": tt.ipip, "CALICO_IPV4POOL_VXLAN": tt.vxlan,
+				"IP_AUTODETECTION_METHOD": "kubernetes-internal-ip",
+				// untouched upstream settings survive
+				"DATASTORE_TYPE": "kubernetes", "CLUSTER_TYPE": "k8s,bgp", "FELIX_IPINIPMTU": "<from>",
+			}
+			for k, v := range want {
+				if env[k] != v {
+					t.Errorf("env %s = %q, want %q", k, env[k], v)
+				}
+			}
+			cm := find(t, after, "ConfigMap", "calico-config")
+			if got := cm["data"].(map[string]any)["calico_backend"]; got != tt.backend {
+				t.Errorf("calico_backend = %v, want %s", got, tt.backend)
+			}
+			probes, _ := json.Marshal([]any{container["livenessProbe"], container["readinessProbe"]})
+			if strings.Contains(string(probes), "-bird-") != tt.birdProbes {
+				t.Errorf("bird probes present = %v, want %v: %s", !tt.birdProbes, tt.birdProbes, probes)
+			}
+			// Every other document is passed through unchanged, to the byte.
+			inDocs, outDocs := docSep.Split(string(in), -1), docSep.Split(string(out), -1)
+			changed := 0
+			for i := range inDocs {
+				if inDocs[i] != outDocs[i] {
+					changed++
+				}
+			}
+			if changed != 2 {
+				t.Errorf("%d documents changed, want 2 (calico-node, calico-config)", changed)
+			}
+		})
+	}
+}
+
+func TestPatchRefusesOtherManifests(t *testing.T) {
+	op, err := os.ReadFile(fixtures + "tigera-operator.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{PodCIDR: "10.0.0.0/16", BlockSize: 26, Encapsulation: "IPIP", Autodetect: "first-found"}
+	if _, err := PatchManifest(op, o); err == nil || !strings.Contains(err.Error(), "no calico-node DaemonSet") {
+		t.Errorf("operator manifest: %v", err)
+	}
+	o.Encapsulation = "GRE"
+	if _, err := PatchManifest(release(t), o); err == nil {
+		t.Error("GRE accepted")
+	}
+}
+
+// TestResourcesMatchTheCRDs checks every field k8slab writes against the
+// openAPI schema of the CRDs shipped in the same release manifest.
+func TestResourcesMatchTheCRDs(t *testing.T) {
+	schemas := map[string]map[string]any{}
+	for _, d := range docs(t, release(t)) {
+		if d["kind"] != "CustomResourceDefinition" {
+			continue
+		}
+		kind, _ := path[string](d, "spec", "names", "kind")
+		group, _ := path[string](d, "spec", "group")
+		versions, _ := path[[]any](d, "spec", "versions")
+		for _, v := range versions {
+			vm := v.(map[string]any)
+			if group+"/"+vm["name"].(string) == CRDGroupVersion {
+				props, err := path[map[string]any](vm, "schema", "openAPIV3Schema", "properties", "spec", "properties")
+				if err != nil {
+					t.Fatalf("%s: %v", kind, err)
+				}
+				schemas[kind] = props
+			}
+		}
+	}
+	objs, err := Resources(Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "IPIP", Autodetect: "kubernetes-internal-ip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, o := range objs {
+		b, _ := json.Marshal(o)
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		kind := m["kind"].(string)
+		kinds = append(kinds, kind)
+		props, ok := schemas[kind]
+		if !ok {
+			t.Errorf("%s: no CRD %s in the release manifest", kind, CRDGroupVersion)
+			continue
+		}
+		for field, val := range m["spec"].(map[string]any) {
+			schema, ok := props[field].(map[string]any)
+			if !ok {
+				t.Errorf("%s.spec.%s is not in the CRD schema", kind, field)
+				continue
+			}
+			if typ, _ := schema["type"].(string); typ != "" && !jsonTypeMatches(typ, val) {
+				t.Errorf("%s.spec.%s = %v: CRD wants %s", kind, field, val, typ)
+			}
+			if enum, ok := schema["enum"].([]any); ok && !inEnum(enum, val) {
+				t.Errorf("%s.spec.%s = %v: CRD allows only %v", kind, field, val, enum)
+			}
+		}
+	}
+	sort.Strings(kinds)
+	if strings.Join(kinds, ",") != "BGPConfiguration,FelixConfiguration,IPPool" {
+		t.Errorf("kinds: %v", kinds)
+	}
+}
+
+func jsonTypeMatches(typ string, v any) bool {
+	switch v.(type) {
+	case string:
+		return typ == "string"
+	case bool:
+		return typ == "boolean"
+	case float64:
+		return typ == "integer" || typ == "number"
+	}
+	return true
+}
+
+func inEnum(enum []any, v any) bool {
+	for _, e := range enum {
+		if e == v {
+			return true
+		}
+	}
+	return false
+}
