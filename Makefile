@@ -37,7 +37,7 @@ bundle: vm-deps
 # itself, also on failure.
 e2e: deps vm-image bundle
 	K8SLAB_E2E=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) \
-		$(GO) test -count=1 -timeout 80m -run E2E -v ./topology/
+		$(GO) test -count=1 -timeout 80m -run E2E -v ./...
 
 # The main job on the default (GNS3 reference) lab: build the fabric,
 # then show facts from its four nodes across it.

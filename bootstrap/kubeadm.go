@@ -1,0 +1,327 @@
+// Package bootstrap turns prepared nodes into a cluster: etcd, the control
+// plane (kubeadm init), joins, and the admin kubeconfig.
+package bootstrap
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"regexp"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// The kubeadm v1beta4 API, reduced to the fields k8slab sets. Typed
+// structs (not templates) keep every value quoted and every field checked
+// by the compiler; kubeadm itself validates the result in the e2e.
+
+const (
+	kubeadmAPI   = "kubeadm.k8s.io/v1beta4"
+	kubeletAPI   = "kubelet.config.k8s.io/v1beta1"
+	kubeProxyAPI = "kubeproxy.config.k8s.io/v1alpha1"
+	// CRISocket is containerd's socket, as k8slab configures it.
+	CRISocket = "unix:///run/containerd/containerd.sock"
+	// APIServerPort is where kube-apiserver listens.
+	APIServerPort = 6443
+)
+
+type typeMeta struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+}
+
+// Arg is a v1beta4 extra argument (a list of name/value, not a map).
+type Arg struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// NodeRegistration says how a node registers itself.
+type NodeRegistration struct {
+	Name             string   `json:"name"`
+	CRISocket        string   `json:"criSocket"`
+	KubeletExtraArgs []Arg    `json:"kubeletExtraArgs,omitempty"`
+	Taints           []Taint  `json:"taints"`
+	IgnorePreflight  []string `json:"ignorePreflightErrors,omitempty"`
+}
+
+// Taint is a node taint; an empty list means none, not kubeadm's default.
+type Taint struct {
+	Key    string `json:"key"`
+	Effect string `json:"effect"`
+}
+
+// Timeouts are v1beta4's waits; they belong to Init/JoinConfiguration.
+type Timeouts struct {
+	ControlPlaneComponentHealthCheck string `json:"controlPlaneComponentHealthCheck,omitempty"`
+	KubeletHealthCheck               string `json:"kubeletHealthCheck,omitempty"`
+	KubernetesAPICall                string `json:"kubernetesAPICall,omitempty"`
+	Discovery                        string `json:"discovery,omitempty"`
+	TLSBootstrap                     string `json:"tlsBootstrap,omitempty"`
+}
+
+// BootstrapToken lets workers join.
+type BootstrapToken struct {
+	Token  string   `json:"token"`
+	TTL    string   `json:"ttl"`
+	Usages []string `json:"usages"`
+	Groups []string `json:"groups"`
+}
+
+// InitConfiguration is the control plane node's part of kubeadm init.
+type InitConfiguration struct {
+	typeMeta         `json:",inline"`
+	BootstrapTokens  []BootstrapToken `json:"bootstrapTokens"`
+	LocalAPIEndpoint struct {
+		AdvertiseAddress string `json:"advertiseAddress"`
+		BindPort         int    `json:"bindPort"`
+	} `json:"localAPIEndpoint"`
+	NodeRegistration NodeRegistration `json:"nodeRegistration"`
+	Timeouts         Timeouts         `json:"timeouts"`
+}
+
+// ClusterConfiguration is the cluster-wide part of kubeadm init.
+type ClusterConfiguration struct {
+	typeMeta             `json:",inline"`
+	ClusterName          string `json:"clusterName"`
+	KubernetesVersion    string `json:"kubernetesVersion"`
+	ControlPlaneEndpoint string `json:"controlPlaneEndpoint"`
+	Networking           struct {
+		ServiceSubnet string `json:"serviceSubnet"`
+		PodSubnet     string `json:"podSubnet"`
+		DNSDomain     string `json:"dnsDomain"`
+	} `json:"networking"`
+	APIServer struct {
+		CertSANs []string `json:"certSANs"`
+	} `json:"apiServer"`
+	Etcd Etcd `json:"etcd"`
+}
+
+// Etcd is either kubeadm's stacked etcd or k8slab's external cluster.
+type Etcd struct {
+	Local    *struct{}     `json:"local,omitempty"`
+	External *ExternalEtcd `json:"external,omitempty"`
+}
+
+// ExternalEtcd points the API server at k8slab's etcd members.
+type ExternalEtcd struct {
+	Endpoints []string `json:"endpoints"`
+	CAFile    string   `json:"caFile"`
+	CertFile  string   `json:"certFile"`
+	KeyFile   string   `json:"keyFile"`
+}
+
+// KubeletConfiguration: the cgroup driver must match containerd's
+// SystemdCgroup = true; kubeadm only warns about a mismatch.
+type KubeletConfiguration struct {
+	typeMeta     `json:",inline"`
+	CgroupDriver string `json:"cgroupDriver"`
+}
+
+// KubeProxyConfiguration picks the proxy mode.
+type KubeProxyConfiguration struct {
+	typeMeta `json:",inline"`
+	Mode     string `json:"mode"`
+}
+
+// JoinConfiguration is a worker's kubeadm join.
+type JoinConfiguration struct {
+	typeMeta  `json:",inline"`
+	Discovery struct {
+		BootstrapToken struct {
+			APIServerEndpoint string   `json:"apiServerEndpoint"`
+			Token             string   `json:"token"`
+			CACertHashes      []string `json:"caCertHashes"`
+		} `json:"bootstrapToken"`
+	} `json:"discovery"`
+	NodeRegistration NodeRegistration `json:"nodeRegistration"`
+	Timeouts         Timeouts         `json:"timeouts"`
+}
+
+// Node is one machine as the renderers need it.
+type Node struct {
+	Name string // hostname: the Kubernetes node name
+	IP   string // node-ip: its address on the route to the control plane
+}
+
+// InitInput is everything kubeadm init's configuration depends on.
+type InitInput struct {
+	ClusterName       string
+	KubernetesVersion string
+	ControlPlane      Node
+	ServiceCIDR       string
+	PodCIDR           string
+	// ExtraSANs are further names and addresses of the control plane.
+	ExtraSANs []string
+	// EtcdEndpoints empty means stacked etcd.
+	EtcdEndpoints []string
+	Token         string
+	// ControlPlaneIsWorker drops the control-plane NoSchedule taint.
+	ControlPlaneIsWorker bool
+	// ProxyMode is nftables or iptables.
+	ProxyMode string
+	// Wait bounds kubeadm's own waits; the emulated lab needs minutes.
+	Wait            time.Duration
+	IgnorePreflight []string
+}
+
+// External etcd client files, where k8slab's etcd phase puts them.
+const (
+	EtcdCAFile         = "/etc/kubernetes/pki/etcd/ca.crt"
+	EtcdClientCertFile = "/etc/kubernetes/pki/apiserver-etcd-client.crt"
+	EtcdClientKeyFile  = "/etc/kubernetes/pki/apiserver-etcd-client.key"
+)
+
+func timeouts(wait time.Duration) Timeouts {
+	d := wait.String()
+	return Timeouts{ControlPlaneComponentHealthCheck: d, KubeletHealthCheck: d, KubernetesAPICall: "1m0s", Discovery: d, TLSBootstrap: d}
+}
+
+func nodeRegistration(n Node, worker bool, ignore []string) NodeRegistration {
+	nr := NodeRegistration{
+		Name: n.Name, CRISocket: CRISocket,
+		KubeletExtraArgs: []Arg{{Name: "node-ip", Value: n.IP}},
+		Taints:           []Taint{},
+		IgnorePreflight:  ignore,
+	}
+	if !worker {
+		nr.Taints = []Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: "NoSchedule"}}
+	}
+	return nr
+}
+
+// RenderInit returns the multi-document config for `kubeadm init --config`.
+func RenderInit(in InitInput) ([]byte, error) {
+	if !tokenRE.MatchString(in.Token) {
+		return nil, fmt.Errorf("bootstrap token %q is not of the form [a-z0-9]{6}.[a-z0-9]{16}", in.Token)
+	}
+	endpoint := fmt.Sprintf("%s:%d", in.ControlPlane.IP, APIServerPort)
+	initCfg := InitConfiguration{
+		typeMeta: typeMeta{kubeadmAPI, "InitConfiguration"},
+		BootstrapTokens: []BootstrapToken{{
+			Token: in.Token, TTL: "2h0m0s", Usages: []string{"signing", "authentication"},
+			Groups: []string{"system:bootstrappers:kubeadm:default-node-token"},
+		}},
+		NodeRegistration: nodeRegistration(in.ControlPlane, in.ControlPlaneIsWorker, in.IgnorePreflight),
+		Timeouts:         timeouts(in.Wait),
+	}
+	initCfg.LocalAPIEndpoint.AdvertiseAddress = in.ControlPlane.IP
+	initCfg.LocalAPIEndpoint.BindPort = APIServerPort
+
+	cc := ClusterConfiguration{
+		typeMeta:             typeMeta{kubeadmAPI, "ClusterConfiguration"},
+		ClusterName:          in.ClusterName,
+		KubernetesVersion:    in.KubernetesVersion,
+		ControlPlaneEndpoint: endpoint,
+	}
+	cc.Networking.ServiceSubnet, cc.Networking.PodSubnet, cc.Networking.DNSDomain = in.ServiceCIDR, in.PodCIDR, "cluster.local"
+	cc.APIServer.CertSANs = dedupe(append([]string{in.ControlPlane.IP, in.ControlPlane.Name}, in.ExtraSANs...))
+	if len(in.EtcdEndpoints) == 0 {
+		cc.Etcd.Local = &struct{}{}
+	} else {
+		cc.Etcd.External = &ExternalEtcd{Endpoints: in.EtcdEndpoints, CAFile: EtcdCAFile, CertFile: EtcdClientCertFile, KeyFile: EtcdClientKeyFile}
+	}
+	mode := in.ProxyMode
+	if mode == "" {
+		mode = "iptables"
+	}
+	return marshalDocs(initCfg, cc,
+		KubeletConfiguration{typeMeta{kubeletAPI, "KubeletConfiguration"}, "systemd"},
+		KubeProxyConfiguration{typeMeta{kubeProxyAPI, "KubeProxyConfiguration"}, mode})
+}
+
+// JoinInput is everything a worker's join configuration depends on.
+type JoinInput struct {
+	Node            Node
+	APIServer       string // host:port
+	Token           string
+	CACertHash      string // sha256:<hex>
+	Wait            time.Duration
+	IgnorePreflight []string
+}
+
+// RenderJoin returns the config for `kubeadm join --config`.
+func RenderJoin(in JoinInput) ([]byte, error) {
+	if !tokenRE.MatchString(in.Token) {
+		return nil, fmt.Errorf("bootstrap token %q is malformed", in.Token)
+	}
+	if !caHashRE.MatchString(in.CACertHash) {
+		return nil, fmt.Errorf("CA cert hash %q is not sha256:<64 hex>", in.CACertHash)
+	}
+	j := JoinConfiguration{
+		typeMeta:         typeMeta{kubeadmAPI, "JoinConfiguration"},
+		NodeRegistration: nodeRegistration(in.Node, true, in.IgnorePreflight),
+		Timeouts:         timeouts(in.Wait),
+	}
+	j.Discovery.BootstrapToken.APIServerEndpoint = in.APIServer
+	j.Discovery.BootstrapToken.Token = in.Token
+	j.Discovery.BootstrapToken.CACertHashes = []string{in.CACertHash}
+	return marshalDocs(j)
+}
+
+func marshalDocs(objs ...any) ([]byte, error) {
+	var b bytes.Buffer
+	for i, o := range objs {
+		y, err := yaml.Marshal(o)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		b.Write(y)
+	}
+	return b.Bytes(), nil
+}
+
+var (
+	tokenRE  = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+	caHashRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+// NewToken makes a bootstrap token in kubeadm's format.
+func NewToken() (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 22)
+	for i := range b {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		if err != nil {
+			return "", err
+		}
+		b[i] = alphabet[n.Int64()]
+	}
+	return string(b[:6]) + "." + string(b[6:]), nil
+}
+
+// CACertHash computes the discovery hash of a CA certificate (PEM) as
+// kubeadm does: sha256 over the certificate's SubjectPublicKeyInfo.
+func CACertHash(caPEM []byte) (string, error) {
+	blk, _ := pem.Decode(caPEM)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return "", fmt.Errorf("CA certificate: no PEM CERTIFICATE block")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("CA certificate: %w", err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

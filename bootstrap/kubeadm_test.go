@@ -1,0 +1,159 @@
+package bootstrap
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+func referenceInit() InitInput {
+	return InitInput{
+		ClusterName: "k8slab", KubernetesVersion: "v1.37.2",
+		ControlPlane: Node{Name: "kube-node1", IP: "172.31.3.11"},
+		ServiceCIDR:  "172.31.64.0/18", PodCIDR: "172.31.128.0/18",
+		EtcdEndpoints: []string{"https://172.31.3.11:2379", "https://172.31.3.12:2379", "https://172.31.4.11:2379"},
+		Token:         "abcdef.0123456789abcdef", ControlPlaneIsWorker: true, ProxyMode: "nftables", Wait: 10 * time.Minute,
+		ExtraSANs: []string{"172.31.3.11", "k8s.lab"},
+	}
+}
+
+func splitDocs(t *testing.T, b []byte) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for _, d := range strings.Split(string(b), "\n---\n") {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(d), &m); err != nil {
+			t.Fatal(err)
+		}
+		out[m["kind"].(string)] = m
+	}
+	return out
+}
+
+func get(m map[string]any, keys ...string) any {
+	var cur any = m
+	for _, k := range keys {
+		cur = cur.(map[string]any)[k]
+	}
+	return cur
+}
+
+func TestRenderInit(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*InitInput)
+		check  func(t *testing.T, d map[string]map[string]any)
+	}{
+		{"external etcd, control plane also a worker", func(*InitInput) {}, func(t *testing.T, d map[string]map[string]any) {
+			cc := d["ClusterConfiguration"]
+			if get(cc, "networking", "serviceSubnet") != "172.31.64.0/18" || get(cc, "networking", "podSubnet") != "172.31.128.0/18" {
+				t.Errorf("networking: %v", cc["networking"])
+			}
+			ext := get(cc, "etcd", "external").(map[string]any)
+			if len(ext["endpoints"].([]any)) != 3 || ext["certFile"] != EtcdClientCertFile {
+				t.Errorf("external etcd: %v", ext)
+			}
+			if sans := get(cc, "apiServer", "certSANs").([]any); len(sans) != 3 || sans[1] != "kube-node1" {
+				t.Errorf("certSANs (deduplicated, with hostname): %v", sans)
+			}
+			if taints := get(d["InitConfiguration"], "nodeRegistration", "taints").([]any); len(taints) != 0 {
+				t.Errorf("a worker control plane keeps no taint: %v", taints)
+			}
+			args := get(d["InitConfiguration"], "nodeRegistration", "kubeletExtraArgs").([]any)
+			if a := args[0].(map[string]any); a["name"] != "node-ip" || a["value"] != "172.31.3.11" {
+				t.Errorf("node-ip: %v", args)
+			}
+			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
+				t.Errorf("kubelet/proxy: %v %v", d["KubeletConfiguration"], d["KubeProxyConfiguration"])
+			}
+			if get(d["InitConfiguration"], "timeouts", "controlPlaneComponentHealthCheck") != "10m0s" {
+				t.Errorf("timeouts belong to InitConfiguration in v1beta4: %v", d["InitConfiguration"]["timeouts"])
+			}
+		}},
+		{"stacked etcd, dedicated control plane, iptables", func(in *InitInput) {
+			in.EtcdEndpoints, in.ControlPlaneIsWorker, in.ProxyMode = nil, false, "iptables"
+		}, func(t *testing.T, d map[string]map[string]any) {
+			if _, ok := get(d["ClusterConfiguration"], "etcd").(map[string]any)["local"]; !ok {
+				t.Errorf("want local etcd: %v", d["ClusterConfiguration"]["etcd"])
+			}
+			if taints := get(d["InitConfiguration"], "nodeRegistration", "taints").([]any); len(taints) != 1 {
+				t.Errorf("control plane taint: %v", taints)
+			}
+			if d["KubeProxyConfiguration"]["mode"] != "iptables" {
+				t.Errorf("proxy mode: %v", d["KubeProxyConfiguration"])
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := referenceInit()
+			tt.change(&in)
+			b, err := RenderInit(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := splitDocs(t, b)
+			if len(d) != 4 {
+				t.Fatalf("want 4 documents, got %d", len(d))
+			}
+			tt.check(t, d)
+		})
+	}
+	bad := referenceInit()
+	bad.Token = "not-a-token"
+	if _, err := RenderInit(bad); err == nil {
+		t.Error("malformed token accepted")
+	}
+}
+
+func TestNewTokenFormat(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 50; i++ {
+		tok, err := NewToken()
+		if err != nil || !tokenRE.MatchString(tok) || seen[tok] {
+			t.Fatalf("token %q %v", tok, err)
+		}
+		seen[tok] = true
+	}
+}
+
+// TestCACertHashMatchesOpenSSL computes the hash the way kubeadm's docs do
+// with openssl, independently of our code.
+func TestCACertHashMatchesOpenSSL(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl is installed by scripts/install-test-deps.sh")
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	got, err := CACertHash(caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "ca.crt")
+	os.WriteFile(f, caPEM, 0o644)
+	out, err := exec.Command("sh", "-c", "openssl x509 -pubkey -in "+f+" | openssl pkey -pubin -outform der | openssl dgst -sha256 -hex | sed 's/^.* //'").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "sha256:" + strings.TrimSpace(string(out)); got != want {
+		t.Errorf("hash %s, openssl says %s", got, want)
+	}
+	if _, err := CACertHash([]byte("garbage")); err == nil {
+		t.Error("garbage accepted")
+	}
+}
