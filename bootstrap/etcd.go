@@ -1,0 +1,196 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// Where k8slab installs external etcd on a member.
+const (
+	EtcdPKIDir  = "/etc/etcd/pki"
+	EtcdEnvFile = "/etc/etcd/etcd.env"
+	EtcdUnit    = "/etc/systemd/system/etcd.service"
+	EtcdDataDir = "/var/lib/etcd"
+)
+
+// EtcdClusterInput describes an external etcd cluster.
+type EtcdClusterInput struct {
+	Token   string // initial-cluster-token: keeps two clusters from merging
+	Members []EtcdMember
+	// PeerPort and ClientPort default to 2380 and 2379; the loopback test
+	// cluster changes nothing else.
+	PeerPort, ClientPort int
+	// Dir is where PKI and data live (EtcdPKIDir's parent on real nodes).
+	PKIDir, DataDir string
+}
+
+func (in EtcdClusterInput) ports() (peer, client int) {
+	peer, client = in.PeerPort, in.ClientPort
+	if peer == 0 {
+		peer = 2380
+	}
+	if client == 0 {
+		client = 2379
+	}
+	return
+}
+
+// ClientEndpoints are the members' client URLs.
+func (in EtcdClusterInput) ClientEndpoints() []string {
+	_, client := in.ports()
+	var out []string
+	for _, m := range in.Members {
+		out = append(out, fmt.Sprintf("https://%s", net.JoinHostPort(m.IP.String(), fmt.Sprint(client))))
+	}
+	return out
+}
+
+// EtcdEnv renders one member's environment file: etcd reads ETCD_*
+// variables, so the unit stays the same on every member.
+func EtcdEnv(in EtcdClusterInput, name string) (string, error) {
+	peer, client := in.ports()
+	var me *EtcdMember
+	var initial []string
+	for i, m := range in.Members {
+		if m.Name == name {
+			me = &in.Members[i]
+		}
+		initial = append(initial, fmt.Sprintf("%s=https://%s", m.Name, net.JoinHostPort(m.IP.String(), fmt.Sprint(peer))))
+	}
+	if me == nil {
+		return "", fmt.Errorf("etcd: %s is not a member", name)
+	}
+	pki, data := in.PKIDir, in.DataDir
+	if pki == "" {
+		pki = EtcdPKIDir
+	}
+	if data == "" {
+		data = EtcdDataDir
+	}
+	ip := me.IP.String()
+	hp := func(p int) string { return net.JoinHostPort(ip, fmt.Sprint(p)) }
+	lines := []string{
+		"ETCD_NAME=" + me.Name,
+		"ETCD_DATA_DIR=" + data,
+		"ETCD_LISTEN_PEER_URLS=https://" + hp(peer),
+		"ETCD_LISTEN_CLIENT_URLS=https://" + hp(client),
+		"ETCD_ADVERTISE_CLIENT_URLS=https://" + hp(client),
+		"ETCD_INITIAL_ADVERTISE_PEER_URLS=https://" + hp(peer),
+		"ETCD_INITIAL_CLUSTER=" + strings.Join(initial, ","),
+		"ETCD_INITIAL_CLUSTER_STATE=new",
+		"ETCD_INITIAL_CLUSTER_TOKEN=" + in.Token,
+		"ETCD_CERT_FILE=" + pki + "/server.crt",
+		"ETCD_KEY_FILE=" + pki + "/server.key",
+		"ETCD_CLIENT_CERT_AUTH=true",
+		"ETCD_TRUSTED_CA_FILE=" + pki + "/ca.crt",
+		"ETCD_PEER_CERT_FILE=" + pki + "/peer.crt",
+		"ETCD_PEER_KEY_FILE=" + pki + "/peer.key",
+		"ETCD_PEER_CLIENT_CERT_AUTH=true",
+		"ETCD_PEER_TRUSTED_CA_FILE=" + pki + "/ca.crt",
+		// Lab VMs are slow: leader elections must not flap under load.
+		"ETCD_HEARTBEAT_INTERVAL=250",
+		"ETCD_ELECTION_TIMEOUT=2500",
+	}
+	return strings.Join(lines, "\n") + "\n", nil
+}
+
+// EtcdUnitFile is the systemd unit of an external etcd member.
+const EtcdUnitFile = `[Unit]
+Description=etcd (installed by k8slab)
+Documentation=https://etcd.io
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+EnvironmentFile=` + EtcdEnvFile + `
+ExecStart=/usr/local/bin/etcd
+Restart=always
+RestartSec=5s
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// EtcdHealth is what k8slab learned about the cluster.
+type EtcdHealth struct {
+	Members []string `json:"members"`
+	Leader  string   `json:"leader"`
+	Version string   `json:"version"`
+}
+
+// CheckEtcd connects with k8slab's client certificate, lists the members
+// and asks every endpoint for its status. dial, when set, carries the
+// connections (e.g. through SSH), so no etcd port needs to be reachable
+// from the workstation.
+func CheckEtcd(ctx context.Context, endpoints []string, pki *EtcdPKI, want int, dial func(ctx context.Context, addr string) (net.Conn, error)) (EtcdHealth, error) {
+	var h EtcdHealth
+	cert, err := tls.X509KeyPair(pki.HealthClient.Cert, pki.HealthClient.Key)
+	if err != nil {
+		return h, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pki.CA.Cert)
+	cfg := clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 10 * time.Second,
+		TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		// The client's own logging would interleave with k8slab's output.
+		Logger: zap.NewNop(),
+	}
+	if dial != nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(dial)}
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return h, fmt.Errorf("etcd client: %w", err)
+	}
+	defer cli.Close()
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return h, fmt.Errorf("etcd member list: %w", err)
+	}
+	names := map[uint64]string{}
+	var problems []string
+	for _, m := range ml.Members {
+		if m.Name == "" {
+			problems = append(problems, fmt.Sprintf("member %x has not started", m.ID))
+		}
+		names[m.ID] = m.Name
+		h.Members = append(h.Members, m.Name)
+	}
+	sort.Strings(h.Members)
+	if len(ml.Members) != want {
+		problems = append(problems, fmt.Sprintf("%d members, want %d", len(ml.Members), want))
+	}
+	for _, ep := range endpoints {
+		st, err := cli.Status(ctx, ep)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", ep, err))
+			continue
+		}
+		h.Leader, h.Version = names[st.Leader], st.Version
+		if len(st.Errors) > 0 {
+			problems = append(problems, fmt.Sprintf("%s: %s", ep, strings.Join(st.Errors, "; ")))
+		}
+	}
+	if h.Leader == "" {
+		problems = append(problems, "no leader")
+	}
+	if len(problems) > 0 {
+		return h, errors.New("etcd unhealthy: " + strings.Join(problems, "; "))
+	}
+	return h, nil
+}
