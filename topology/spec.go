@@ -172,35 +172,32 @@ func (s *Spec) Validate() error {
 		if len(r.Interfaces) == 0 {
 			return fmt.Errorf("%s (%s).interfaces: a router needs at least one", f, r.Name)
 		}
-		for j, in := range r.Interfaces {
-			ff := fmt.Sprintf("%s (%s).interfaces[%d]", f, r.Name, j)
-			if err := checkIfName(ff+".name", in.Name); err != nil {
+		// A port is a routed interface or a bridge: both are named,
+		// addressed, and unique within their router.
+		declare := func(field, name, addr string, kind portKind) error {
+			if err := checkIfName(field+".name", name); err != nil {
 				return err
 			}
-			p, err := claim(ff+".address", in.Address)
+			p, err := claim(field+".address", addr)
 			if err != nil {
 				return err
 			}
-			if _, dup := ports[r.Name+"/"+in.Name]; dup {
-				return fmt.Errorf("%s.name: %s is declared twice", ff, in.Name)
+			if _, dup := ports[r.Name+"/"+name]; dup {
+				return fmt.Errorf("%s.name: %s is declared twice", field, name)
 			}
-			ports[r.Name+"/"+in.Name] = routedPort
-			subnets[r.Name+"/"+in.Name] = p.Masked()
+			ports[r.Name+"/"+name] = kind
+			subnets[r.Name+"/"+name] = p.Masked()
+			return nil
+		}
+		for j, in := range r.Interfaces {
+			if err := declare(fmt.Sprintf("%s (%s).interfaces[%d]", f, r.Name, j), in.Name, in.Address, routedPort); err != nil {
+				return err
+			}
 		}
 		for j, b := range r.Bridges {
-			ff := fmt.Sprintf("%s (%s).bridges[%d]", f, r.Name, j)
-			if err := checkIfName(ff+".name", b.Name); err != nil {
+			if err := declare(fmt.Sprintf("%s (%s).bridges[%d]", f, r.Name, j), b.Name, b.Address, bridgePort); err != nil {
 				return err
 			}
-			p, err := claim(ff+".address", b.Address)
-			if err != nil {
-				return err
-			}
-			if _, dup := ports[r.Name+"/"+b.Name]; dup {
-				return fmt.Errorf("%s.name: %s is declared twice", ff, b.Name)
-			}
-			ports[r.Name+"/"+b.Name] = bridgePort
-			subnets[r.Name+"/"+b.Name] = p.Masked()
 		}
 		if r.Gateway != "" {
 			if _, err := netip.ParseAddr(r.Gateway); err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/ssh"
@@ -186,7 +187,7 @@ func (c *Config) Validate() error {
 
 	if _, err := provision.LookupRelease(c.KubernetesVersion); err != nil {
 		bad("kubernetes-version: %v", err)
-	} else if r, _ := provision.LookupRelease(c.KubernetesVersion); !contains(r.Calico, c.Calico.Version) {
+	} else if r, _ := provision.LookupRelease(c.KubernetesVersion); !slices.Contains(r.Calico, c.Calico.Version) {
 		bad("calico-version: %s is not supported with Kubernetes %s (supported: %s)", c.Calico.Version, c.KubernetesVersion, strings.Join(r.Calico, ", "))
 	}
 	switch c.Calico.Encapsulation {
@@ -273,13 +274,4 @@ func validName(s string) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
