@@ -33,11 +33,12 @@ CALICO_FIXTURES ?= ../shared/fixtures/calico
 bundle: vm-deps
 	$(GO) run ./cmd/k8slab-bundle -out $(BUNDLE) -calico-dir $(CALICO_FIXTURES)
 
-# The real-node tier: VMs on the BIRD fabric. The test tears the lab down
-# itself, also on failure.
+# The real-node tier: VMs on the BIRD fabric. Each test brings the lab up
+# (from snapshots) and tears it down, also on failure; -p 1 because they
+# share the lab's name.
 e2e: deps vm-image bundle
 	K8SLAB_E2E=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) \
-		$(GO) test -count=1 -timeout 80m -run E2E -v ./...
+		$(GO) test -p 1 -count=1 -timeout 80m -run E2E -v ./...
 
 # The main job on the default (GNS3 reference) lab: build the fabric,
 # then show facts from its four nodes across it.

@@ -89,7 +89,11 @@ func UpVMs(t testing.TB, fresh bool) *topology.Lab {
 	if err := vm.CheckImage(); err != nil {
 		t.Fatal(err) // make e2e builds the image first: missing is a failure
 	}
-	return up(t, vm, "e2e")
+	name := os.Getenv("K8SLAB_E2E_LAB") // two e2e runs on one machine need two names
+	if name == "" {
+		name = "e2e"
+	}
+	return up(t, vm, name)
 }
 
 func up(t testing.TB, vm *topology.VMOptions, name string) *topology.Lab {

@@ -1,0 +1,87 @@
+// Package install is `k8slab install`: the phases that turn prepared
+// machines into the user's cluster, one file each, sharing a Context.
+package install
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/provision"
+)
+
+// Context is what every phase reads and what earlier phases leave for
+// later ones. It is built once per run; there is no global state.
+type Context struct {
+	Cluster   *cluster.Config
+	Release   provision.Release
+	Bundle    *provision.Bundle
+	BundleDir string
+	Runner    *run.Runner
+	// Hosts are the nodes' transports, by node as written in Cluster.Nodes.
+	Hosts map[string]host.Host
+	// Wait bounds the long waits (control plane up, joins, rollouts).
+	Wait time.Duration
+	// Now is the workstation clock (for the skew check).
+	Now func() time.Time
+
+	mu    sync.Mutex
+	facts map[string]provision.Facts
+	// NodeIP is each node's address on the route to the control plane:
+	// the kubelet's node-ip.
+	nodeIP map[string]string
+	// Set by the control-plane phase for the join phase.
+	token, caHash string
+	adminConf     []byte
+}
+
+// Facts returns what preflight learned about a node.
+func (c *Context) Facts(node string) provision.Facts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.facts[node]
+}
+
+// NodeIP returns a node's kubelet address.
+func (c *Context) NodeIP(node string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodeIP[node]
+}
+
+func (c *Context) setFacts(node string, f provision.Facts, ip string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.facts == nil {
+		c.facts, c.nodeIP = map[string]provision.Facts{}, map[string]string{}
+	}
+	c.facts[node], c.nodeIP[node] = f, ip
+}
+
+// each runs fn on the given nodes through the runner: in parallel, logged
+// per node, failures wrapped with the node's name.
+func (c *Context) each(ctx context.Context, step string, nodes []string, needs []string, fn func(ctx context.Context, node string, t *run.Task) error) error {
+	err := c.Runner.Run(ctx, run.Step{Name: step, Hosts: nodes, Needs: needs, Do: func(ctx context.Context, t *run.Task) error {
+		return fn(ctx, t.Host.Name(), t)
+	}})
+	if err != nil {
+		return err
+	}
+	if c.Runner.Failed() {
+		return fmt.Errorf("%s failed on one or more nodes", step)
+	}
+	return nil
+}
+
+// Phases returns the installation in order.
+func Phases(c *Context) []phase.Phase {
+	return []phase.Phase{
+		&Preflight{c},
+		&Provision{c},
+	}
+}

@@ -1,0 +1,215 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
+)
+
+// Preflight gathers facts on every node and checks them all before
+// anything is changed: every problem on every node is reported at once.
+type Preflight struct{ *Context }
+
+func (*Preflight) Name() string { return "preflight" }
+
+// probeScript reads what preflight needs beyond the facts: listening
+// ports with their owners, the clock, and the route to the control plane.
+const probeScript = `echo "now=$(date +%s.%N)"
+ss -Hltnp 2>/dev/null | awk '{print "listen=" $4 " " $6}'
+echo "route=$(ip -4 -o route get CONTROL_PLANE 2>/dev/null)"
+`
+
+type probe struct {
+	facts  provision.Facts
+	skew   time.Duration
+	listen map[int]string // port -> owner
+	src    string
+}
+
+// supportedOS is what k8slab is tested on or known to work on.
+func supportedOS() map[string][]string {
+	return map[string][]string{"ubuntu": {"20.04", "22.04", "24.04"}, "debian": {"12"}}
+}
+
+func (p *Preflight) Run(ctx context.Context) error {
+	cp := p.hostOf(p.Cluster.ControlPlane)
+	probes := map[string]probe{}
+	var mu sync.Mutex
+	err := p.each(ctx, "preflight", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
+		pr, err := p.probe(ctx, t.Host, cp)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		probes[node] = pr
+		mu.Unlock()
+		p.setFacts(node, pr.facts, pr.src)
+		t.Status("%s %s, %d CPUs, %d MiB, node-ip %s", pr.facts.OSID, pr.facts.OSVersion, pr.facts.CPUs, pr.facts.MemoryMB, pr.src)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if problems := p.check(probes); len(problems) > 0 {
+		return errors.New("preflight found problems, nothing was changed:\n  " + strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+func (p *Preflight) hostOf(node string) string {
+	t, _ := ssh.ParseTarget(node)
+	return t.Host
+}
+
+func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (probe, error) {
+	var pr probe
+	f, err := provision.GatherFacts(ctx, h)
+	if err != nil {
+		return pr, err
+	}
+	pr.facts = f
+	t0 := p.Now()
+	out, err := host.Output(ctx, h, strings.Replace(probeScript, "CONTROL_PLANE", host.Quote(cpHost), 1))
+	t1 := p.Now()
+	if err != nil {
+		return pr, fmt.Errorf("preflight probe: %w", err)
+	}
+	pr.listen = map[int]string{}
+	for _, line := range strings.Split(out, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "now":
+			secs, _ := strconv.ParseFloat(v, 64)
+			mid := t0.Add(t1.Sub(t0) / 2)
+			pr.skew = time.Duration((secs - float64(mid.UnixNano())/1e9) * float64(time.Second))
+		case "listen":
+			addr, owner, _ := strings.Cut(v, " ")
+			if _, port, err := net.SplitHostPort(addr); err == nil {
+				n, _ := strconv.Atoi(port)
+				pr.listen[n] = ownerName(owner)
+			}
+		case "route":
+			// "172.31.3.11 via 172.31.3.1 dev eth0 src 172.31.3.12 uid 0"
+			f := strings.Fields(v)
+			for i := 0; i+1 < len(f); i++ {
+				if f[i] == "src" {
+					pr.src = f[i+1]
+				}
+			}
+			if pr.src == "" && len(f) > 0 && f[0] == "local" {
+				pr.src = cpHost // the control plane itself
+			}
+		}
+	}
+	if pr.src == "" {
+		pr.src = strings.Split(f.DefaultAddr, "/")[0]
+	}
+	return pr, nil
+}
+
+// ownerName turns ss's users:(("etcd",pid=1,fd=3)) into "etcd".
+func ownerName(s string) string {
+	if i := strings.Index(s, `(("`); i >= 0 {
+		rest := s[i+3:]
+		if j := strings.IndexByte(rest, '"'); j >= 0 {
+			return rest[:j]
+		}
+	}
+	return "unknown"
+}
+
+// check applies the rules; it is separate from gathering so it is
+// table-tested without machines.
+func (p *Preflight) check(probes map[string]probe) []string {
+	var problems []string
+	bad := func(node, format string, args ...any) {
+		problems = append(problems, node+": "+fmt.Sprintf(format, args...))
+	}
+	etcd := map[string]bool{}
+	for _, e := range p.Cluster.Etcd {
+		etcd[e] = true
+	}
+	workers := map[string]bool{}
+	for _, w := range p.Cluster.Workers {
+		workers[w] = true
+	}
+	seen := map[string]map[string]string{"hostname": {}, "machine-id": {}, "product_uuid": {}}
+	var skews []time.Duration
+	for _, node := range p.Cluster.Nodes {
+		pr, ok := probes[node]
+		if !ok {
+			continue
+		}
+		f := pr.facts
+		if !slices.Contains(supportedOS()[f.OSID], f.OSVersion) {
+			bad(node, "%s %s is not supported (Ubuntu 20.04-24.04, Debian 12)", f.OSID, f.OSVersion)
+		}
+		if p.Bundle != nil && f.Arch != "x86_64" {
+			bad(node, "architecture %s: the offline bundle is built for x86_64", f.Arch)
+		} else if f.Arch != "x86_64" && f.Arch != "aarch64" {
+			bad(node, "architecture %s is not supported", f.Arch)
+		}
+		if f.CgroupVersion == 0 {
+			bad(node, "no cgroup hierarchy at /sys/fs/cgroup")
+		}
+		if node == p.Cluster.ControlPlane {
+			if f.CPUs < 2 {
+				bad(node, "the control plane needs 2 CPUs, it has %d", f.CPUs)
+			}
+			if f.MemoryMB < 1700 {
+				bad(node, "the control plane needs 1700 MiB of memory, it has %d", f.MemoryMB)
+			}
+		}
+		want := map[int]string{10250: "kubelet"}
+		if node == p.Cluster.ControlPlane {
+			want[6443] = "kube-apiserver"
+		}
+		if etcd[node] {
+			want[2379], want[2380] = "etcd", "etcd"
+		}
+		for port, ours := range want {
+			// A port held by the component k8slab installs there is a
+			// re-run, not a conflict.
+			if owner, busy := pr.listen[port]; busy && owner != ours {
+				bad(node, "port %d is in use by %s (%s needs it)", port, owner, ours)
+			}
+		}
+		for kind, val := range map[string]string{"hostname": f.Hostname, "machine-id": f.MachineID, "product_uuid": f.ProductUUID} {
+			if val == "" {
+				continue
+			}
+			if other, dup := seen[kind][val]; dup {
+				hint := ""
+				if kind == "machine-id" {
+					hint = " (cloned VMs: regenerate with --fix-machine-id)"
+				}
+				bad(node, "%s %s is the same as %s's%s", kind, val, other, hint)
+			}
+			seen[kind][val] = node
+		}
+		if pr.src == "" {
+			bad(node, "no route to the control plane %s", p.Cluster.ControlPlane)
+		}
+		skews = append(skews, pr.skew)
+	}
+	if len(skews) > 1 {
+		sort.Slice(skews, func(i, j int) bool { return skews[i] < skews[j] })
+		if spread := skews[len(skews)-1] - skews[0]; spread > 2*time.Second {
+			problems = append(problems, fmt.Sprintf("clocks differ by %s between nodes (at most 2s: certificates and etcd need agreeing clocks)", spread.Round(10*time.Millisecond)))
+		}
+	}
+	sort.Strings(problems)
+	return problems
+}

@@ -1,0 +1,93 @@
+package install
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/provision"
+)
+
+func labProbes() map[string]probe {
+	out := map[string]probe{}
+	for i, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
+		out[n] = probe{
+			facts: provision.Facts{Hostname: "kube-node" + string(rune('1'+i)), OSID: "debian", OSVersion: "12", Arch: "x86_64",
+				CPUs: 2, MemoryMB: 1964, CgroupVersion: 2, MachineID: "mid" + n, ProductUUID: "uuid" + n},
+			listen: map[int]string{22: "sshd"},
+			src:    n,
+		}
+	}
+	return out
+}
+
+func TestPreflightChecks(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(map[string]probe)
+		want   []string // substrings; none means no problems
+	}{
+		{"the reference lab passes", func(map[string]probe) {}, nil},
+		{"a re-run finds its own services on their ports", func(p map[string]probe) {
+			cp := p["172.31.3.11"]
+			cp.listen = map[int]string{6443: "kube-apiserver", 2379: "etcd", 2380: "etcd", 10250: "kubelet"}
+			p["172.31.3.11"] = cp
+		}, nil},
+		{"a foreign process on an etcd port", func(p map[string]probe) {
+			n := p["172.31.4.11"]
+			n.listen = map[int]string{2379: "nginx"}
+			p["172.31.4.11"] = n
+		}, []string{"172.31.4.11: port 2379 is in use by nginx (etcd needs it)"}},
+		{"cloned VMs", func(p map[string]probe) {
+			n := p["172.31.4.12"]
+			n.facts.MachineID = p["172.31.3.11"].facts.MachineID
+			p["172.31.4.12"] = n
+		}, []string{"172.31.4.12: machine-id mid172.31.3.11 is the same as 172.31.3.11's (cloned VMs: regenerate with --fix-machine-id)"}},
+		{"a small control plane and an old OS", func(p map[string]probe) {
+			cp := p["172.31.3.11"]
+			cp.facts.CPUs, cp.facts.MemoryMB = 1, 1024
+			p["172.31.3.11"] = cp
+			w := p["172.31.3.12"]
+			w.facts.OSID, w.facts.OSVersion = "ubuntu", "18.04"
+			p["172.31.3.12"] = w
+		}, []string{"172.31.3.11: the control plane needs 2 CPUs", "172.31.3.11: the control plane needs 1700 MiB", "172.31.3.12: ubuntu 18.04 is not supported"}},
+		{"a small worker is fine", func(p map[string]probe) {
+			w := p["172.31.4.12"]
+			w.facts.CPUs, w.facts.MemoryMB = 1, 900
+			p["172.31.4.12"] = w
+		}, nil},
+		{"clock skew", func(p map[string]probe) {
+			n := p["172.31.3.12"]
+			n.skew = 3 * time.Second
+			p["172.31.3.12"] = n
+		}, []string{"clocks differ by 3s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"}}
+			c.Default()
+			p := &Preflight{&Context{Cluster: c, Bundle: &provision.Bundle{}}}
+			probes := labProbes()
+			tt.change(probes)
+			got := p.check(probes)
+			if len(tt.want) == 0 && len(got) > 0 {
+				t.Fatalf("unexpected problems: %v", got)
+			}
+			all := strings.Join(got, "\n")
+			for _, w := range tt.want {
+				if !strings.Contains(all, w) {
+					t.Errorf("problems lack %q:\n%s", w, all)
+				}
+			}
+		})
+	}
+}
+
+func TestOwnerName(t *testing.T) {
+	for in, want := range map[string]string{`users:(("etcd",pid=812,fd=7))`: "etcd", `users:(("kube-apiserver",pid=1,fd=3),("x",pid=2,fd=1))`: "kube-apiserver", "": "unknown"} {
+		if got := ownerName(in); got != want {
+			t.Errorf("ownerName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/provision"
+)
+
+// Provision prepares every node in parallel: kernel settings, OS
+// packages, containerd, the Kubernetes binaries and units, and the images
+// the node's roles need. Each step skips what is already right.
+type Provision struct{ *Context }
+
+func (*Provision) Name() string { return "provision" }
+
+// errNoBundle: downloading release binaries needs the internet, which the
+// lab here does not have; that path is not built yet.
+var errNoBundle = errors.New("installing without --artifacts (downloading release binaries) is not implemented yet: build a bundle with k8slab-bundle and pass --artifacts DIR")
+
+func (p *Provision) roles(node string) (cp, etcd bool) {
+	for _, e := range p.Cluster.Etcd {
+		etcd = etcd || e == node
+	}
+	return node == p.Cluster.ControlPlane, etcd && !p.Cluster.StackedEtcd()
+}
+
+// Plan lists the steps per node.
+func (p *Provision) Plan() []phase.Step {
+	var steps []phase.Step
+	for _, n := range p.Cluster.Nodes {
+		cp, etcd := p.roles(n)
+		add := func(a string) { steps = append(steps, phase.Step{Node: n, Action: a}) }
+		add("swap off, modules overlay/br_netfilter, sysctls (persisted)")
+		add("OS packages conntrack socat iptables nftables ebtables ethtool (apt, only if missing)")
+		add("containerd " + p.Release.Containerd + ", runc " + p.Release.Runc + ", CNI plugins " + p.Release.CNIPlugins + ", crictl " + p.Release.Crictl + " (SystemdCgroup, sandbox pause:" + p.Release.Pause + ")")
+		bins := "kubeadm, kubelet, kubectl " + p.Release.Kubernetes + " with kubelet unit and kubeadm drop-in"
+		if etcd {
+			bins += "; etcd, etcdctl " + p.Release.Etcd
+		}
+		add(bins)
+		add("import images: " + strings.Join(provision.ImagesFor(p.Release, cp, p.Cluster.StackedEtcd() && cp), ", "))
+	}
+	return steps
+}
+
+func (p *Provision) Run(ctx context.Context) error {
+	if p.Bundle == nil {
+		return errNoBundle
+	}
+	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
+		cp, etcd := p.roles(node)
+		changed, err := p.node(ctx, t, cp, etcd)
+		if err != nil {
+			return err
+		}
+		if len(changed) == 0 {
+			t.Status("nothing to do")
+		} else {
+			t.Status("changed: %s", strings.Join(changed, ", "))
+		}
+		return nil
+	})
+}
+
+func (p *Provision) node(ctx context.Context, t *run.Task, cp, etcd bool) ([]string, error) {
+	h := t.Host
+	var changed []string
+	t.Status("kernel settings")
+	if c, err := provision.PrepareKernel(ctx, h); err != nil {
+		return nil, err
+	} else if c {
+		changed = append(changed, "kernel settings")
+	}
+	if pk, err := provision.EnsurePackages(ctx, h); err != nil {
+		return nil, err
+	} else if len(pk) > 0 {
+		changed = append(changed, "packages "+strings.Join(pk, " "))
+	}
+	t.Status("containerd")
+	files, err := provision.ContainerdFiles(p.Bundle, p.BundleDir)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := provision.SyncFiles(ctx, h, files)
+	if err != nil {
+		return nil, err
+	}
+	if err := provision.EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
+		return nil, err
+	}
+	if len(ch) > 0 {
+		changed = append(changed, fmt.Sprintf("containerd (%d files)", len(ch)))
+	}
+	t.Status("kubernetes binaries")
+	files, err = provision.KubernetesFiles(p.Bundle, p.BundleDir, etcd)
+	if err != nil {
+		return nil, err
+	}
+	ch, err = provision.SyncFiles(ctx, h, files)
+	if err != nil {
+		return nil, err
+	}
+	if len(ch) > 0 {
+		changed = append(changed, fmt.Sprintf("kubernetes (%d files)", len(ch)))
+		// kubeadm starts the kubelet; until then it only has to be enabled.
+		if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
+			return nil, err
+		}
+	}
+	t.Status("images")
+	imgs, err := provision.ImportImages(ctx, h, p.Bundle, p.BundleDir, provision.ImagesFor(p.Release, cp, p.Cluster.StackedEtcd() && cp))
+	if err != nil {
+		return nil, err
+	}
+	if len(imgs) > 0 {
+		changed = append(changed, fmt.Sprintf("%d images", len(imgs)))
+	}
+	return changed, nil
+}

@@ -1,0 +1,275 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/k8slab/k8slab/internal/host"
+)
+
+// kernelScript turns swap off (now and in fstab), loads and persists the
+// modules and sysctls kubeadm's preflight checks. It changes only what
+// differs and prints "changed=0" when the node was already right.
+const kernelScript = `set -e
+changed=0
+if [ -n "$(swapon --show --noheadings 2>/dev/null)" ]; then swapoff -a; changed=1; fi
+if grep -qE '^[^#][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab 2>/dev/null; then
+	sed -i.k8slab-bak -E 's/^([^#][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]].*)$/# \1 # swap disabled by k8slab/' /etc/fstab
+	changed=1
+fi
+mods='overlay
+br_netfilter'
+if [ "$(cat /etc/modules-load.d/k8slab.conf 2>/dev/null)" != "$mods" ]; then
+	mkdir -p /etc/modules-load.d; printf '%s\n' "$mods" > /etc/modules-load.d/k8slab.conf; changed=1
+fi
+for m in overlay br_netfilter; do
+	[ -d /sys/module/$m ] || { modprobe $m; changed=1; }
+done
+sysctls='net.ipv4.ip_forward = 1
+net.bridge.bridge-nf-call-iptables = 1
+net.bridge.bridge-nf-call-ip6tables = 1'
+if [ "$(cat /etc/sysctl.d/99-k8slab.conf 2>/dev/null)" != "$sysctls" ]; then
+	mkdir -p /etc/sysctl.d; printf '%s\n' "$sysctls" > /etc/sysctl.d/99-k8slab.conf; changed=1
+fi
+for k in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do
+	[ "$(sysctl -n $k)" = 1 ] || { sysctl -qw $k=1; changed=1; }
+done
+echo "changed=$changed"
+`
+
+// PrepareKernel applies kernelScript; it reports whether anything changed.
+func PrepareKernel(ctx context.Context, h host.Host) (bool, error) {
+	out, err := host.Output(ctx, h, kernelScript)
+	if err != nil {
+		return false, fmt.Errorf("kernel settings: %w", err)
+	}
+	return strings.Contains(out, "changed=1"), nil
+}
+
+// RequiredPackages are the programs kubeadm's preflight and kube-proxy
+// need, by the Debian/Ubuntu package that provides each.
+var requiredPackages = [][2]string{
+	{"conntrack", "conntrack"}, {"socat", "socat"}, {"iptables", "iptables"},
+	{"nft", "nftables"}, {"ebtables", "ebtables"}, {"ethtool", "ethtool"},
+}
+
+// EnsurePackages installs missing packages with apt, and only then: a
+// node that has them all is never touched (nor needs a mirror).
+func EnsurePackages(ctx context.Context, h host.Host) ([]string, error) {
+	var check strings.Builder
+	for _, p := range requiredPackages {
+		fmt.Fprintf(&check, "command -v %s >/dev/null 2>&1 || echo %s; ", p[0], p[1])
+	}
+	out, err := host.Output(ctx, h, check.String()+"true")
+	if err != nil {
+		return nil, fmt.Errorf("checking packages: %w", err)
+	}
+	missing := strings.Fields(out)
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	cmd := "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + strings.Join(missing, " ") +
+		" || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + strings.Join(missing, " ") + "; }"
+	if _, err := host.Output(ctx, h, cmd); err != nil {
+		return nil, fmt.Errorf("installing %s with apt: %w", strings.Join(missing, ", "), err)
+	}
+	return missing, nil
+}
+
+// containerdConfig is containerd 2.x's config (version 3): the systemd
+// cgroup driver, matching the kubelet's cgroupDriver, and the sandbox
+// image kubeadm expects.
+func containerdConfig(pause string) string {
+	return fmt.Sprintf(`# Written by k8slab.
+version = 3
+
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = 'registry.k8s.io/pause:%s'
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+  SystemdCgroup = true
+`, pause)
+}
+
+const containerdUnit = `[Unit]
+Description=containerd container runtime (installed by k8slab)
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+`
+
+const crictlConfig = "runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 10\n"
+
+const kubeletUnit = `[Unit]
+Description=kubelet: The Kubernetes Node Agent (installed by k8slab)
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target containerd.service
+
+[Service]
+ExecStart=/usr/local/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// kubeadmDropIn is the drop-in kubeadm's packages ship: kubeadm writes
+// the files it names (kubeadm-flags.env, config.yaml) during init/join.
+const kubeadmDropIn = `[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+`
+
+// bundleFile maps a bundle path to where it goes on a node.
+func bundleFile(b *Bundle, dir, rel, remote string, mode fs.FileMode) (FileSpec, error) {
+	for _, f := range b.Files {
+		if f.Path == rel {
+			return FileSpec{Remote: remote, Mode: mode, Local: filepath.Join(dir, filepath.FromSlash(rel)), SHA256: f.SHA256, Size: f.Size}, nil
+		}
+	}
+	return FileSpec{}, fmt.Errorf("bundle lacks %s", rel)
+}
+
+// ContainerdFiles are containerd, runc, the CNI plugins, crictl and their
+// configuration and unit.
+func ContainerdFiles(b *Bundle, dir string) ([]FileSpec, error) {
+	var files []FileSpec
+	add := func(rel, remote string) error {
+		f, err := bundleFile(b, dir, rel, remote, 0o755)
+		files = append(files, f)
+		return err
+	}
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "crictl"} {
+		if err := add("bin/"+bin, "/usr/local/bin/"+bin); err != nil {
+			return nil, err
+		}
+	}
+	if err := add("bin/runc", "/usr/local/sbin/runc"); err != nil {
+		return nil, err
+	}
+	for _, c := range cniPlugins {
+		if err := add("cni/"+c, "/opt/cni/bin/"+c); err != nil {
+			return nil, err
+		}
+	}
+	files = append(files,
+		Generated("/etc/containerd/config.toml", 0o644, containerdConfig(b.Release.Pause)),
+		Generated("/etc/systemd/system/containerd.service", 0o644, containerdUnit),
+		Generated("/etc/crictl.yaml", 0o644, crictlConfig),
+	)
+	return files, nil
+}
+
+// KubernetesFiles are kubeadm, kubelet and kubectl with the kubelet unit
+// and kubeadm's drop-in; etcd members also get etcd and etcdctl.
+func KubernetesFiles(b *Bundle, dir string, etcdMember bool) ([]FileSpec, error) {
+	bins := []string{"kubeadm", "kubelet", "kubectl"}
+	if etcdMember {
+		bins = append(bins, "etcd", "etcdctl")
+	}
+	var files []FileSpec
+	for _, bin := range bins {
+		f, err := bundleFile(b, dir, "bin/"+bin, "/usr/local/bin/"+bin, 0o755)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return append(files,
+		Generated("/etc/systemd/system/kubelet.service", 0o644, kubeletUnit),
+		Generated("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", 0o644, kubeadmDropIn),
+	), nil
+}
+
+// EnsureService reloads systemd and restarts unit when its files changed,
+// or just enables and starts it when it is not running: a converged node
+// sees no restart.
+func EnsureService(ctx context.Context, h host.Host, unit string, changed bool) error {
+	cmd := fmt.Sprintf("systemctl is-enabled -q %[1]s && systemctl is-active -q %[1]s || { systemctl daemon-reload && systemctl enable --now %[1]s; }", unit)
+	if changed {
+		cmd = fmt.Sprintf("systemctl daemon-reload && systemctl enable %[1]s && systemctl restart %[1]s", unit)
+	}
+	if _, err := host.Output(ctx, h, cmd); err != nil {
+		return fmt.Errorf("service %s: %w", unit, err)
+	}
+	return nil
+}
+
+// ImagesFor lists the images a node needs for its roles: workers run
+// kube-proxy, pause and possibly CoreDNS; the control plane also runs the
+// control-plane components, and stacked etcd needs the etcd image.
+func ImagesFor(r Release, controlPlane, stackedEtcd bool) []string {
+	var out []string
+	for _, ref := range r.Images() {
+		switch {
+		case strings.Contains(ref, "/kube-proxy:"), strings.Contains(ref, "/pause:"), strings.Contains(ref, "/coredns:"):
+			out = append(out, ref)
+		case strings.Contains(ref, "/etcd:"):
+			if stackedEtcd {
+				out = append(out, ref)
+			}
+		case controlPlane:
+			out = append(out, ref)
+		}
+	}
+	return out
+}
+
+// ImportImages uploads and imports the images the node lacks; containerd's
+// own list decides, so a re-run imports nothing.
+func ImportImages(ctx context.Context, h host.Host, b *Bundle, dir string, refs []string) ([]string, error) {
+	out, err := host.Output(ctx, h, "ctr -n k8s.io images ls -q")
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	have := strings.Fields(out)
+	var imported []string
+	for _, ref := range refs {
+		if slices.Contains(have, ref) {
+			continue
+		}
+		rel, ok := b.Images[ref]
+		if !ok {
+			return imported, fmt.Errorf("bundle has no image %s", ref)
+		}
+		f, err := bundleFile(b, dir, rel, path.Join("/var/lib/k8slab/images", path.Base(rel)), 0o644)
+		if err != nil {
+			return imported, err
+		}
+		if _, err := SyncFiles(ctx, h, []FileSpec{f}); err != nil {
+			return imported, err
+		}
+		if _, err := host.Output(ctx, h, "ctr -n k8s.io images import "+host.Quote(f.Remote)+" >/dev/null && rm -f "+host.Quote(f.Remote)); err != nil {
+			return imported, fmt.Errorf("importing %s: %w", ref, err)
+		}
+		imported = append(imported, ref)
+	}
+	return imported, nil
+}

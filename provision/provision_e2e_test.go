@@ -1,0 +1,175 @@
+package provision_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
+	"github.com/k8slab/k8slab/topology/labtest"
+)
+
+// provisionNode runs every provisioning step on one node and reports
+// what changed.
+func provisionNode(ctx context.Context, h host.Host, b *provision.Bundle, dir string, cp, etcd bool) ([]string, error) {
+	var changed []string
+	if c, err := provision.PrepareKernel(ctx, h); err != nil {
+		return nil, err
+	} else if c {
+		changed = append(changed, "kernel")
+	}
+	if pk, err := provision.EnsurePackages(ctx, h); err != nil {
+		return nil, err
+	} else if len(pk) > 0 {
+		changed = append(changed, "packages "+strings.Join(pk, ","))
+	}
+	cf, err := provision.ContainerdFiles(b, dir)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := provision.SyncFiles(ctx, h, cf)
+	if err != nil {
+		return nil, err
+	}
+	changed = append(changed, ch...)
+	if err := provision.EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
+		return nil, err
+	}
+	kf, err := provision.KubernetesFiles(b, dir, etcd)
+	if err != nil {
+		return nil, err
+	}
+	ch, err = provision.SyncFiles(ctx, h, kf)
+	if err != nil {
+		return nil, err
+	}
+	changed = append(changed, ch...)
+	if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
+		return nil, err
+	}
+	imgs, err := provision.ImportImages(ctx, h, b, dir, provision.ImagesFor(b.Release, cp, false))
+	if err != nil {
+		return nil, err
+	}
+	return append(changed, imgs...), nil
+}
+
+// TestE2EProvisionVMs prepares the four VMs from the offline bundle, lets
+// kubeadm's own preflight judge the control plane, and proves a second
+// run changes nothing and restarts nothing.
+func TestE2EProvisionVMs(t *testing.T) {
+	if os.Getenv("K8SLAB_E2E") == "" {
+		t.Skip("VM lab: run with make e2e (K8SLAB_E2E=1)")
+	}
+	dir := os.Getenv("K8SLAB_BUNDLE")
+	b, err := provision.LoadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := labtest.UpVMs(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	pool, err := ssh.NewPool(ssh.Options{
+		KeyFiles: []string{lab.KeyFile()}, KnownHostsFile: filepath.Join(t.TempDir(), "known_hosts"),
+		Dial: lab.Dialer().DialContext, CommandTimeout: 10 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	nodes := lab.Spec.NodeAddrs()
+	hosts := map[string]*ssh.Client{}
+	for _, n := range nodes {
+		c, err := pool.Host(ssh.Target{Host: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts[n] = c
+	}
+	run := func() (map[string][]string, time.Duration) {
+		start := time.Now()
+		var mu sync.Mutex
+		changes := map[string][]string{}
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ch, err := provisionNode(ctx, hosts[n], b, dir, i == 0, i < 3)
+				if err != nil {
+					t.Errorf("%s: %v", n, err)
+				}
+				mu.Lock()
+				changes[n] = ch
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return changes, time.Since(start)
+	}
+	first, d1 := run()
+	t.Logf("first provisioning: %s", d1.Round(time.Second))
+	if t.Failed() {
+		t.FailNow()
+	}
+	cp := hosts[nodes[0]]
+	started := func() string {
+		out, err := host.Output(ctx, cp, "systemctl show -p ActiveEnterTimestampMonotonic --value containerd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	before := started()
+	for _, n := range nodes {
+		if len(first[n]) == 0 {
+			t.Errorf("%s: first run changed nothing", n)
+		}
+	}
+	// kubeadm's own preflight is the judge of a prepared node.
+	initCfg, err := bootstrap.RenderInit(bootstrap.InitInput{
+		ClusterName: "k8slab", KubernetesVersion: b.Release.Kubernetes,
+		ControlPlane: bootstrap.Node{Name: "kube-node1", IP: nodes[0]},
+		ServiceCIDR:  "172.31.64.0/18", PodCIDR: "172.31.128.0/18", Token: "abcdef.0123456789abcdef",
+		ProxyMode: "nftables", Wait: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Upload(ctx, host.File{Path: "/tmp/k8slab-preflight.yaml", Mode: 0o600}, strings.NewReader(string(initCfg))); err != nil {
+		t.Fatal(err)
+	}
+	out, err := host.Output(ctx, cp, "kubeadm init phase preflight --config /tmp/k8slab-preflight.yaml 2>&1")
+	if err != nil {
+		t.Fatalf("kubeadm preflight on the provisioned control plane: %v\n%s", err, out)
+	}
+	checks, err := host.Output(ctx, cp, `containerd config dump | grep -c "SystemdCgroup = true"; crictl images -q | wc -l; kubeadm version -o short`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(checks); len(f) != 3 || f[0] == "0" || f[1] != fmt.Sprint(len(b.Release.Images())-1) || f[2] != b.Release.Kubernetes {
+		t.Errorf("control plane: SystemdCgroup lines, CRI images, kubeadm version = %q (want >0, %d, %s)", checks, len(b.Release.Images())-1, b.Release.Kubernetes)
+	}
+
+	second, d2 := run()
+	t.Logf("second provisioning: %s (first %s)", d2.Round(100*time.Millisecond), d1.Round(time.Second))
+	for _, n := range nodes {
+		if len(second[n]) > 0 {
+			t.Errorf("%s: re-run changed %v", n, second[n])
+		}
+	}
+	if after := started(); after != before {
+		t.Errorf("containerd was restarted by a no-op re-run (%s -> %s)", before, after)
+	}
+	if d2 > d1/5 {
+		t.Errorf("re-run took %s, more than a fifth of the first run's %s", d2, d1)
+	}
+}
