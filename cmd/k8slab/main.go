@@ -28,6 +28,8 @@ func newApp() *cli.App {
 			versionCommand(),
 			execCommand(),
 			factsCommand(),
+			installCommand(),
+			planCommand(),
 			labCommand(),
 			completionCommand(),
 		},

@@ -80,8 +80,12 @@ func (c *Context) each(ctx context.Context, step string, nodes []string, needs [
 
 // Phases returns the installation in order.
 func Phases(c *Context) []phase.Phase {
+	etcd := &Etcd{c}
 	return []phase.Phase{
 		&Preflight{c},
 		&Provision{c},
+		etcd,
+		&ControlPlane{c, etcd},
+		&Join{c},
 	}
 }

@@ -104,3 +104,11 @@ func orNone(s string) string {
 
 // Redact masks the run's secrets in s, for output printed outside the report.
 func (r *Runner) Redact(s string) string { return r.opts.Redactor.String(s) }
+
+// StatusWriter is where run-level messages go (stderr), or io.Discard.
+func (r *Runner) StatusWriter() io.Writer {
+	if r.opts.Status == nil {
+		return io.Discard
+	}
+	return r.opts.Status
+}

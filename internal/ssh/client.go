@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -261,4 +262,15 @@ func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	}
 	c.sftp = sc
 	return sc, nil
+}
+
+// DialContext opens a TCP connection from the node (like ssh -W), so a
+// client on the workstation reaches ports that only the node can reach:
+// etcd's client port, the API server on loopback.
+func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return conn.DialContext(ctx, network, addr)
 }

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/install"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
+	"github.com/urfave/cli/v2"
+)
+
+func clusterFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "cluster file (apiVersion k8slab.dev/v1alpha1, kind Cluster); flags override it"},
+		&cli.StringFlag{Name: "name", Usage: "cluster name (kubeconfig <name>.kubeconfig)"},
+		&cli.StringFlag{Name: "control-plane", Usage: "control plane node (default: the first node)"},
+		&cli.StringFlag{Name: "etcd", Usage: "comma list of etcd nodes (default: the first 3 nodes, or the control plane when fewer)"},
+		&cli.StringFlag{Name: "workers", Usage: "comma list of worker nodes (default: every node, the control plane included)"},
+		&cli.StringFlag{Name: "kubernetes-version", Usage: "default " + provision.DefaultKubernetesVersion},
+		&cli.StringFlag{Name: "calico-version", Usage: "default " + cluster.DefaultCalicoVersion},
+		&cli.StringFlag{Name: "service-cidr", Usage: "default " + cluster.DefaultServiceCIDR},
+		&cli.StringFlag{Name: "pod-cidr", Usage: "default " + cluster.DefaultPodCIDR},
+		&cli.StringFlag{Name: "calico-encapsulation", Usage: "IPIP | VXLAN | None (default IPIP, CrossSubnet)"},
+		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
+		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by k8slab-bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
+		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join"},
+		&cli.DurationFlag{Name: "wait", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join)"},
+	}
+}
+
+// loadCluster builds the cluster description from the file and flags and
+// checks all of it; any problem is bad input, before any node is touched.
+func loadCluster(c *cli.Context) (*cluster.Config, *provision.Bundle, error) {
+	cfg := &cluster.Config{}
+	if f := c.String("file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, badInput("--file: %v", err)
+		}
+		if cfg, err = cluster.Parse(b); err != nil {
+			return nil, nil, badInput("--file %s: %v", f, err)
+		}
+	}
+	list := func(s string) []string {
+		var out []string
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	if c.IsSet("nodes") || len(cfg.Nodes) == 0 {
+		cfg.Nodes = list(c.String("nodes"))
+	}
+	set := func(flag string, dst *string) {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	set("name", &cfg.Name)
+	set("control-plane", &cfg.ControlPlane)
+	set("kubernetes-version", &cfg.KubernetesVersion)
+	set("calico-version", &cfg.Calico.Version)
+	set("service-cidr", &cfg.ServiceCIDR)
+	set("pod-cidr", &cfg.PodCIDR)
+	set("calico-encapsulation", &cfg.Calico.Encapsulation)
+	set("calico-autodetect", &cfg.Calico.Autodetect)
+	set("artifacts", &cfg.Artifacts)
+	if c.IsSet("etcd") {
+		cfg.Etcd = list(c.String("etcd"))
+	}
+	if c.IsSet("workers") {
+		cfg.Workers = list(c.String("workers"))
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, badInput("%v", err)
+	}
+	var bundle *provision.Bundle
+	if cfg.Artifacts != "" {
+		var err error
+		if bundle, err = provision.LoadBundle(expand(cfg.Artifacts)); err != nil {
+			return nil, nil, badInput("%v", err)
+		}
+		if bundle.Release.Kubernetes != cfg.KubernetesVersion {
+			return nil, nil, badInput("--artifacts: the bundle is for Kubernetes %s, not %s", bundle.Release.Kubernetes, cfg.KubernetesVersion)
+		}
+	}
+	return cfg, bundle, nil
+}
+
+// canonical rewrites role lists to the names the transport uses, so a
+// node written as "172.31.3.11" in one flag and "root@172.31.3.11" in
+// another is one node.
+func canonical(cfg *cluster.Config, names map[string]string) {
+	name := func(n string) string {
+		t, _ := ssh.ParseTarget(n)
+		return names[t.Host]
+	}
+	for i := range cfg.Nodes {
+		cfg.Nodes[i] = name(cfg.Nodes[i])
+	}
+	cfg.ControlPlane = name(cfg.ControlPlane)
+	for i := range cfg.Etcd {
+		cfg.Etcd[i] = name(cfg.Etcd[i])
+	}
+	for i := range cfg.Workers {
+		cfg.Workers[i] = name(cfg.Workers[i])
+	}
+}
+
+func installSetup(c *cli.Context, command string) (*session, *install.Context, *phase.Manager, error) {
+	cfg, bundle, err := loadCluster(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !c.IsSet("nodes") {
+		// The session reads --nodes; a cluster file alone supplies them.
+		c.Set("nodes", strings.Join(cfg.Nodes, ","))
+	}
+	s, err := openSession(c, command)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	names := map[string]string{}
+	for _, cl := range s.clients {
+		t, _ := ssh.ParseTarget(cl.Name())
+		names[t.Host] = cl.Name()
+	}
+	canonical(cfg, names)
+	release, _ := provision.LookupRelease(cfg.KubernetesVersion)
+	ictx := &install.Context{
+		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
+		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait"), Now: time.Now,
+	}
+	for _, cl := range s.clients {
+		ictx.Hosts[cl.Name()] = cl
+	}
+	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: os.Stderr}
+	if err := m.Validate(); err != nil {
+		s.Close()
+		return nil, nil, nil, badInput("%v", err)
+	}
+	return s, ictx, m, nil
+}
+
+func installCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "install",
+		Usage: "install Kubernetes on the nodes: preflight, provision, etcd, control plane, joins",
+		Flags: append(connFlags(), clusterFlags()...),
+		Action: func(c *cli.Context) error {
+			s, _, m, err := installSetup(c, "install")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			start := time.Now()
+			results, runErr := m.Run(c.Context)
+			data := map[string]map[string]any{"": {"phases": results}}
+			err = s.finish(data, func() {
+				for _, r := range results {
+					fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), r.Error)
+				}
+				fmt.Printf("install took %s\n", time.Since(start).Round(time.Second))
+			})
+			if runErr != nil && err == nil {
+				return &exitError{exitFailed, runErr}
+			}
+			return err
+		},
+	}
+}
+
+func planCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "plan",
+		Usage: "print, per node, every phase and step install would run, changing nothing",
+		Flags: append(connFlags(), clusterFlags()...),
+		Action: func(c *cli.Context) error {
+			cfg, bundle, err := loadCluster(c)
+			if err != nil {
+				return err
+			}
+			release, _ := provision.LookupRelease(cfg.KubernetesVersion)
+			ictx := &install.Context{Cluster: cfg, Release: release, Bundle: bundle}
+			m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only")}
+			if err := m.Validate(); err != nil {
+				return badInput("%v", err)
+			}
+			plan := m.Plan()
+			if c.String("output") == "json" {
+				return json.NewEncoder(os.Stdout).Encode(plan)
+			}
+			nodes := make([]string, 0, len(plan))
+			for n := range plan {
+				nodes = append(nodes, n)
+			}
+			sort.Strings(nodes)
+			for _, n := range nodes {
+				title := n
+				if n == "" {
+					title = "cluster"
+				}
+				fmt.Println(title + ":")
+				for _, step := range plan[n] {
+					fmt.Println("  - " + step)
+				}
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,133 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/provision"
+)
+
+// ControlPlane runs kubeadm init with a v1beta4 configuration k8slab
+// renders, then fetches admin.conf and computes the join credentials.
+type ControlPlane struct {
+	*Context
+	etcd *Etcd
+}
+
+func (*ControlPlane) Name() string { return "control-plane" }
+
+// kubeadm's files on the control plane.
+const (
+	initConfigPath = "/etc/k8slab/kubeadm-init.yaml"
+	adminConfPath  = "/etc/kubernetes/admin.conf"
+	caCertPath     = "/etc/kubernetes/pki/ca.crt"
+)
+
+func (c *ControlPlane) Plan() []phase.Step {
+	etcd := "stacked etcd"
+	if eps := c.etcd.Endpoints(); len(eps) > 0 {
+		etcd = "external etcd " + strings.Join(eps, ",")
+	}
+	return []phase.Step{{Node: c.Cluster.ControlPlane, Action: fmt.Sprintf(
+		"kubeadm init %s (service %s, pods %s, %s, kube-proxy %s), fetch admin.conf",
+		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode())}}
+}
+
+func (c *ControlPlane) plannedProxyMode() string {
+	if c.Facts(c.Cluster.ControlPlane).Kernel == "" {
+		return "nftables if the kernel is 5.13 or newer, else iptables"
+	}
+	return c.proxyMode()
+}
+
+// proxyMode picks nftables on kernels that have it (5.13+ is what
+// kube-proxy requires), else iptables.
+func (c *ControlPlane) proxyMode() string {
+	k := c.Facts(c.Cluster.ControlPlane).Kernel
+	var major, minor int
+	fmt.Sscanf(k, "%d.%d", &major, &minor)
+	if major > 5 || major == 5 && minor >= 13 {
+		return "nftables"
+	}
+	return "iptables"
+}
+
+func (c *ControlPlane) controlPlaneIsWorker() bool {
+	for _, w := range c.Cluster.Workers {
+		if w == c.Cluster.ControlPlane {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *ControlPlane) Run(ctx context.Context) error {
+	cp := c.Cluster.ControlPlane
+	return c.each(ctx, "control-plane", []string{cp}, nil, func(ctx context.Context, node string, t *run.Task) error {
+		h := t.Host
+		token, err := bootstrap.NewToken()
+		if err != nil {
+			return err
+		}
+		if initialized(ctx, h) {
+			// A re-run: the cluster exists. Joins still need a valid token,
+			// and a fresh one costs nothing.
+			t.Status("already initialized: nothing to do")
+			if _, err := host.Output(ctx, h, "kubeadm token create "+token+" --ttl 2h --kubeconfig "+adminConfPath+" >/dev/null"); err != nil {
+				return fmt.Errorf("kubeadm token create: %w", err)
+			}
+		} else {
+			cfg, err := bootstrap.RenderInit(bootstrap.InitInput{
+				ClusterName:          c.Cluster.Name,
+				KubernetesVersion:    c.Release.Kubernetes,
+				ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp)},
+				ServiceCIDR:          c.Cluster.ServiceCIDR,
+				PodCIDR:              c.Cluster.PodCIDR,
+				EtcdEndpoints:        c.etcd.Endpoints(),
+				Token:                token,
+				ControlPlaneIsWorker: c.controlPlaneIsWorker(),
+				ProxyMode:            c.proxyMode(),
+				Wait:                 c.Wait,
+			})
+			if err != nil {
+				return err
+			}
+			if _, err := provision.SyncFiles(ctx, h, []provision.FileSpec{provision.Generated(initConfigPath, 0o600, string(cfg))}); err != nil {
+				return err
+			}
+			t.Status("kubeadm init (this takes minutes on emulated VMs)")
+			init := bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: "kubeadm init --config " + initConfigPath}
+			if err := init.Run(ctx, h, c.Wait, func(line string) { t.Status("kubeadm init: %s", line) }); err != nil {
+				return err
+			}
+		}
+		admin, err := h.ReadFile(ctx, adminConfPath)
+		if err != nil {
+			return err
+		}
+		ca, err := h.ReadFile(ctx, caCertPath)
+		if err != nil {
+			return err
+		}
+		hash, err := bootstrap.CACertHash(ca)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.token, c.caHash, c.adminConf = token, hash, admin
+		c.mu.Unlock()
+		return nil
+	})
+}
+
+// initialized is true when this node already runs a control plane that
+// answers: then kubeadm init must not run again.
+func initialized(ctx context.Context, h host.Host) bool {
+	_, err := host.Output(ctx, h, "test -f "+adminConfPath+" && kubectl --kubeconfig "+adminConfPath+" get --raw /readyz --request-timeout 20s")
+	return err == nil
+}

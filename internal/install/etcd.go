@@ -1,0 +1,211 @@
+package install
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
+)
+
+// Etcd installs the external etcd cluster (kubespray's "host" model) on
+// the etcd nodes, with a PKI k8slab generates, and checks it with the etcd
+// client through the SSH connection. With stacked etcd it does nothing:
+// kubeadm runs etcd as a static pod then.
+type Etcd struct{ *Context }
+
+func (*Etcd) Name() string { return "etcd" }
+
+// Dialer is implemented by transports that can open connections from the
+// node (the SSH client does).
+type Dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (e *Etcd) Plan() []phase.Step {
+	if e.Cluster.StackedEtcd() {
+		return []phase.Step{{Node: e.Cluster.ControlPlane, Action: "stacked etcd: kubeadm runs it as a static pod"}}
+	}
+	var steps []phase.Step
+	for _, n := range e.Cluster.Etcd {
+		steps = append(steps, phase.Step{Node: n, Action: "etcd " + e.Release.Etcd + " member: PKI under /etc/etcd/pki, systemd unit etcd.service"})
+	}
+	return append(steps, phase.Step{Node: e.Cluster.ControlPlane, Action: "etcd CA and apiserver-etcd-client certificate under /etc/kubernetes/pki"})
+}
+
+func (e *Etcd) members() []bootstrap.EtcdMember {
+	var m []bootstrap.EtcdMember
+	for _, n := range e.Cluster.Etcd {
+		// Before preflight (plan) the node's own name and address stand in.
+		name, ip := e.Facts(n).Hostname, e.NodeIP(n)
+		if ip == "" {
+			t, _ := ssh.ParseTarget(n)
+			ip = t.Host
+		}
+		if name == "" {
+			name = n
+		}
+		m = append(m, bootstrap.EtcdMember{Name: name, IP: net.ParseIP(ip)})
+	}
+	return m
+}
+
+func (e *Etcd) input() bootstrap.EtcdClusterInput {
+	return bootstrap.EtcdClusterInput{Token: "k8slab-" + e.Cluster.Name, Members: e.members()}
+}
+
+// Endpoints are the client URLs the API server uses.
+func (e *Etcd) Endpoints() []string {
+	if e.Cluster.StackedEtcd() {
+		return nil
+	}
+	return e.input().ClientEndpoints()
+}
+
+func (e *Etcd) Run(ctx context.Context) error {
+	if e.Cluster.StackedEtcd() {
+		return nil
+	}
+	ca, err := e.loadOrCreateCA(ctx)
+	if err != nil {
+		return err
+	}
+	pki, err := bootstrap.NewEtcdPKI(ca, e.members())
+	if err != nil {
+		return err
+	}
+	in := e.input()
+	err = e.each(ctx, "etcd", e.Cluster.Etcd, nil, func(ctx context.Context, node string, t *run.Task) error {
+		name := e.Facts(node).Hostname
+		files := []provision.FileSpec{
+			provision.Generated(bootstrap.EtcdPKIDir+"/ca.crt", 0o644, string(ca.Cert)),
+			provision.Generated(bootstrap.EtcdPKIDir+"/ca.key", 0o600, string(ca.Key)),
+		}
+		// Certificates already on the node and valid under this CA are
+		// kept: a re-run must not restart etcd for fresh copies.
+		for _, kind := range []string{"server", "peer"} {
+			if e.validCert(ctx, t.Host, bootstrap.EtcdPKIDir+"/"+kind+".crt", ca) {
+				continue
+			}
+			kp := pki.Server[name]
+			if kind == "peer" {
+				kp = pki.Peer[name]
+			}
+			files = append(files,
+				provision.Generated(bootstrap.EtcdPKIDir+"/"+kind+".crt", 0o644, string(kp.Cert)),
+				provision.Generated(bootstrap.EtcdPKIDir+"/"+kind+".key", 0o600, string(kp.Key)))
+		}
+		env, err := bootstrap.EtcdEnv(in, name)
+		if err != nil {
+			return err
+		}
+		files = append(files,
+			provision.Generated(bootstrap.EtcdEnvFile, 0o644, env),
+			provision.Generated(bootstrap.EtcdUnit, 0o644, bootstrap.EtcdUnitFile))
+		changed, err := provision.SyncFiles(ctx, t.Host, files)
+		if err != nil {
+			return err
+		}
+		// --no-block: a new member waits for quorum, which needs the others.
+		cmd := "systemctl is-active -q etcd || { systemctl daemon-reload && systemctl enable -q etcd && systemctl start --no-block etcd; }"
+		if len(changed) > 0 {
+			cmd = "systemctl daemon-reload && systemctl enable -q etcd && systemctl restart --no-block etcd"
+			t.Status("changed: %s", strings.Join(changed, ", "))
+		} else {
+			t.Status("nothing to do")
+		}
+		_, err = host.Output(ctx, t.Host, cmd)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := e.installClientCert(ctx, pki); err != nil {
+		return err
+	}
+	return e.waitHealthy(ctx, pki, in.ClientEndpoints())
+}
+
+// loadOrCreateCA reuses the cluster's etcd CA from any member that has it.
+func (e *Etcd) loadOrCreateCA(ctx context.Context) (*bootstrap.CA, error) {
+	for _, n := range e.Cluster.Etcd {
+		h := e.Hosts[n]
+		crt, err1 := h.ReadFile(ctx, bootstrap.EtcdPKIDir+"/ca.crt")
+		key, err2 := h.ReadFile(ctx, bootstrap.EtcdPKIDir+"/ca.key")
+		if err1 == nil && err2 == nil {
+			return bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
+		}
+	}
+	return bootstrap.NewCA("etcd-ca")
+}
+
+func (e *Etcd) validCert(ctx context.Context, h host.Host, path string, ca *bootstrap.CA) bool {
+	b, err := h.ReadFile(ctx, path)
+	if err != nil {
+		return false
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return false
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.Cert)
+	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil && time.Until(cert.NotAfter) > 30*24*time.Hour
+}
+
+// installClientCert gives the control plane what kube-apiserver needs to
+// reach etcd, where ClusterConfiguration.etcd.external points.
+func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) error {
+	h := e.Hosts[e.Cluster.ControlPlane]
+	files := []provision.FileSpec{provision.Generated(bootstrap.EtcdCAFile, 0o644, string(pki.CA.Cert))}
+	if !e.validCert(ctx, h, bootstrap.EtcdClientCertFile, pki.CA) {
+		files = append(files,
+			provision.Generated(bootstrap.EtcdClientCertFile, 0o644, string(pki.APIServerClient.Cert)),
+			provision.Generated(bootstrap.EtcdClientKeyFile, 0o600, string(pki.APIServerClient.Key)))
+	}
+	_, err := provision.SyncFiles(ctx, h, files)
+	return err
+}
+
+// waitHealthy asks etcd itself (client v3, through the first member's SSH
+// connection: no port needs to be open to the workstation).
+func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string) error {
+	d, ok := e.Hosts[e.Cluster.Etcd[0]].(Dialer)
+	if !ok {
+		return fmt.Errorf("etcd: transport of %s cannot tunnel connections", e.Cluster.Etcd[0])
+	}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	deadline := time.Now().Add(e.Wait)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		h, err := bootstrap.CheckEtcd(cctx, endpoints, pki, len(endpoints), dial)
+		cancel()
+		if err == nil {
+			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("etcd not healthy after %s: %w", e.Wait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(3 * time.Second):
+		}
+	}
+}
+
