@@ -208,4 +208,3 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		}
 	}
 }
-
