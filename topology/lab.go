@@ -508,6 +508,8 @@ func (l *Lab) startSSHDs(ctx context.Context) error {
 			{"passwd", etc.Passwd, 0o644}, {"shadow", etc.Shadow, 0o640}, {"group", etc.Group, 0o644},
 			{"sudoers", etc.Sudoers, 0o440}, {"hosts", etc.Hosts, 0o644}, {"hostname", etc.Hostname, 0o644},
 			{"pam-sshd", pamSSHD, 0o644},
+			// No DNS server: nothing on a lab node may aim traffic outside the lab.
+			{"resolv.conf", "# k8slab lab node: no DNS server on this network\n", 0o644},
 		}
 		for _, f := range files {
 			p := filepath.Join(etcDir, f.name)
@@ -534,7 +536,7 @@ func (l *Lab) startSSHD(member string, extra []string) error {
 	etc := filepath.Join(dir, "etc")
 	script := `set -e
 echo "$1" > /proc/sys/kernel/hostname
-for f in passwd shadow group sudoers hosts hostname; do
+for f in passwd shadow group sudoers hosts hostname resolv.conf; do
 	if [ -e "/etc/$f" ]; then mount --bind "$2/$f" "/etc/$f"; fi
 done
 if [ -e /etc/pam.d/sshd ]; then mount --bind "$2/pam-sshd" /etc/pam.d/sshd; fi

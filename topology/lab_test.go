@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
 )
@@ -69,5 +71,29 @@ func TestLabDownAfterPartialState(t *testing.T) {
 	}
 	if st := lab.Status(ctx); st.Up {
 		t.Fatalf("lab still up after Down")
+	}
+}
+
+// TestLabNodesHaveNoOutsideResolver: nothing a test runs on a lab node may
+// send DNS to the host's resolvers outside the lab. The node's /etc is its
+// own mount namespace, so it is read through the node's sshd.
+func TestLabNodesHaveNoOutsideResolver(t *testing.T) {
+	lab := labtest.Up(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := ssh.NewPool(ssh.Options{KeyFiles: []string{lab.KeyFile()}, HostKeyPolicy: ssh.Insecure, Dial: lab.Dialer().DialContext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for _, addr := range lab.Spec.NodeAddrs() {
+		c, _ := pool.Host(ssh.Target{Host: addr})
+		out, err := host.Output(ctx, c, "cat /etc/resolv.conf; getent hosts $(uname -n)")
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		if strings.Contains(out, "nameserver") || !strings.Contains(out, "kube-node") {
+			t.Errorf("%s: resolver or own name wrong:\n%s", addr, out)
+		}
 	}
 }

@@ -12,12 +12,18 @@ pubkey=${2:?usage: build-image.sh CACHE_DIR PUBKEY_FILE}
 mirror=${K8SLAB_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p; s/^deb \(http[^ ]*debian\)\/* bookworm .*/\1/p' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1 || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
 out=$cache/base.qcow2
-[ -f "$out" ] && { echo "image: cached at $out"; exit 0; }
+# The cache is keyed by this script: changing how the image is made
+# rebuilds it, and node disks made from the old image are dropped.
+stamp=$(sha256sum "$0" | cut -d' ' -f1)
+if [ -f "$out" ] && [ "$(cat "$cache/image.sha256" 2>/dev/null)" = "$stamp" ]; then
+  echo "image: cached at $out"; exit 0
+fi
+rm -rf "$cache/nodes"
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
-pkgs=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,openssh-server,iproute2,iptables,nftables,conntrack,socat,ebtables,ethtool,ca-certificates,sudo,procps,curl
+pkgs=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,openssh-server,iproute2,iptables,nftables,conntrack,socat,ebtables,ethtool,ca-certificates,sudo,procps,curl,libnss-myhostname
 echo "image: debootstrap bookworm from $mirror"
 debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror" > "$work/debootstrap.log" 2>&1 || {
   tail -30 "$work/debootstrap.log" >&2; exit 1; }
@@ -26,6 +32,12 @@ debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror" > "$w
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname" "$root"/etc/ssh/ssh_host_*
 echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" > "$root/etc/fstab"
+# debootstrap copied the build machine's resolver. Lab nodes have no DNS
+# server and must never aim traffic outside the lab: with no nameserver
+# line glibc asks only the node's own loopback. Each node resolves its
+# own name through nss-myhostname.
+printf '# k8slab lab node: no DNS server on this network\n' > "$root/etc/resolv.conf"
+sed -i 's/^hosts:.*/hosts:          files myhostname dns/' "$root/etc/nsswitch.conf"
 echo "root:gns3" | chroot "$root" chpasswd
 install -d -m 0700 "$root/root/.ssh"
 install -m 0600 "$pubkey" "$root/root/.ssh/authorized_keys"
@@ -66,4 +78,5 @@ mkfs.ext4 -q -F -L k8slab-root -d "$root" "$work/base.raw" 10G
 qemu-img convert -O qcow2 "$work/base.raw" "$work/base.qcow2"
 mv "$work/vmlinuz" "$work/initrd.img" "$cache/"
 mv "$work/base.qcow2" "$out"
+echo "$stamp" > "$cache/image.sha256"
 echo "image: ready at $out"
