@@ -20,6 +20,9 @@ const (
 	exitOK       = 0
 	exitFailed   = 1 // a step failed on at least one node
 	exitBadInput = 2 // refused before any node was touched
+	// exitIncomplete: installed, but Calico or the nodes did not become
+	// ready in time (e.g. Calico's images are not available offline).
+	exitIncomplete = 5
 )
 
 // exitError carries the process exit code up to main.

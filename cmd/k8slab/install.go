@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -31,8 +32,11 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "calico-encapsulation", Usage: "IPIP | VXLAN | None (default IPIP, CrossSubnet)"},
 		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
 		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by k8slab-bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
-		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join"},
-		&cli.DurationFlag{Name: "wait", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join)"},
+		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join, calico, kubeconfig"},
+		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
+		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
+		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
+		&cli.BoolFlag{Name: "merge-kubeconfig", Usage: "also merge the cluster into $KUBECONFIG or ~/.kube/config"},
 	}
 }
 
@@ -140,7 +144,14 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	release, _ := provision.LookupRelease(cfg.KubernetesVersion)
 	ictx := &install.Context{
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
-		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait"), Now: time.Now,
+		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
+		WaitRollout: c.Bool("wait"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
+	}
+	if c.Bool("merge-kubeconfig") {
+		ictx.MergeKubeconfig = os.Getenv("KUBECONFIG")
+		if ictx.MergeKubeconfig == "" {
+			ictx.MergeKubeconfig = expand("~/.kube/config")
+		}
 	}
 	for _, cl := range s.clients {
 		ictx.Hosts[cl.Name()] = cl
@@ -173,7 +184,11 @@ func installCommand() *cli.Command {
 				}
 				fmt.Printf("install took %s\n", time.Since(start).Round(time.Second))
 			})
-			if runErr != nil && err == nil {
+			var incomplete *install.RolloutIncomplete
+			switch {
+			case errors.As(runErr, &incomplete):
+				return &exitError{exitIncomplete, runErr}
+			case runErr != nil && err == nil:
 				return &exitError{exitFailed, runErr}
 			}
 			return err

@@ -27,6 +27,12 @@ type Context struct {
 	Hosts map[string]host.Host
 	// Wait bounds the long waits (control plane up, joins, rollouts).
 	Wait time.Duration
+	// WaitRollout: wait for calico-node and Ready nodes (else report and go on).
+	WaitRollout bool
+	// KubeconfigDir gets <cluster>.kubeconfig; MergeKubeconfig, if set, is
+	// the kubeconfig file to merge it into.
+	KubeconfigDir   string
+	MergeKubeconfig string
 	// Now is the workstation clock (for the skew check).
 	Now func() time.Time
 
@@ -87,5 +93,7 @@ func Phases(c *Context) []phase.Phase {
 		etcd,
 		&ControlPlane{c, etcd},
 		&Join{c},
+		&Calico{c},
+		&Kubeconfig{c},
 	}
 }
