@@ -24,6 +24,9 @@ type Preflight struct{ *Context }
 
 func (*Preflight) Name() string { return "preflight" }
 
+// Always: every other phase needs the facts, and preflight only reads.
+func (*Preflight) Always() bool { return true }
+
 // probeScript reads what preflight needs beyond the facts: listening
 // ports with their owners, the clock, and the route to the control plane.
 const probeScript = `echo "now=$(date +%s.%N)"

@@ -24,6 +24,12 @@ type Planner interface {
 	Plan() []Step
 }
 
+// Always is implemented by phases that run even when --only leaves them
+// out: read-only phases whose results the others need (preflight's facts).
+type Always interface {
+	Always() bool
+}
+
 // Step is one planned action on one node ("" for the cluster as a whole).
 type Step struct {
 	Node   string
@@ -64,7 +70,7 @@ func (m *Manager) Validate() error {
 }
 
 func (m *Manager) selected(p Phase) bool {
-	if len(m.Only) == 0 {
+	if a, ok := p.(Always); len(m.Only) == 0 || ok && a.Always() {
 		return true
 	}
 	for _, o := range m.Only {
