@@ -26,15 +26,17 @@ func TestE2EVMLab(t *testing.T) {
 	start := time.Now()
 	lab := labtest.UpVMs(t, os.Getenv("K8SLAB_E2E_FRESH") != "")
 	t.Logf("VM lab up in %s", time.Since(start).Round(time.Second))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 
 	pool, err := ssh.NewPool(ssh.Options{
 		KeyFiles:       []string{lab.KeyFile()},
 		KnownHostsFile: filepath.Join(t.TempDir(), "known_hosts"),
 		HostKeyPolicy:  ssh.AcceptNew,
-		Dial:           lab.Dialer().DialContext,
-		CommandTimeout: 2 * time.Minute,
+		Dial: lab.Dialer().DialContext,
+		// Importing and running seven images on an emulated VM took 110 s
+		// on a quiet host and over 2 min under load: wait generously.
+		CommandTimeout: 15 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
