@@ -178,9 +178,12 @@ const (
 	EtcdClientKeyFile  = "/etc/kubernetes/pki/apiserver-etcd-client.key"
 )
 
+// timeouts: kubeadm also polls a just-started API server for as long as
+// kubernetesAPICall allows (bootstrapping the admin user); on emulated VMs
+// that took minutes, so every wait gets the run's long limit.
 func timeouts(wait time.Duration) Timeouts {
 	d := wait.String()
-	return Timeouts{ControlPlaneComponentHealthCheck: d, KubeletHealthCheck: d, KubernetesAPICall: "1m0s", Discovery: d, TLSBootstrap: d}
+	return Timeouts{ControlPlaneComponentHealthCheck: d, KubeletHealthCheck: d, KubernetesAPICall: d, Discovery: d, TLSBootstrap: d}
 }
 
 func nodeRegistration(n Node, worker bool, ignore []string) NodeRegistration {

@@ -78,7 +78,7 @@ func TestRenderInit(t *testing.T) {
 			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
 				t.Errorf("kubelet/proxy: %v %v", d["KubeletConfiguration"], d["KubeProxyConfiguration"])
 			}
-			if get(d["InitConfiguration"], "timeouts", "controlPlaneComponentHealthCheck") != "10m0s" {
+			if get(d["InitConfiguration"], "timeouts", "controlPlaneComponentHealthCheck") != "10m0s" || get(d["InitConfiguration"], "timeouts", "kubernetesAPICall") != "10m0s" {
 				t.Errorf("timeouts belong to InitConfiguration in v1beta4: %v", d["InitConfiguration"]["timeouts"])
 			}
 		}},

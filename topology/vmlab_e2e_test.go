@@ -33,7 +33,7 @@ func TestE2EVMLab(t *testing.T) {
 		KeyFiles:       []string{lab.KeyFile()},
 		KnownHostsFile: filepath.Join(t.TempDir(), "known_hosts"),
 		HostKeyPolicy:  ssh.AcceptNew,
-		Dial: lab.Dialer().DialContext,
+		Dial:           lab.Dialer().DialContext,
 		// Importing and running seven images on an emulated VM took 110 s
 		// on a quiet host and over 2 min under load: wait generously.
 		CommandTimeout: 15 * time.Minute,

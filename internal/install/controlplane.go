@@ -74,7 +74,11 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if initialized(ctx, h) {
+		state, err := initState(ctx, h)
+		if err != nil {
+			return err
+		}
+		if state == initDone {
 			// A re-run: the cluster exists. Joins still need a valid token,
 			// and a fresh one costs nothing.
 			t.Status("already initialized: nothing to do")
@@ -100,8 +104,16 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 			if _, err := provision.SyncFiles(ctx, h, []provision.FileSpec{provision.Generated(initConfigPath, 0o600, string(cfg))}); err != nil {
 				return err
 			}
-			t.Status("kubeadm init (this takes minutes on emulated VMs)")
-			init := bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: "kubeadm init --config " + initConfigPath}
+			cmd := "kubeadm init --config " + initConfigPath
+			if state == initPartial {
+				// kubeadm reuses the certificates and kubeconfigs it wrote;
+				// only its preflight objects to the files being there.
+				t.Status("resuming an interrupted kubeadm init")
+				cmd += " --ignore-preflight-errors=all"
+			} else {
+				t.Status("kubeadm init (this takes minutes on emulated VMs)")
+			}
+			init := bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker}
 			if err := init.Run(ctx, h, c.Wait, func(line string) { t.Status("kubeadm init: %s", line) }); err != nil {
 				return err
 			}
@@ -125,9 +137,35 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	})
 }
 
-// initialized is true when this node already runs a control plane that
-// answers: then kubeadm init must not run again.
-func initialized(ctx context.Context, h host.Host) bool {
-	_, err := host.Output(ctx, h, "test -f "+adminConfPath+" && kubectl --kubeconfig "+adminConfPath+" get --raw /readyz --request-timeout 20s")
-	return err == nil
+// initDoneMarker is written only when kubeadm init exits 0: admin.conf
+// alone appears half-way through init.
+const initDoneMarker = "/etc/k8slab/kubeadm-init.done"
+
+type initStatus int
+
+const (
+	initNone    initStatus = iota
+	initPartial            // an earlier init was interrupted or failed
+	initDone
+)
+
+// initState tells a finished control plane (never initialized again, so a
+// re-run cannot wipe a working cluster) from an interrupted init (resumed)
+// and a fresh node.
+func initState(ctx context.Context, h host.Host) (initStatus, error) {
+	out, err := host.Output(ctx, h, fmt.Sprintf(`if [ -f %s ]; then echo done; elif [ -e /etc/kubernetes/manifests/kube-apiserver.yaml ] || [ -f %s ]; then echo partial; else echo none; fi`, initDoneMarker, adminConfPath))
+	if err != nil {
+		return initNone, err
+	}
+	switch strings.TrimSpace(out) {
+	case "done":
+		// A finished control plane must also answer before it is trusted.
+		if _, err := host.Output(ctx, h, "kubectl --kubeconfig "+adminConfPath+" get --raw /readyz --request-timeout 60s"); err != nil {
+			return initNone, fmt.Errorf("the control plane was initialized but its API server does not answer: %w", err)
+		}
+		return initDone, nil
+	case "partial":
+		return initPartial, nil
+	}
+	return initNone, nil
 }

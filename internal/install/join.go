@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/host"
@@ -52,7 +53,14 @@ func (j *Join) Run(ctx context.Context) error {
 	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
 	return j.each(ctx, "join", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
 		h := t.Host
-		if _, err := host.Output(ctx, h, "test -f /etc/kubernetes/kubelet.conf"); err == nil {
+		// kubelet.conf is written once the node has authenticated; from
+		// there the kubelet finishes registering by itself.
+		out, err := host.Output(ctx, h, "if [ -f /etc/kubernetes/kubelet.conf ]; then echo joined; elif [ -e /etc/kubernetes/pki/ca.crt ]; then echo partial; fi")
+		if err != nil {
+			return err
+		}
+		state := strings.TrimSpace(out)
+		if state == "joined" {
 			t.Status("already joined: nothing to do")
 			return nil
 		}
@@ -66,7 +74,12 @@ func (j *Join) Run(ctx context.Context) error {
 		if _, err := provision.SyncFiles(ctx, h, []provision.FileSpec{provision.Generated(joinConfigPath, 0o600, string(cfg))}); err != nil {
 			return err
 		}
-		join := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: "kubeadm join --config " + joinConfigPath}
+		cmd := "kubeadm join --config " + joinConfigPath
+		if state == "partial" {
+			t.Status("resuming an interrupted kubeadm join")
+			cmd += " --ignore-preflight-errors=all"
+		}
+		join := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd}
 		return join.Run(ctx, h, j.Wait, func(line string) { t.Status("kubeadm join: %s", line) })
 	})
 }
