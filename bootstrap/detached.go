@@ -57,14 +57,16 @@ systemd-run --quiet --unit %[4]s --collect -p StandardOutput=append:%[2]s -p Sta
 		}
 	}
 	deadline := time.Now().Add(wait)
+	var shown string
 	for {
 		out, err := host.Output(ctx, h, fmt.Sprintf("cat %s 2>/dev/null || echo running; tail -n 1 %s 2>/dev/null", status, log))
 		if err != nil {
 			return fmt.Errorf("%s: following: %w", d.Unit, err)
 		}
 		first, last, _ := strings.Cut(out, "\n")
-		if last = strings.TrimSpace(last); last != "" {
+		if last = strings.TrimSpace(last); last != "" && last != shown {
 			progress(last)
+			shown = last
 		}
 		if first = strings.TrimSpace(first); first != "running" {
 			code, _ := strconv.Atoi(first)
