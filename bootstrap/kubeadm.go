@@ -100,7 +100,14 @@ type ClusterConfiguration struct {
 	APIServer struct {
 		CertSANs []string `json:"certSANs"`
 	} `json:"apiServer"`
-	Etcd Etcd `json:"etcd"`
+	ControllerManager Component `json:"controllerManager"`
+	Scheduler         Component `json:"scheduler"`
+	Etcd              Etcd      `json:"etcd"`
+}
+
+// Component carries a control-plane component's extra flags.
+type Component struct {
+	ExtraArgs []Arg `json:"extraArgs,omitempty"`
 }
 
 // Etcd is either kubeadm's stacked etcd or k8slab's external cluster.
@@ -225,6 +232,12 @@ func RenderInit(in InitInput) ([]byte, error) {
 	}
 	cc.Networking.ServiceSubnet, cc.Networking.PodSubnet, cc.Networking.DNSDomain = in.ServiceCIDR, in.PodCIDR, "cluster.local"
 	cc.APIServer.CertSANs = dedupe(append([]string{in.ControlPlane.IP, in.ControlPlane.Name}, in.ExtraSANs...))
+	// One control plane: leader election only adds a lease the components
+	// must renew within 10 s. On emulated VMs the API server answered
+	// slower than that, and kube-controller-manager kept exiting on "lost
+	// lease" (its CSR approver with it, so joins hung).
+	noElection := []Arg{{Name: "leader-elect", Value: "false"}}
+	cc.ControllerManager.ExtraArgs, cc.Scheduler.ExtraArgs = noElection, noElection
 	if len(in.EtcdEndpoints) == 0 {
 		cc.Etcd.Local = &struct{}{}
 	} else {

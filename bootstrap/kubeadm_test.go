@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -74,6 +75,12 @@ func TestRenderInit(t *testing.T) {
 			args := get(d["InitConfiguration"], "nodeRegistration", "kubeletExtraArgs").([]any)
 			if a := args[0].(map[string]any); a["name"] != "node-ip" || a["value"] != "172.31.3.11" {
 				t.Errorf("node-ip: %v", args)
+			}
+			for _, comp := range []string{"controllerManager", "scheduler"} {
+				args, _ := json.Marshal(get(d["ClusterConfiguration"], comp, "extraArgs"))
+				if string(args) != `[{"name":"leader-elect","value":"false"}]` {
+					t.Errorf("%s extraArgs: %s", comp, args)
+				}
 			}
 			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
 				t.Errorf("kubelet/proxy: %v %v", d["KubeletConfiguration"], d["KubeProxyConfiguration"])
