@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/host"
@@ -40,14 +41,21 @@ func SyncFiles(ctx context.Context, h host.Host, files []FileSpec) ([]string, er
 	if len(files) == 0 {
 		return nil, nil
 	}
-	var cmd strings.Builder
-	cmd.WriteString("for f in")
+	var list strings.Builder
 	for _, f := range files {
-		cmd.WriteString(" " + host.Quote(f.Remote))
+		list.WriteString(" " + host.Quote(f.Remote))
 	}
+	// Hashing hundreds of MB on an emulated CPU took a minute per node, so,
+	// like rsync's quick check, a file whose size and mtime match what
+	// k8slab recorded when it installed it keeps its recorded sha256.
 	// Mode is part of "the same": a binary that lost its x bit is fixed.
-	cmd.WriteString(`; do if [ -f "$f" ]; then echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c %a "$f") $f"; fi; done`)
-	out, err := host.Output(ctx, h, cmd.String())
+	out, err := host.Output(ctx, h, `for f in`+list.String()+`; do
+	[ -f "$f" ] || continue
+	sm=$(stat -c '%s|%Y' "$f")
+	rec=$(grep -F -- "|$f|$sm|" `+stateFile+` 2>/dev/null | tail -n 1)
+	if [ -n "$rec" ]; then sum=${rec%%|*}; else sum=$(sha256sum "$f" | cut -d' ' -f1); fi
+	echo "$sum $(stat -c %a "$f") $f"
+done`)
 	if err != nil {
 		return nil, fmt.Errorf("checking files: %w", err)
 	}
@@ -59,17 +67,28 @@ func SyncFiles(ctx context.Context, h host.Host, files []FileSpec) ([]string, er
 		}
 	}
 	var changed []string
+	var record strings.Builder
 	for _, f := range files {
-		if have[f.Remote] == fmt.Sprintf("%s %o", f.SHA256, f.Mode.Perm()) {
-			continue
+		if have[f.Remote] != fmt.Sprintf("%s %o", f.SHA256, f.Mode.Perm()) {
+			if err := upload(ctx, h, f); err != nil {
+				return changed, err
+			}
+			changed = append(changed, f.Remote)
 		}
-		if err := upload(ctx, h, f); err != nil {
-			return changed, err
-		}
-		changed = append(changed, f.Remote)
+		fmt.Fprintf(&record, "echo \"%s|%s|$(stat -c '%%s|%%Y' %s)|\"; ", f.SHA256, f.Remote, host.Quote(f.Remote))
+	}
+	// Record every file (now all correct) for the next quick check,
+	// keeping one line per path.
+	_, err = host.Output(ctx, h, fmt.Sprintf(`mkdir -p %[1]s && { cat %[2]s 2>/dev/null; %[3]s } | awk -F'|' '{last[$2]=$0} END {for (p in last) print last[p]}' > %[2]s.tmp && mv %[2]s.tmp %[2]s`,
+		path.Dir(stateFile), stateFile, record.String()))
+	if err != nil {
+		return changed, fmt.Errorf("recording installed files: %w", err)
 	}
 	return changed, nil
 }
+
+// stateFile records sha256|path|size|mtime| of every file k8slab installed.
+const stateFile = "/var/lib/k8slab/files.state"
 
 func upload(ctx context.Context, h host.Host, f FileSpec) error {
 	var r io.Reader

@@ -68,8 +68,8 @@ func provisionNode(ctx context.Context, h host.Host, b *provision.Bundle, dir st
 // kubeadm's own preflight judge the control plane, and proves a second
 // run changes nothing and restarts nothing.
 func TestE2EProvisionVMs(t *testing.T) {
-	if os.Getenv("K8SLAB_E2E") == "" {
-		t.Skip("VM lab: run with make e2e (K8SLAB_E2E=1)")
+	if os.Getenv("K8SLAB_E2E_INSTALL") == "" {
+		t.Skip("install tier: run with make e2e-install (K8SLAB_E2E_INSTALL=1)")
 	}
 	dir := os.Getenv("K8SLAB_BUNDLE")
 	b, err := provision.LoadBundle(dir)

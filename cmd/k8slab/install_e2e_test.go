@@ -35,8 +35,8 @@ type installReport struct {
 // offline bundle and checks it the way an operator would; then proves a
 // second install is a no-op. Run by make e2e.
 func TestE2EInstall(t *testing.T) {
-	if os.Getenv("K8SLAB_E2E") == "" {
-		t.Skip("VM lab: run with make e2e (K8SLAB_E2E=1)")
+	if os.Getenv("K8SLAB_E2E_INSTALL") == "" {
+		t.Skip("install tier: run with make e2e-install (K8SLAB_E2E_INSTALL=1)")
 	}
 	lab := labtest.UpVMs(t, false)
 	env, logDir := labEnv(t, lab)
