@@ -77,7 +77,7 @@ systemd-run --quiet --unit %[4]s --collect -p StandardOutput=append:%[2]s -p Sta
 			return fmt.Errorf("%s exited with %d (log %s on the node):\n%s", d.Unit, code, log, tail)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still running after %s (it goes on; log %s on the node; raise --wait or re-run to keep waiting)", d.Unit, wait, log)
+			return fmt.Errorf("%s still running after %s (it goes on; log %s on the node; raise --wait-timeout or re-run to keep waiting)", d.Unit, wait, log)
 		}
 		select {
 		case <-ctx.Done():
