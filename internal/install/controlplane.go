@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/host"
@@ -74,7 +75,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		state, err := initState(ctx, h)
+		state, err := initState(ctx, h, c.Wait)
 		if err != nil {
 			return err
 		}
@@ -152,18 +153,30 @@ const (
 // initState tells a finished control plane (never initialized again, so a
 // re-run cannot wipe a working cluster) from an interrupted init (resumed)
 // and a fresh node.
-func initState(ctx context.Context, h host.Host) (initStatus, error) {
+func initState(ctx context.Context, h host.Host, wait time.Duration) (initStatus, error) {
 	out, err := host.Output(ctx, h, fmt.Sprintf(`if [ -f %s ]; then echo done; elif [ -e /etc/kubernetes/manifests/kube-apiserver.yaml ] || [ -f %s ]; then echo partial; else echo none; fi`, initDoneMarker, adminConfPath))
 	if err != nil {
 		return initNone, err
 	}
 	switch strings.TrimSpace(out) {
 	case "done":
-		// A finished control plane must also answer before it is trusted.
-		if _, err := host.Output(ctx, h, "kubectl --kubeconfig "+adminConfPath+" get --raw /readyz --request-timeout 60s"); err != nil {
-			return initNone, fmt.Errorf("the control plane was initialized but its API server does not answer: %w", err)
+		// A finished control plane must also answer before it is trusted;
+		// a starved emulated VM can take minutes to.
+		deadline := time.Now().Add(wait)
+		for {
+			_, err := host.Output(ctx, h, "kubectl --kubeconfig "+adminConfPath+" get --raw /readyz --request-timeout 60s")
+			if err == nil {
+				return initDone, nil
+			}
+			if time.Now().After(deadline) {
+				return initNone, fmt.Errorf("the control plane was initialized but its API server does not answer after %s: %w", wait, err)
+			}
+			select {
+			case <-ctx.Done():
+				return initNone, ctx.Err()
+			case <-time.After(5 * time.Second):
+			}
 		}
-		return initDone, nil
 	case "partial":
 		return initPartial, nil
 	}
