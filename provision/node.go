@@ -273,3 +273,68 @@ func ImportImages(ctx context.Context, h host.Host, b *Bundle, dir string, refs 
 	}
 	return imported, nil
 }
+
+// Roles say what a node runs, for what it needs installed.
+type Roles struct {
+	ControlPlane bool
+	// EtcdMember: an external etcd member (gets etcd and etcdctl).
+	EtcdMember bool
+	// StackedEtcd: the control plane runs etcd as a static pod (its image).
+	StackedEtcd bool
+}
+
+// PrepareNode runs every provisioning step on one node, in order, and
+// returns what it changed (nothing on a converged node). status is told
+// which step runs.
+func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles Roles, status func(string)) ([]string, error) {
+	var changed []string
+	status("kernel settings")
+	if c, err := PrepareKernel(ctx, h); err != nil {
+		return nil, err
+	} else if c {
+		changed = append(changed, "kernel settings")
+	}
+	if pk, err := EnsurePackages(ctx, h); err != nil {
+		return nil, err
+	} else if len(pk) > 0 {
+		changed = append(changed, "packages "+strings.Join(pk, " "))
+	}
+	status("containerd")
+	files, err := ContainerdFiles(b, dir)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := SyncFiles(ctx, h, files)
+	if err != nil {
+		return nil, err
+	}
+	if err := EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
+		return nil, err
+	}
+	if len(ch) > 0 {
+		changed = append(changed, fmt.Sprintf("containerd (%d files)", len(ch)))
+	}
+	status("kubernetes binaries")
+	if files, err = KubernetesFiles(b, dir, roles.EtcdMember); err != nil {
+		return nil, err
+	}
+	if ch, err = SyncFiles(ctx, h, files); err != nil {
+		return nil, err
+	}
+	if len(ch) > 0 {
+		changed = append(changed, fmt.Sprintf("kubernetes (%d files)", len(ch)))
+		// kubeadm starts the kubelet; until then it only has to be enabled.
+		if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
+			return nil, err
+		}
+	}
+	status("images")
+	imgs, err := ImportImages(ctx, h, b, dir, ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd))
+	if err != nil {
+		return nil, err
+	}
+	if len(imgs) > 0 {
+		changed = append(changed, fmt.Sprintf("%d images", len(imgs)))
+	}
+	return changed, nil
+}

@@ -17,53 +17,6 @@ import (
 	"github.com/k8slab/k8slab/topology/labtest"
 )
 
-// provisionNode runs every provisioning step on one node and reports
-// what changed.
-func provisionNode(ctx context.Context, h host.Host, b *provision.Bundle, dir string, cp, etcd bool) ([]string, error) {
-	var changed []string
-	if c, err := provision.PrepareKernel(ctx, h); err != nil {
-		return nil, err
-	} else if c {
-		changed = append(changed, "kernel")
-	}
-	if pk, err := provision.EnsurePackages(ctx, h); err != nil {
-		return nil, err
-	} else if len(pk) > 0 {
-		changed = append(changed, "packages "+strings.Join(pk, ","))
-	}
-	cf, err := provision.ContainerdFiles(b, dir)
-	if err != nil {
-		return nil, err
-	}
-	ch, err := provision.SyncFiles(ctx, h, cf)
-	if err != nil {
-		return nil, err
-	}
-	changed = append(changed, ch...)
-	if err := provision.EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
-		return nil, err
-	}
-	kf, err := provision.KubernetesFiles(b, dir, etcd)
-	if err != nil {
-		return nil, err
-	}
-	ch, err = provision.SyncFiles(ctx, h, kf)
-	if err != nil {
-		return nil, err
-	}
-	changed = append(changed, ch...)
-	if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
-		return nil, err
-	}
-	// The control plane's preflight below renders stacked etcd, so it
-	// needs the etcd image too (kubeadm would try to pull it).
-	imgs, err := provision.ImportImages(ctx, h, b, dir, provision.ImagesFor(b.Release, cp, cp))
-	if err != nil {
-		return nil, err
-	}
-	return append(changed, imgs...), nil
-}
-
 // TestE2EProvisionVMs prepares the four VMs from the offline bundle, lets
 // kubeadm's own preflight judge the control plane, and proves a second
 // run changes nothing and restarts nothing.
@@ -105,7 +58,10 @@ func TestE2EProvisionVMs(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ch, err := provisionNode(ctx, hosts[n], b, dir, i == 0, i < 3)
+				// The control plane's preflight below renders stacked etcd,
+				// so it needs the etcd image too (kubeadm would pull it).
+				roles := provision.Roles{ControlPlane: i == 0, EtcdMember: i < 3, StackedEtcd: i == 0}
+				ch, err := provision.PrepareNode(ctx, hosts[n], b, dir, roles, func(string) {})
 				if err != nil {
 					t.Errorf("%s: %v", n, err)
 				}

@@ -3,10 +3,8 @@ package install
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
-	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
@@ -55,7 +53,8 @@ func (p *Provision) Run(ctx context.Context) error {
 	}
 	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
 		cp, etcd := p.roles(node)
-		changed, err := p.node(ctx, t, cp, etcd)
+		roles := provision.Roles{ControlPlane: cp, EtcdMember: etcd, StackedEtcd: cp && p.Cluster.StackedEtcd()}
+		changed, err := provision.PrepareNode(ctx, t.Host, p.Bundle, p.BundleDir, roles, func(s string) { t.Status("%s", s) })
 		if err != nil {
 			return err
 		}
@@ -66,60 +65,4 @@ func (p *Provision) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-}
-
-func (p *Provision) node(ctx context.Context, t *run.Task, cp, etcd bool) ([]string, error) {
-	h := t.Host
-	var changed []string
-	t.Status("kernel settings")
-	if c, err := provision.PrepareKernel(ctx, h); err != nil {
-		return nil, err
-	} else if c {
-		changed = append(changed, "kernel settings")
-	}
-	if pk, err := provision.EnsurePackages(ctx, h); err != nil {
-		return nil, err
-	} else if len(pk) > 0 {
-		changed = append(changed, "packages "+strings.Join(pk, " "))
-	}
-	t.Status("containerd")
-	files, err := provision.ContainerdFiles(p.Bundle, p.BundleDir)
-	if err != nil {
-		return nil, err
-	}
-	ch, err := provision.SyncFiles(ctx, h, files)
-	if err != nil {
-		return nil, err
-	}
-	if err := provision.EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
-		return nil, err
-	}
-	if len(ch) > 0 {
-		changed = append(changed, fmt.Sprintf("containerd (%d files)", len(ch)))
-	}
-	t.Status("kubernetes binaries")
-	files, err = provision.KubernetesFiles(p.Bundle, p.BundleDir, etcd)
-	if err != nil {
-		return nil, err
-	}
-	ch, err = provision.SyncFiles(ctx, h, files)
-	if err != nil {
-		return nil, err
-	}
-	if len(ch) > 0 {
-		changed = append(changed, fmt.Sprintf("kubernetes (%d files)", len(ch)))
-		// kubeadm starts the kubelet; until then it only has to be enabled.
-		if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
-			return nil, err
-		}
-	}
-	t.Status("images")
-	imgs, err := provision.ImportImages(ctx, h, p.Bundle, p.BundleDir, provision.ImagesFor(p.Release, cp, p.Cluster.StackedEtcd() && cp))
-	if err != nil {
-		return nil, err
-	}
-	if len(imgs) > 0 {
-		changed = append(changed, fmt.Sprintf("%d images", len(imgs)))
-	}
-	return changed, nil
 }
