@@ -130,22 +130,24 @@ func LoadBundle(dir string) (*Bundle, error) {
 	return &b, nil
 }
 
-// BundleBinaries are the executables a bundle carries under bin/.
-var bundleBinaries = []string{
-	"kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
-	"etcd", "etcdctl", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl",
+// bundleBinaries are the executables a bundle carries under bin/.
+func bundleBinaries() []string {
+	return []string{
+		"kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
+		"etcd", "etcdctl", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl",
+	}
 }
 
-// CNIPlugins are the reference plugins a bundle carries under cni/.
-var cniPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
+// cniPlugins are the reference plugins a bundle carries under cni/.
+func cniPlugins() []string { return []string{"bridge", "host-local", "loopback", "portmap"} }
 
 // RequiredFiles lists every path a complete bundle of this release holds.
 func (r Release) RequiredFiles() []string {
 	var out []string
-	for _, b := range bundleBinaries {
+	for _, b := range bundleBinaries() {
 		out = append(out, "bin/"+b)
 	}
-	for _, c := range cniPlugins {
+	for _, c := range cniPlugins() {
 		out = append(out, "cni/"+c)
 	}
 	for _, img := range r.Images() {

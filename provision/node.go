@@ -51,18 +51,20 @@ func PrepareKernel(ctx context.Context, h host.Host) (bool, error) {
 	return strings.Contains(out, "changed=1"), nil
 }
 
-// RequiredPackages are the programs kubeadm's preflight and kube-proxy
-// need, by the Debian/Ubuntu package that provides each.
-var requiredPackages = [][2]string{
-	{"conntrack", "conntrack"}, {"socat", "socat"}, {"iptables", "iptables"},
-	{"nft", "nftables"}, {"ebtables", "ebtables"}, {"ethtool", "ethtool"},
+// requiredPackages are the programs kubeadm's preflight and kube-proxy
+// need, with the Debian/Ubuntu package that provides each.
+func requiredPackages() [][2]string {
+	return [][2]string{
+		{"conntrack", "conntrack"}, {"socat", "socat"}, {"iptables", "iptables"},
+		{"nft", "nftables"}, {"ebtables", "ebtables"}, {"ethtool", "ethtool"},
+	}
 }
 
 // EnsurePackages installs missing packages with apt, and only then: a
 // node that has them all is never touched (nor needs a mirror).
 func EnsurePackages(ctx context.Context, h host.Host) ([]string, error) {
 	var check strings.Builder
-	for _, p := range requiredPackages {
+	for _, p := range requiredPackages() {
 		fmt.Fprintf(&check, "command -v %s >/dev/null 2>&1 || echo %s; ", p[0], p[1])
 	}
 	out, err := host.Output(ctx, h, check.String()+"true")
@@ -174,7 +176,7 @@ func ContainerdFiles(b *Bundle, dir string) ([]FileSpec, error) {
 	if err := add("bin/runc", "/usr/local/sbin/runc"); err != nil {
 		return nil, err
 	}
-	for _, c := range cniPlugins {
+	for _, c := range cniPlugins() {
 		if err := add("cni/"+c, "/opt/cni/bin/"+c); err != nil {
 			return nil, err
 		}
