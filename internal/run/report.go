@@ -21,6 +21,9 @@ type Report struct {
 	OK         bool         `json:"ok"`
 	RunDir     string       `json:"run_dir,omitempty"`
 	Hosts      []HostReport `json:"hosts"`
+	// Data is run-wide payload (e.g. install's per-phase results), given
+	// to Report under the empty host name.
+	Data map[string]any `json:"data,omitempty"`
 }
 
 // HostReport is one host's outcome.
@@ -44,6 +47,7 @@ func (r *Runner) Report(data map[string]map[string]any) Report {
 		DurationMS: r.opts.Now().Sub(r.started).Milliseconds(),
 		OK:         !r.Failed(),
 		RunDir:     r.runDir,
+		Data:       data[""],
 	}
 	for _, hr := range r.hosts {
 		hr.mu.Lock()

@@ -166,7 +166,10 @@ func TestLogsAndReportRedactSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Run(context.Background(), Step{Name: "exec", Do: runCmd("x")})
-	rep := r.Report(map[string]map[string]any{"172.31.3.11": {"output": "echo " + secret}})
+	rep := r.Report(map[string]map[string]any{"172.31.3.11": {"output": "echo " + secret}, "": {"phases": "run-wide"}})
+	if rep.Data["phases"] != "run-wide" {
+		t.Errorf("run-wide data missing: %+v", rep.Data)
+	}
 	var js, sum bytes.Buffer
 	r.WriteJSON(&js, rep)
 	r.WriteSummary(&sum, rep)
