@@ -43,6 +43,9 @@ func NewClient(kubeconfig []byte, dial func(ctx context.Context, network, addr s
 	}
 	cfg.Dial = dial
 	cfg.Timeout = 60 * time.Second
+	// Calico's CRDs use schema formats the API server does not know
+	// ("cidr"); its warnings about that are noise on the user's terminal.
+	cfg.WarningHandler = rest.NoWarnings{}
 	cfg.QPS, cfg.Burst = 50, 100
 	return newClient(cfg)
 }
