@@ -32,10 +32,10 @@ func TestE2EProvisionVMs(t *testing.T) {
 	lab := labtest.UpVMs(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	pool, err := ssh.NewPool(ssh.Options{
-		KeyFiles: []string{lab.KeyFile()}, KnownHostsFile: filepath.Join(t.TempDir(), "known_hosts"),
-		Dial: lab.Dialer().DialContext, CommandTimeout: 10 * time.Minute,
-	})
+	o := lab.SSHOptions()
+	o.KnownHostsFile, o.HostKeyPolicy = filepath.Join(t.TempDir(), "known_hosts"), ssh.AcceptNew
+	o.CommandTimeout = 10 * time.Minute
+	pool, err := ssh.NewPool(o)
 	if err != nil {
 		t.Fatal(err)
 	}

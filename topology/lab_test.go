@@ -2,6 +2,7 @@ package topology_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -62,15 +63,22 @@ func TestLabDownAfterPartialState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A stray process inside a lab namespace, unknown to the lab's state.
-	if _, err := lab.Run(ctx, "kube-node2", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &"); err != nil {
+	// Deleting a namespace succeeds even with it inside, so its PID is what
+	// proves Down killed it.
+	out, err := lab.Run(ctx, "kube-node2", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!")
+	if err != nil {
 		t.Fatal(err)
 	}
+	pid := strings.TrimSpace(out)
 	fresh := topology.New(lab.Spec, "") // no in-memory state: reads only what is on disk
 	if err := fresh.Down(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if st := lab.Status(ctx); st.Up {
 		t.Fatalf("lab still up after Down")
+	}
+	if stat, err := os.ReadFile("/proc/" + pid + "/stat"); err == nil && !strings.Contains(string(stat), ") Z ") {
+		t.Errorf("stray process %s inside the lab survived Down: %s", pid, stat)
 	}
 }
 
@@ -81,7 +89,7 @@ func TestLabNodesHaveNoOutsideResolver(t *testing.T) {
 	lab := labtest.Up(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := ssh.NewPool(ssh.Options{KeyFiles: []string{lab.KeyFile()}, HostKeyPolicy: ssh.Insecure, Dial: lab.Dialer().DialContext})
+	pool, err := ssh.NewPool(lab.SSHOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -258,16 +258,22 @@ func (l *Lab) monitor(ctx context.Context, node, command string) (string, error)
 	return out, nil
 }
 
-// vmPool connects to the lab's VMs. Their host keys are created at each
-// lab's first boot, so this internal pool does not pin them.
+// SSHOptions reach every lab member from the workstation namespace with
+// the lab's key. Host keys are made at each lab's first boot, so these
+// lab-internal connections do not pin them.
+func (l *Lab) SSHOptions() ssh.Options {
+	return ssh.Options{
+		KeyFiles:      []string{l.KeyFile()},
+		HostKeyPolicy: ssh.Insecure,
+		Dial:          l.Dialer().DialContext,
+		DialTimeout:   10 * time.Second,
+	}
+}
+
 func (l *Lab) vmPool() (*ssh.Pool, error) {
-	return ssh.NewPool(ssh.Options{
-		KeyFiles:       []string{l.KeyFile()},
-		HostKeyPolicy:  ssh.Insecure,
-		Dial:           l.Dialer().DialContext,
-		DialTimeout:    10 * time.Second,
-		CommandTimeout: 2 * time.Minute,
-	})
+	o := l.SSHOptions()
+	o.CommandTimeout = 2 * time.Minute
+	return ssh.NewPool(o)
 }
 
 // settleVMs finishes a VM boot: a cold-booted node waits for systemd and is

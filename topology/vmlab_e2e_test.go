@@ -29,15 +29,12 @@ func TestE2EVMLab(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 
-	pool, err := ssh.NewPool(ssh.Options{
-		KeyFiles:       []string{lab.KeyFile()},
-		KnownHostsFile: filepath.Join(t.TempDir(), "known_hosts"),
-		HostKeyPolicy:  ssh.AcceptNew,
-		Dial:           lab.Dialer().DialContext,
-		// Importing and running seven images on an emulated VM took 110 s
-		// on a quiet host and over 2 min under load: wait generously.
-		CommandTimeout: 15 * time.Minute,
-	})
+	o := lab.SSHOptions()
+	o.KnownHostsFile, o.HostKeyPolicy = filepath.Join(t.TempDir(), "known_hosts"), ssh.AcceptNew
+	// Importing and running seven images on an emulated VM took 110 s
+	// on a quiet host and over 2 min under load: wait generously.
+	o.CommandTimeout = 15 * time.Minute
+	pool, err := ssh.NewPool(o)
 	if err != nil {
 		t.Fatal(err)
 	}

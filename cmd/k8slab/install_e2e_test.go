@@ -39,7 +39,7 @@ func TestE2EInstall(t *testing.T) {
 		t.Skip("install tier: run with make e2e-install (K8SLAB_E2E_INSTALL=1)")
 	}
 	lab := labtest.UpVMs(t, false)
-	env, logDir := labEnv(t, lab)
+	env, _ := labEnv(t, lab)
 	kubeconfigDir := t.TempDir()
 	args := []string{"install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
 		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", kubeconfigDir, "--name", "lab", "--output", "json", "--wait=false"}
@@ -58,7 +58,9 @@ func TestE2EInstall(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	pool, err := ssh.NewPool(ssh.Options{KeyFiles: []string{lab.KeyFile()}, HostKeyPolicy: ssh.Insecure, Dial: lab.Dialer().DialContext, CommandTimeout: 2 * time.Minute})
+	o := lab.SSHOptions()
+	o.CommandTimeout = 2 * time.Minute
+	pool, err := ssh.NewPool(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,6 @@ func TestE2EInstall(t *testing.T) {
 	if second > first/10 {
 		t.Errorf("re-install took %s, more than 10%% of %s", second, first)
 	}
-	_ = logDir
 }
 
 // checkEtcd asks etcd itself, with a client certificate issued from the
