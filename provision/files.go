@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/host"
@@ -41,6 +40,17 @@ func SyncFiles(ctx context.Context, h host.Host, files []FileSpec) ([]string, er
 	if len(files) == 0 {
 		return nil, nil
 	}
+	out, err := host.Output(ctx, h, FileCheckScript(files))
+	if err != nil {
+		return nil, fmt.Errorf("checking files: %w", err)
+	}
+	return ApplyFiles(ctx, h, files, ParseFileCheck(out))
+}
+
+// FileCheckScript prints one "file <sha256> <mode> <recorded|hashed>
+// <path>" line per existing file, so that callers can fold the check into
+// a larger script and save a round trip.
+func FileCheckScript(files []FileSpec) string {
 	var list strings.Builder
 	for _, f := range files {
 		list.WriteString(" " + host.Quote(f.Remote))
@@ -49,46 +59,75 @@ func SyncFiles(ctx context.Context, h host.Host, files []FileSpec) ([]string, er
 	// like rsync's quick check, a file whose size and mtime match what
 	// k8slab recorded when it installed it keeps its recorded sha256.
 	// Mode is part of "the same": a binary that lost its x bit is fixed.
-	out, err := host.Output(ctx, h, `for f in`+list.String()+`; do
+	return `for f in` + list.String() + `; do
 	[ -f "$f" ] || continue
 	sm=$(stat -c '%s|%Y' "$f")
-	rec=$(grep -F -- "|$f|$sm|" `+stateFile+` 2>/dev/null | tail -n 1)
-	if [ -n "$rec" ]; then sum=${rec%%|*}; else sum=$(sha256sum "$f" | cut -d' ' -f1); fi
-	echo "$sum $(stat -c %a "$f") $f"
-done`)
-	if err != nil {
-		return nil, fmt.Errorf("checking files: %w", err)
-	}
-	have := map[string]string{}
+	rec=$(grep -F -- "|$f|$sm|" ` + stateFile + ` 2>/dev/null | tail -n 1)
+	if [ -n "$rec" ]; then sum=${rec%%|*}; how=recorded; else sum=$(sha256sum "$f" | cut -d' ' -f1); how=hashed; fi
+	echo "file $sum $(stat -c %a "$f") $how $f"
+done
+`
+}
+
+// FileState is what a node has at a path.
+type FileState struct {
+	SHA256, Mode string
+	// Recorded: the sum came from k8slab's record (size and mtime
+	// matched), so the record needs no rewrite.
+	Recorded bool
+}
+
+// ParseFileCheck reads FileCheckScript's lines out of any output.
+func ParseFileCheck(out string) map[string]FileState {
+	have := map[string]FileState{}
 	for _, line := range strings.Split(out, "\n") {
-		f := strings.SplitN(line, " ", 3)
-		if len(f) == 3 {
-			have[f[2]] = f[0] + " " + f[1]
+		f := strings.SplitN(line, " ", 5)
+		if len(f) == 5 && f[0] == "file" {
+			have[f[4]] = FileState{SHA256: f[1], Mode: f[2], Recorded: f[3] == "recorded"}
 		}
 	}
+	return have
+}
+
+// ApplyFiles uploads the files whose state differs from have and
+// returns their paths. A node where every file matched its record is not
+// touched at all (a no-op re-run costs only the check).
+func ApplyFiles(ctx context.Context, h host.Host, files []FileSpec, have map[string]FileState) ([]string, error) {
 	var changed []string
 	var record strings.Builder
+	rewrite := false
 	for _, f := range files {
-		if have[f.Remote] != fmt.Sprintf("%s %o", f.SHA256, f.Mode.Perm()) {
+		st, ok := have[f.Remote]
+		if !ok || st.SHA256 != f.SHA256 || st.Mode != fmt.Sprintf("%o", f.Mode.Perm()) {
 			if err := upload(ctx, h, f); err != nil {
 				return changed, err
 			}
 			changed = append(changed, f.Remote)
+			rewrite = true
+		} else if !st.Recorded {
+			rewrite = true
 		}
 		fmt.Fprintf(&record, "echo \"%s|%s|$(stat -c '%%s|%%Y' %s)|\"; ", f.SHA256, f.Remote, host.Quote(f.Remote))
 	}
+	if !rewrite {
+		return nil, nil
+	}
 	// Record every file (now all correct) for the next quick check,
 	// keeping one line per path.
-	_, err = host.Output(ctx, h, fmt.Sprintf(`mkdir -p %[1]s && { cat %[2]s 2>/dev/null; %[3]s } | awk -F'|' '{last[$2]=$0} END {for (p in last) print last[p]}' > %[2]s.tmp && mv %[2]s.tmp %[2]s`,
-		path.Dir(stateFile), stateFile, record.String()))
+	_, err := host.Output(ctx, h, fmt.Sprintf(`mkdir -p %[1]s && { cat %[2]s 2>/dev/null; %[3]s } | awk -F'|' '{last[$2]=$0} END {for (p in last) print last[p]}' > %[2]s.tmp && mv %[2]s.tmp %[2]s`,
+		stateDir, stateFile, record.String()))
 	if err != nil {
 		return changed, fmt.Errorf("recording installed files: %w", err)
 	}
 	return changed, nil
 }
 
+// stateDir holds k8slab's records on a node, as a shell expression: tests
+// on the local machine point K8SLAB_STATE_DIR elsewhere.
+const stateDir = `"${K8SLAB_STATE_DIR:-/var/lib/k8slab}"`
+
 // stateFile records sha256|path|size|mtime| of every file k8slab installed.
-const stateFile = "/var/lib/k8slab/files.state"
+const stateFile = `"${K8SLAB_STATE_DIR:-/var/lib/k8slab}/files.state"`
 
 func upload(ctx context.Context, h host.Host, f FileSpec) error {
 	var r io.Reader

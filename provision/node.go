@@ -42,15 +42,6 @@ done
 echo "changed=$changed"
 `
 
-// PrepareKernel applies kernelScript; it reports whether anything changed.
-func PrepareKernel(ctx context.Context, h host.Host) (bool, error) {
-	out, err := host.Output(ctx, h, kernelScript)
-	if err != nil {
-		return false, fmt.Errorf("kernel settings: %w", err)
-	}
-	return strings.Contains(out, "changed=1"), nil
-}
-
 // requiredPackages are the programs kubeadm's preflight and kube-proxy
 // need, with the Debian/Ubuntu package that provides each.
 func requiredPackages() [][2]string {
@@ -60,27 +51,16 @@ func requiredPackages() [][2]string {
 	}
 }
 
-// EnsurePackages installs missing packages with apt, and only then: a
+// installPackages installs missing packages with apt, and only then: a
 // node that has them all is never touched (nor needs a mirror).
-func EnsurePackages(ctx context.Context, h host.Host) ([]string, error) {
-	var check strings.Builder
-	for _, p := range requiredPackages() {
-		fmt.Fprintf(&check, "command -v %s >/dev/null 2>&1 || echo %s; ", p[0], p[1])
-	}
-	out, err := host.Output(ctx, h, check.String()+"true")
-	if err != nil {
-		return nil, fmt.Errorf("checking packages: %w", err)
-	}
-	missing := strings.Fields(out)
-	if len(missing) == 0 {
-		return nil, nil
-	}
-	cmd := "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + strings.Join(missing, " ") +
-		" || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + strings.Join(missing, " ") + "; }"
+func installPackages(ctx context.Context, h host.Host, missing []string) error {
+	pkgs := strings.Join(missing, " ")
+	cmd := "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + pkgs +
+		" || { DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + pkgs + "; }"
 	if _, err := host.Output(ctx, h, cmd); err != nil {
-		return nil, fmt.Errorf("installing %s with apt: %w", strings.Join(missing, ", "), err)
+		return fmt.Errorf("installing %s with apt: %w", strings.Join(missing, ", "), err)
 	}
-	return missing, nil
+	return nil
 }
 
 // containerdConfig is containerd 2.x's config (version 3): the systemd
@@ -285,58 +265,102 @@ type Roles struct {
 	StackedEtcd bool
 }
 
+// nodeCheck is everything provisioning needs to know, in one round trip:
+// it applies the kernel settings (they change only what differs), then
+// reports missing packages, the installed files, whether containerd runs,
+// and the images containerd has. A converged node is done after it.
+func nodeCheck(files []FileSpec) string {
+	var pk strings.Builder
+	for _, p := range requiredPackages() {
+		fmt.Fprintf(&pk, "command -v %s >/dev/null 2>&1 || echo missing=%s\n", p[0], p[1])
+	}
+	return "( " + kernelScript + ") || { echo 'kernel settings failed' >&2; exit 1; }\n" +
+		pk.String() + FileCheckScript(files) +
+		"systemctl is-enabled -q containerd 2>/dev/null && systemctl is-active -q containerd && echo containerd=active\n" +
+		"ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/image=/'\ntrue\n"
+}
+
 // PrepareNode runs every provisioning step on one node, in order, and
 // returns what it changed (nothing on a converged node). status is told
 // which step runs.
 func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles Roles, status func(string)) ([]string, error) {
-	var changed []string
-	status("kernel settings")
-	if c, err := PrepareKernel(ctx, h); err != nil {
-		return nil, err
-	} else if c {
-		changed = append(changed, "kernel settings")
-	}
-	if pk, err := EnsurePackages(ctx, h); err != nil {
-		return nil, err
-	} else if len(pk) > 0 {
-		changed = append(changed, "packages "+strings.Join(pk, " "))
-	}
-	status("containerd")
-	files, err := ContainerdFiles(b, dir)
+	ctrFiles, err := ContainerdFiles(b, dir)
 	if err != nil {
 		return nil, err
 	}
-	ch, err := SyncFiles(ctx, h, files)
+	k8sFiles, err := KubernetesFiles(b, dir, roles.EtcdMember)
 	if err != nil {
 		return nil, err
 	}
-	if err := EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
+	status("checking")
+	out, err := host.Output(ctx, h, nodeCheck(append(slices.Clone(ctrFiles), k8sFiles...)))
+	if err != nil {
+		return nil, fmt.Errorf("checking the node: %w", err)
+	}
+	var changed, missing, images []string
+	active := false
+	for _, line := range strings.Split(out, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "changed":
+			if v == "1" {
+				changed = append(changed, "kernel settings")
+			}
+		case "missing":
+			missing = append(missing, v)
+		case "containerd":
+			active = v == "active"
+		case "image":
+			images = append(images, v)
+		}
+	}
+	have := ParseFileCheck(out)
+	if len(missing) > 0 {
+		status("packages " + strings.Join(missing, " "))
+		if err := installPackages(ctx, h, missing); err != nil {
+			return nil, err
+		}
+		changed = append(changed, "packages "+strings.Join(missing, " "))
+	}
+	ch, err := ApplyFiles(ctx, h, ctrFiles, have)
+	if err != nil {
 		return nil, err
+	}
+	if len(ch) > 0 || !active {
+		status("containerd")
+		if err := EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
+			return nil, err
+		}
 	}
 	if len(ch) > 0 {
 		changed = append(changed, fmt.Sprintf("containerd (%d files)", len(ch)))
 	}
-	status("kubernetes binaries")
-	if files, err = KubernetesFiles(b, dir, roles.EtcdMember); err != nil {
-		return nil, err
-	}
-	if ch, err = SyncFiles(ctx, h, files); err != nil {
+	if ch, err = ApplyFiles(ctx, h, k8sFiles, have); err != nil {
 		return nil, err
 	}
 	if len(ch) > 0 {
+		status("kubernetes binaries")
 		changed = append(changed, fmt.Sprintf("kubernetes (%d files)", len(ch)))
 		// kubeadm starts the kubelet; until then it only has to be enabled.
 		if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
 			return nil, err
 		}
 	}
-	status("images")
-	imgs, err := ImportImages(ctx, h, b, dir, ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd))
-	if err != nil {
-		return nil, err
+	var need []string
+	for _, ref := range ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd) {
+		if !active || !slices.Contains(images, ref) {
+			need = append(need, ref)
+		}
 	}
-	if len(imgs) > 0 {
-		changed = append(changed, fmt.Sprintf("%d images", len(imgs)))
+	if len(need) > 0 {
+		status("images")
+		imgs, err := ImportImages(ctx, h, b, dir, need)
+		if err != nil {
+			return nil, err
+		}
+		if len(imgs) > 0 {
+			changed = append(changed, fmt.Sprintf("%d images", len(imgs)))
+		}
 	}
 	return changed, nil
 }
