@@ -6,7 +6,7 @@ package calico
 import (
 	"bytes"
 	"fmt"
-	"regexp"
+	"github.com/k8slab/k8slab/internal/kube"
 
 	"sigs.k8s.io/yaml"
 )
@@ -36,8 +36,6 @@ func (o Options) Modes() (ipip, vxlan string, err error) {
 	return "", "", fmt.Errorf("calico: encapsulation %q is not IPIP, VXLAN or None", o.Encapsulation)
 }
 
-var docSep = regexp.MustCompile(`(?m)^---[ \t]*\n`)
-
 // PatchManifest sets the pod network, encapsulation and address
 // autodetection in a release calico.yaml. Each document is decoded and
 // changed as data; documents that need no change are passed through
@@ -62,7 +60,7 @@ func PatchManifest(in []byte, o Options) ([]byte, error) {
 	}
 	var out bytes.Buffer
 	var foundDS, foundCM bool
-	for i, doc := range docSep.Split(string(in), -1) {
+	for i, doc := range kube.SplitDocs(string(in)) {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 			return nil, fmt.Errorf("calico manifest: %w", err)

@@ -2,6 +2,7 @@ package calico
 
 import (
 	"encoding/json"
+	"github.com/k8slab/k8slab/internal/kube"
 	"os"
 	"sort"
 	"strings"
@@ -25,7 +26,7 @@ func release(t *testing.T) []byte {
 func docs(t *testing.T, b []byte) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, d := range docSep.Split(string(b), -1) {
+	for _, d := range kube.SplitDocs(string(b)) {
 		var m map[string]any
 		if err := yaml.Unmarshal([]byte(d), &m); err != nil {
 			t.Fatal(err)
@@ -115,7 +116,7 @@ func TestPatchReleaseManifest(t *testing.T) {
 				t.Errorf("bird probes present = %v, want %v: %s", !tt.birdProbes, tt.birdProbes, probes)
 			}
 			// Every other document is passed through unchanged, to the byte.
-			inDocs, outDocs := docSep.Split(string(in), -1), docSep.Split(string(out), -1)
+			inDocs, outDocs := kube.SplitDocs(string(in)), kube.SplitDocs(string(out))
 			changed := 0
 			for i := range inDocs {
 				if inDocs[i] != outDocs[i] {

@@ -69,6 +69,9 @@ echo "kubelet_version=$(kubelet --version 2>/dev/null | awk '{print $2}')"
 true
 `
 
+// FactsScript is factsScript, for callers that fold it into their own.
+func FactsScript() string { return factsScript }
+
 // GatherFacts reads a node's facts.
 func GatherFacts(ctx context.Context, h host.Host) (Facts, error) {
 	out, err := host.Output(ctx, h, factsScript)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/calico"
+	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/phase"
 )
 
@@ -61,7 +62,7 @@ func (c *Calico) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objs, err := calico.Objects(patched)
+	objs, err := kube.Objects(patched)
 	if err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func (c *Calico) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	own, err := calico.ToObjects(typed)
+	own, err := kube.ToObjects(typed)
 	if err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ func (c *Calico) Run(ctx context.Context) error {
 		return err
 	}
 	if !c.WaitRollout {
-		reports, desired, _, err := cl.Rollout(ctx)
+		reports, desired, _, err := calico.Rollout(ctx, cl.Kube)
 		if err == nil {
 			fmt.Fprintf(status, "calico: applied (not waiting): calico-node desired on %d nodes\n", desired)
 			for _, r := range reports {
@@ -94,7 +95,7 @@ func (c *Calico) Run(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(c.Wait)
 	for {
-		reports, desired, done, err := cl.Rollout(ctx)
+		reports, desired, done, err := calico.Rollout(ctx, cl.Kube)
 		if err == nil && done {
 			fmt.Fprintf(status, "calico: calico-node running on all %d nodes, all nodes Ready; NetworkPolicy is enforced by Calico\n", desired)
 			return nil
@@ -115,7 +116,7 @@ func (c *Calico) Run(ctx context.Context) error {
 
 // kubeClient reaches the API server through the control plane's SSH
 // connection, with the admin credentials the control-plane phase fetched.
-func (c *Context) kubeClient() (*calico.Client, error) {
+func (c *Context) kubeClient() (*kube.Client, error) {
 	c.mu.Lock()
 	admin := c.adminConf
 	c.mu.Unlock()
@@ -126,5 +127,5 @@ func (c *Context) kubeClient() (*calico.Client, error) {
 	if !ok {
 		return nil, fmt.Errorf("the control plane's transport cannot tunnel connections")
 	}
-	return calico.NewClient(admin, d.DialContext)
+	return kube.NewClient(admin, d.DialContext)
 }

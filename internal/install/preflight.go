@@ -78,17 +78,19 @@ func (p *Preflight) hostOf(node string) string {
 
 func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (probe, error) {
 	var pr probe
-	f, err := provision.GatherFacts(ctx, h)
-	if err != nil {
-		return pr, err
-	}
-	pr.facts = f
+	// One round trip: facts and probe share a script (the clock reading is
+	// still taken against the midpoint of that round trip).
 	t0 := p.Now()
-	out, err := host.Output(ctx, h, strings.Replace(probeScript, "CONTROL_PLANE", host.Quote(cpHost), 1))
+	out, err := host.Output(ctx, h, provision.FactsScript()+strings.Replace(probeScript, "CONTROL_PLANE", host.Quote(cpHost), 1))
 	t1 := p.Now()
 	if err != nil {
 		return pr, fmt.Errorf("preflight probe: %w", err)
 	}
+	f, err := provision.ParseFacts(out)
+	if err != nil {
+		return pr, err
+	}
+	pr.facts = f
 	pr.listen = map[int]string{}
 	for _, line := range strings.Split(out, "\n") {
 		k, v, _ := strings.Cut(line, "=")

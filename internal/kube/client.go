@@ -1,4 +1,7 @@
-package calico
+// Package kube is k8slab's Kubernetes API client: reached through the
+// control plane's SSH connection, used to apply objects (server-side
+// apply) and to read the cluster's state.
+package kube
 
 import (
 	"context"
@@ -9,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -30,8 +32,8 @@ const FieldManager = "k8slab"
 // from the control plane (SSH), so the API server's port need not be
 // reachable from the workstation.
 type Client struct {
-	dyn    dynamic.Interface
-	kube   kubernetes.Interface
+	Dyn    dynamic.Interface
+	Kube   kubernetes.Interface
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 }
 
@@ -63,13 +65,13 @@ func newClient(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{dyn: dyn, kube: kube, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))}, nil
+	return &Client{Dyn: dyn, Kube: kube, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))}, nil
 }
 
 // Objects decodes a multi-document manifest into objects.
 func Objects(manifest []byte) ([]*unstructured.Unstructured, error) {
 	var out []*unstructured.Unstructured
-	for _, doc := range docSep.Split(string(manifest), -1) {
+	for _, doc := range SplitDocs(string(manifest)) {
 		var m map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
 			return nil, err
@@ -137,13 +139,13 @@ func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured) err
 	if err != nil {
 		return err
 	}
-	var ri dynamic.ResourceInterface = c.dyn.Resource(mapping.resource)
+	var ri dynamic.ResourceInterface = c.Dyn.Resource(mapping.resource)
 	if mapping.namespaced {
 		ns := o.GetNamespace()
 		if ns == "" {
 			ns = metav1.NamespaceDefault
 		}
-		ri = c.dyn.Resource(mapping.resource).Namespace(ns)
+		ri = c.Dyn.Resource(mapping.resource).Namespace(ns)
 	}
 	force := true
 	_, err = ri.Patch(ctx, o.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
@@ -158,60 +160,30 @@ type metaMapping struct {
 	namespaced bool
 }
 
-// NodeReport is one node's Calico and readiness state.
-type NodeReport struct {
-	Node    string `json:"node"`
-	Ready   bool   `json:"ready"`
-	Calico  string `json:"calico"` // Running, or why not
-	Problem string `json:"problem,omitempty"`
+// Readyz asks the API server's /readyz.
+func (c *Client) Readyz(ctx context.Context) error {
+	_, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	return err
 }
 
-// Rollout reports calico-node per node and node readiness; done is true
-// when every node is Ready with calico-node running.
-func (c *Client) Rollout(ctx context.Context) (reports []NodeReport, desired int32, done bool, err error) {
-	ds, err := c.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "calico-node", metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, 0, false, fmt.Errorf("DaemonSet kube-system/calico-node does not exist")
-	}
-	if err != nil {
-		return nil, 0, false, err
-	}
-	nodes, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, 0, false, err
-	}
-	pods, err := c.kube.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=calico-node"})
-	if err != nil {
-		return nil, 0, false, err
-	}
-	byNode := map[string]string{}
-	for _, p := range pods.Items {
-		state := string(p.Status.Phase)
-		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-			if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" {
-				state = w.Reason + " " + cs.Image
-				break
-			}
+// SplitDocs splits a multi-document YAML stream at its "---" lines.
+func SplitDocs(s string) []string {
+	var docs []string
+	start := 0
+	for i := 0; i <= len(s); {
+		end := strings.IndexByte(s[i:], '\n')
+		if end < 0 {
+			end = len(s) - i
 		}
-		byNode[p.Spec.NodeName] = state
-	}
-	done = true
-	for _, n := range nodes.Items {
-		r := NodeReport{Node: n.Name, Calico: byNode[n.Name]}
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == "Ready" {
-				r.Ready = cond.Status == "True"
-				if !r.Ready {
-					r.Problem = strings.TrimSpace(cond.Reason + ": " + cond.Message)
-				}
-			}
+		line := strings.TrimRight(s[i:i+end], " \t")
+		if line == "---" {
+			docs = append(docs, s[start:i])
+			start = i + end + 1
 		}
-		if r.Calico == "" {
-			r.Calico = "no calico-node pod"
-		}
-		done = done && r.Ready && r.Calico == "Running"
-		reports = append(reports, r)
+		i += end + 1
 	}
-	sort.Slice(reports, func(i, j int) bool { return reports[i].Node < reports[j].Node })
-	return reports, ds.Status.DesiredNumberScheduled, done, nil
+	if start <= len(s) {
+		docs = append(docs, s[start:])
+	}
+	return docs
 }
