@@ -36,6 +36,7 @@ func clusterFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
 		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
+		&cli.BoolFlag{Name: "fix-machine-id", Usage: "regenerate /etc/machine-id on nodes that share it with another (cloned VMs)"},
 		&cli.BoolFlag{Name: "merge-kubeconfig", Usage: "also merge the cluster into $KUBECONFIG or ~/.kube/config"},
 	}
 }
@@ -146,6 +147,7 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
 		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
 		WaitRollout: c.Bool("wait"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
+		FixMachineID: c.Bool("fix-machine-id"),
 	}
 	if c.Bool("merge-kubeconfig") {
 		ictx.MergeKubeconfig = os.Getenv("KUBECONFIG")

@@ -1,8 +1,14 @@
 package install
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
 	"context"
 	"fmt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,9 +85,21 @@ func (c *Calico) Run(ctx context.Context) error {
 		return err
 	}
 	status := c.Runner.StatusWriter()
-	fmt.Fprintf(status, "calico: applying %d objects of the %s manifest and %d of k8slab's\n", len(objs), c.Cluster.Calico.Version, len(own))
-	if err := cl.Apply(ctx, append(objs, own...)); err != nil {
+	all := append(objs, own...)
+	sum, err := objectsHash(all)
+	if err != nil {
 		return err
+	}
+	if c.appliedBefore(ctx, cl, sum) {
+		fmt.Fprintf(status, "calico: nothing to do (the same %d objects were applied before)\n", len(all))
+	} else {
+		fmt.Fprintf(status, "calico: applying %d objects of the %s manifest and %d of k8slab's\n", len(objs), c.Cluster.Calico.Version, len(own))
+		if err := cl.Apply(ctx, all); err != nil {
+			return err
+		}
+		if err := c.recordApplied(ctx, cl, sum); err != nil {
+			return err
+		}
 	}
 	if !c.WaitRollout {
 		reports, desired, _, err := calico.Rollout(ctx, cl.Kube)
@@ -128,4 +146,41 @@ func (c *Context) kubeClient() (*kube.Client, error) {
 		return nil, fmt.Errorf("the control plane's transport cannot tunnel connections")
 	}
 	return kube.NewClient(admin, d.DialContext)
+}
+
+// appliedRecord remembers what the calico phase applied last, so that a
+// re-run with nothing new skips re-applying some forty objects through a
+// slow control plane.
+const appliedRecord = "k8slab-calico"
+
+func objectsHash(objs []*unstructured.Unstructured) (string, error) {
+	h := sha256.New()
+	for _, o := range objs {
+		b, err := json.Marshal(o.Object)
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// appliedBefore: the record matches and calico-node still exists (a
+// deleted DaemonSet is re-applied; deeper drift needs a reinstall).
+func (c *Calico) appliedBefore(ctx context.Context, cl *kube.Client, sum string) bool {
+	cm, err := cl.Kube.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, appliedRecord, metav1.GetOptions{})
+	if err != nil || cm.Data["sha256"] != sum {
+		return false
+	}
+	_, err = cl.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, "calico-node", metav1.GetOptions{})
+	return err == nil
+}
+
+func (c *Calico) recordApplied(ctx context.Context, cl *kube.Client, sum string) error {
+	cm := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": appliedRecord, "namespace": metav1.NamespaceSystem},
+		"data":     map[string]any{"sha256": sum, "calico-version": c.Cluster.Calico.Version},
+	}}
+	return cl.Apply(ctx, []*unstructured.Unstructured{cm})
 }

@@ -33,6 +33,8 @@ type Context struct {
 	// the kubeconfig file to merge it into.
 	KubeconfigDir   string
 	MergeKubeconfig string
+	// FixMachineID lets preflight regenerate repeated machine-ids.
+	FixMachineID bool
 	// Now is the workstation clock (for the skew check).
 	Now func() time.Time
 

@@ -71,51 +71,20 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	cp := c.Cluster.ControlPlane
 	return c.each(ctx, "control-plane", []string{cp}, nil, func(ctx context.Context, node string, t *run.Task) error {
 		h := t.Host
-		token, err := bootstrap.NewToken()
+		state, err := initState(ctx, h)
 		if err != nil {
 			return err
 		}
-		state, err := initState(ctx, h, c.Wait)
-		if err != nil {
-			return err
-		}
+		var token string
 		if state == initDone {
-			// A re-run: the cluster exists. Joins still need a valid token,
-			// and a fresh one costs nothing.
+			// Never initialized twice: a re-run cannot wipe a working
+			// cluster. Joins that still need a token get one then.
 			t.Status("already initialized: nothing to do")
-			if _, err := host.Output(ctx, h, "kubeadm token create "+token+" --ttl 2h --kubeconfig "+adminConfPath+" >/dev/null"); err != nil {
-				return fmt.Errorf("kubeadm token create: %w", err)
-			}
 		} else {
-			cfg, err := bootstrap.RenderInit(bootstrap.InitInput{
-				ClusterName:          c.Cluster.Name,
-				KubernetesVersion:    c.Release.Kubernetes,
-				ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp)},
-				ServiceCIDR:          c.Cluster.ServiceCIDR,
-				PodCIDR:              c.Cluster.PodCIDR,
-				EtcdEndpoints:        c.etcd.Endpoints(),
-				Token:                token,
-				ControlPlaneIsWorker: c.controlPlaneIsWorker(),
-				ProxyMode:            c.proxyMode(),
-				Wait:                 c.Wait,
-			})
-			if err != nil {
+			if token, err = bootstrap.NewToken(); err != nil {
 				return err
 			}
-			if _, err := provision.SyncFiles(ctx, h, []provision.FileSpec{provision.Generated(initConfigPath, 0o600, string(cfg))}); err != nil {
-				return err
-			}
-			cmd := "kubeadm init --config " + initConfigPath
-			if state == initPartial {
-				// kubeadm reuses the certificates and kubeconfigs it wrote;
-				// only its preflight objects to the files being there.
-				t.Status("resuming an interrupted kubeadm init")
-				cmd += " --ignore-preflight-errors=all"
-			} else {
-				t.Status("kubeadm init (this takes minutes on emulated VMs)")
-			}
-			init := bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker}
-			if err := init.Run(ctx, h, c.Wait, func(line string) { t.Status("kubeadm init: %s", line) }); err != nil {
+			if err := c.init(ctx, t, state, token); err != nil {
 				return err
 			}
 		}
@@ -134,8 +103,72 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.token, c.caHash, c.adminConf = token, hash, admin
 		c.mu.Unlock()
+		if state == initDone {
+			// A finished control plane must also answer before later phases
+			// trust it; a starved emulated VM can take minutes to.
+			return c.waitReady(ctx, t)
+		}
 		return nil
 	})
+}
+
+func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, token string) error {
+	cp := c.Cluster.ControlPlane
+	cfg, err := bootstrap.RenderInit(bootstrap.InitInput{
+		ClusterName:          c.Cluster.Name,
+		KubernetesVersion:    c.Release.Kubernetes,
+		ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp)},
+		ServiceCIDR:          c.Cluster.ServiceCIDR,
+		PodCIDR:              c.Cluster.PodCIDR,
+		EtcdEndpoints:        c.etcd.Endpoints(),
+		Token:                token,
+		ControlPlaneIsWorker: c.controlPlaneIsWorker(),
+		ProxyMode:            c.proxyMode(),
+		Wait:                 c.Wait,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := provision.SyncFiles(ctx, t.Host, []provision.FileSpec{provision.Generated(initConfigPath, 0o600, string(cfg))}); err != nil {
+		return err
+	}
+	cmd := "kubeadm init --config " + initConfigPath
+	if state == initPartial {
+		// kubeadm reuses the certificates and kubeconfigs it wrote; only
+		// its preflight objects to the files being there.
+		t.Status("resuming an interrupted kubeadm init")
+		cmd += " --ignore-preflight-errors=all"
+	} else {
+		t.Status("kubeadm init (this takes minutes on emulated VMs)")
+	}
+	init := bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker}
+	return init.Run(ctx, t.Host, c.Wait, func(line string) { t.Status("kubeadm init: %s", line) })
+}
+
+// waitReady polls the API server's /readyz through the SSH tunnel.
+func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
+	cl, err := c.kubeClient()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := cl.Readyz(rctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Since(start) > c.Wait {
+			return fmt.Errorf("the control plane was initialized but its API server is not ready after %s: %w", c.Wait, err)
+		}
+		t.Status("waiting for the API server's /readyz (%s so far): %v", time.Since(start).Round(time.Second), err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(3 * time.Second):
+		}
+	}
 }
 
 // initDoneMarker is written only when kubeadm init exits 0: admin.conf
@@ -153,30 +186,14 @@ const (
 // initState tells a finished control plane (never initialized again, so a
 // re-run cannot wipe a working cluster) from an interrupted init (resumed)
 // and a fresh node.
-func initState(ctx context.Context, h host.Host, wait time.Duration) (initStatus, error) {
+func initState(ctx context.Context, h host.Host) (initStatus, error) {
 	out, err := host.Output(ctx, h, fmt.Sprintf(`if [ -f %s ]; then echo done; elif [ -e /etc/kubernetes/manifests/kube-apiserver.yaml ] || [ -f %s ]; then echo partial; else echo none; fi`, initDoneMarker, adminConfPath))
 	if err != nil {
 		return initNone, err
 	}
 	switch strings.TrimSpace(out) {
 	case "done":
-		// A finished control plane must also answer before it is trusted;
-		// a starved emulated VM can take minutes to.
-		deadline := time.Now().Add(wait)
-		for {
-			_, err := host.Output(ctx, h, "kubectl --kubeconfig "+adminConfPath+" get --raw /readyz --request-timeout 60s")
-			if err == nil {
-				return initDone, nil
-			}
-			if time.Now().After(deadline) {
-				return initNone, fmt.Errorf("the control plane was initialized but its API server does not answer after %s: %w", wait, err)
-			}
-			select {
-			case <-ctx.Done():
-				return initNone, ctx.Err()
-			case <-time.After(5 * time.Second):
-			}
-		}
+		return initDone, nil
 	case "partial":
 		return initPartial, nil
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/host"
@@ -45,25 +47,48 @@ func (j *Join) Run(ctx context.Context) error {
 		return nil
 	}
 	j.mu.Lock()
-	token, hash := j.token, j.caHash
+	hash, admin := j.caHash, j.adminConf
 	j.mu.Unlock()
-	if token == "" {
-		return fmt.Errorf("no join token: the control-plane phase must run first (it is idempotent: --only control-plane,join)")
+	if admin == nil {
+		return fmt.Errorf("no cluster credentials: the control-plane phase must run first (it is idempotent: --only control-plane,join)")
 	}
-	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
-	return j.each(ctx, "join", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
-		h := t.Host
-		// kubelet.conf is written once the node has authenticated; from
-		// there the kubelet finishes registering by itself.
-		out, err := host.Output(ctx, h, "if [ -f /etc/kubernetes/kubelet.conf ]; then echo joined; elif [ -e /etc/kubernetes/pki/ca.crt ]; then echo partial; fi")
+	// kubelet.conf is written once the node has authenticated; from there
+	// the kubelet finishes registering by itself.
+	states := map[string]string{}
+	var mu sync.Mutex
+	err := j.each(ctx, "join check", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
+		out, err := host.Output(ctx, t.Host, "if [ -f /etc/kubernetes/kubelet.conf ]; then echo joined; elif [ -e /etc/kubernetes/pki/ca.crt ]; then echo partial; else echo none; fi")
 		if err != nil {
 			return err
 		}
-		state := strings.TrimSpace(out)
-		if state == "joined" {
+		st := strings.TrimSpace(out)
+		if st == "joined" {
 			t.Status("already joined: nothing to do")
-			return nil
 		}
+		mu.Lock()
+		states[node] = st
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var pending []string
+	for _, w := range workers {
+		if states[w] != "joined" {
+			pending = append(pending, w)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	token, err := j.joinToken(ctx)
+	if err != nil {
+		return err
+	}
+	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
+	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
+		h := t.Host
 		cfg, err := bootstrap.RenderJoin(bootstrap.JoinInput{
 			Node: bootstrap.Node{Name: j.Facts(node).Hostname, IP: j.NodeIP(node)}, APIServer: api,
 			Token: token, CACertHash: hash, Wait: j.Wait,
@@ -75,11 +100,35 @@ func (j *Join) Run(ctx context.Context) error {
 			return err
 		}
 		cmd := "kubeadm join --config " + joinConfigPath
-		if state == "partial" {
+		if states[node] == "partial" {
 			t.Status("resuming an interrupted kubeadm join")
 			cmd += " --ignore-preflight-errors=all"
 		}
 		join := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd}
 		return join.Run(ctx, h, j.Wait, func(line string) { t.Status("kubeadm join: %s", line) })
 	})
+}
+
+// joinToken is the token of this run's kubeadm init, or, on a re-run of
+// an initialized cluster, a fresh one created through the API.
+func (j *Join) joinToken(ctx context.Context) (string, error) {
+	j.mu.Lock()
+	token := j.token
+	j.mu.Unlock()
+	if token != "" {
+		return token, nil
+	}
+	token, err := bootstrap.NewToken()
+	if err != nil {
+		return "", err
+	}
+	cl, err := j.kubeClient()
+	if err != nil {
+		return "", err
+	}
+	// Long enough for a slow join; the token cleaner removes it afterwards.
+	if err := cl.CreateBootstrapToken(ctx, token, j.Wait+time.Hour); err != nil {
+		return "", err
+	}
+	return token, nil
 }

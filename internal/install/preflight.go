@@ -65,6 +65,11 @@ func (p *Preflight) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if p.FixMachineID {
+		if err := p.fixMachineIDs(ctx, probes); err != nil {
+			return err
+		}
+	}
 	if problems := p.check(probes); len(problems) > 0 {
 		return errors.New("preflight found problems, nothing was changed:\n  " + strings.Join(problems, "\n  "))
 	}
@@ -218,3 +223,37 @@ func (p *Preflight) check(probes map[string]probe) []string {
 	sort.Strings(problems)
 	return problems
 }
+
+// fixMachineIDs gives every node whose machine-id repeats an earlier
+// node's a new one (cloned lab VMs share it, and the kubelet, Calico and
+// journald key on it). Only with --fix-machine-id: it changes the node.
+func (p *Preflight) fixMachineIDs(ctx context.Context, probes map[string]probe) error {
+	seen := map[string]string{}
+	for _, node := range p.Cluster.Nodes {
+		pr, ok := probes[node]
+		id := pr.facts.MachineID
+		if !ok || id == "" {
+			continue
+		}
+		if _, dup := seen[id]; !dup {
+			seen[id] = node
+			continue
+		}
+		out, err := host.Output(ctx, p.Hosts[node], regenerateMachineID)
+		if err != nil {
+			return fmt.Errorf("host %s: --fix-machine-id: %w", node, err)
+		}
+		pr.facts.MachineID = strings.TrimSpace(out)
+		probes[node] = pr
+		p.setFacts(node, pr.facts, pr.src)
+		fmt.Fprintf(p.Runner.StatusWriter(), "%s: machine-id %s was %s's too; regenerated: %s\n", node, id, seen[id], pr.facts.MachineID)
+		seen[pr.facts.MachineID] = node
+	}
+	return nil
+}
+
+// regenerateMachineID makes a new random machine-id the way systemd does
+// on first boot; D-Bus's copy follows it.
+const regenerateMachineID = `rm -f /etc/machine-id && systemd-machine-id-setup >/dev/null 2>&1 || dbus-uuidgen --ensure=/etc/machine-id
+[ ! -e /var/lib/dbus/machine-id ] || ln -sf /etc/machine-id /var/lib/dbus/machine-id
+cat /etc/machine-id`
