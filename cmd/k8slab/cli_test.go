@@ -40,13 +40,7 @@ type result struct {
 // lab is given, as `k8slab lab exec` would.
 func runCLI(t *testing.T, lab *topology.Lab, env []string, args ...string) result {
 	t.Helper()
-	argv := append([]string{binPath}, args...)
-	if lab != nil {
-		argv = append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, argv...)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=", "HOME="+t.TempDir())
-	cmd.Env = append(cmd.Env, env...)
+	cmd := cliCmd(t, lab, env, args...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -58,6 +52,19 @@ func runCLI(t *testing.T, lab *topology.Lab, env []string, args ...string) resul
 		t.Fatal(err)
 	}
 	return result{so.String(), se.String(), code}
+}
+
+// cliCmd is the k8slab command line, inside the lab's workstation
+// namespace when there is a lab.
+func cliCmd(t *testing.T, lab *topology.Lab, env []string, args ...string) *exec.Cmd {
+	argv := append([]string{binPath}, args...)
+	if lab != nil {
+		argv = append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=", "HOME="+t.TempDir())
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
 }
 
 // labEnv is what `k8slab lab exec` sets, plus a private log dir.

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,22 +23,23 @@ import (
 )
 
 type installReport struct {
-	run.Report
 	Hosts []struct {
-		Host  string `json:"host"`
-		Steps []run.StepResult
-		Data  struct {
-			Phases []struct {
-				Phase, Status string
-				DurationMS    int64 `json:"duration_ms"`
-			} `json:"phases"`
-		} `json:"data"`
+		Host  string           `json:"host"`
+		Steps []run.StepResult `json:"steps"`
 	} `json:"hosts"`
+	Data struct {
+		Phases []struct {
+			Phase, Status string
+			DurationMS    int64 `json:"duration_ms"`
+		} `json:"phases"`
+	} `json:"data"`
 }
 
 // TestE2EInstall installs the user's cluster on the four VMs from the
 // offline bundle and checks it the way an operator would; then proves a
-// second install is a no-op. Run by make e2e.
+// second install is a no-op, that a run killed in the middle of the join
+// phase converges when re-run, and that an incomplete Calico rollout
+// exits with code 5. Run by make e2e-install.
 func TestE2EInstall(t *testing.T) {
 	if os.Getenv("K8SLAB_E2E_INSTALL") == "" {
 		t.Skip("install tier: run with make e2e-install (K8SLAB_E2E_INSTALL=1)")
@@ -43,20 +49,9 @@ func TestE2EInstall(t *testing.T) {
 	kubeconfigDir := t.TempDir()
 	args := []string{"install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
 		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", kubeconfigDir, "--name", "lab", "--output", "json", "--wait=false"}
+	with := func(extra ...string) []string { return append(slices.Clone(args), extra...) }
 
-	start := time.Now()
-	r := runCLI(t, lab, env, args...)
-	first := time.Since(start)
-	t.Logf("first install: %s\n%s", first.Round(time.Second), tail(r.stderr, 40))
-	if r.code != 0 {
-		t.Fatalf("install exit %d\n%s", r.code, r.stdout)
-	}
-	var rep installReport
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-		t.Fatalf("report: %v\n%s", err, r.stdout)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Minute)
 	defer cancel()
 	o := lab.SSHOptions()
 	o.CommandTimeout = 2 * time.Minute
@@ -65,13 +60,57 @@ func TestE2EInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	cp, _ := pool.Host(ssh.Target{Host: "172.31.3.11"})
-	kubectl := func(args string) string {
-		out, err := host.Output(ctx, cp, "kubectl --kubeconfig /etc/kubernetes/admin.conf "+args)
+	node := func(addr string) *ssh.Client {
+		c, err := pool.Host(ssh.Target{Host: addr})
 		if err != nil {
-			t.Errorf("kubectl %s: %v", args, err)
+			t.Fatal(err)
+		}
+		return c
+	}
+	sh := func(addr, cmd string) string {
+		out, err := host.Output(ctx, node(addr), cmd)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", addr, cmd, err)
 		}
 		return strings.TrimSpace(out)
+	}
+
+	// Cloned VMs share a machine-id: preflight names the node and changes
+	// nothing; --fix-machine-id (given to the install below) regenerates it.
+	id1 := sh("172.31.3.11", "cat /etc/machine-id")
+	sh("172.31.3.12", "echo "+id1+" > /etc/machine-id")
+	r := runCLI(t, lab, env, with("--only", "preflight")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "172.31.3.12: machine-id "+id1+" is the same as 172.31.3.11's") {
+		t.Fatalf("preflight with a cloned machine-id: exit %d\n%s", r.code, tail(r.stderr, 20))
+	}
+
+	start := time.Now()
+	r = runCLI(t, lab, env, with("--fix-machine-id")...)
+	first := time.Since(start)
+	t.Logf("first install: %s\n%s", first.Round(time.Second), tail(r.stderr, 40))
+	if r.code != 0 {
+		t.Fatalf("install exit %d\n%s", r.code, r.stdout)
+	}
+	rep := parseReport(t, r.stdout)
+	t.Logf("phases: %s", phaseSummary(rep))
+	for _, h := range rep.Hosts {
+		steps := map[string]bool{}
+		for _, s := range h.Steps {
+			steps[s.Step] = s.DurationMS > 0
+		}
+		for _, want := range []string{"preflight", "provision"} {
+			if !steps[want] {
+				t.Errorf("report: %s has no timed %s step: %+v", h.Host, want, h.Steps)
+			}
+		}
+	}
+	if id2 := sh("172.31.3.12", "cat /etc/machine-id"); id2 == id1 || len(id2) != 32 {
+		t.Errorf("--fix-machine-id: kube-node2's machine-id is %q (node1 %s)", id2, id1)
+	}
+
+	cp := node("172.31.3.11")
+	kubectl := func(args string) string {
+		return sh("172.31.3.11", "kubectl --kubeconfig /etc/kubernetes/admin.conf "+args)
 	}
 	nodes := kubectl(`get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.addresses[?(@.type=="InternalIP")].address} {end}'`)
 	for _, want := range []string{"kube-node1=172.31.3.11", "kube-node2=172.31.3.12", "kube-node3=172.31.4.11", "kube-node4=172.31.4.12"} {
@@ -95,6 +134,9 @@ func TestE2EInstall(t *testing.T) {
 	if ds != "4 172.31.128.0/18 kubernetes-internal-ip" {
 		t.Errorf("calico-node DaemonSet: %q", ds)
 	}
+	if taints := kubectl(`get node kube-node1 -o jsonpath='{.spec.taints[*].effect}'`); strings.Contains(taints, "NoSchedule") && !strings.Contains(taints, "not-ready") {
+		t.Logf("kube-node1 taints: %s", taints)
+	}
 	checkEtcd(t, ctx, pool)
 	if st, err := os.Stat(filepath.Join(kubeconfigDir, "lab.kubeconfig")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("kubeconfig: %v %v", st, err)
@@ -102,29 +144,106 @@ func TestE2EInstall(t *testing.T) {
 
 	// A second install with the same arguments changes nothing.
 	ident := func() string {
-		out, err := host.Output(ctx, cp, "systemctl show -p ActiveEnterTimestampMonotonic --value etcd; crictl ps --name kube-apiserver -q")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return sh("172.31.3.11", "systemctl show -p ActiveEnterTimestampMonotonic --value etcd; crictl ps --name kube-apiserver -q")
 	}
 	before := ident()
 	start = time.Now()
 	r2 := runCLI(t, lab, env, args...)
 	second := time.Since(start)
-	t.Logf("second install: %s (first %s)", second.Round(100*time.Millisecond), first.Round(time.Second))
+	t.Logf("second install: %s (first %s)\n%s", second.Round(100*time.Millisecond), first.Round(time.Second), tail(r2.stderr, 40))
 	if r2.code != 0 {
-		t.Fatalf("re-install exit %d\n%s\n%s", r2.code, r2.stdout, tail(r2.stderr, 30))
+		t.Fatalf("re-install exit %d\n%s", r2.code, r2.stdout)
 	}
+	t.Logf("no-op phases: %s", phaseSummary(parseReport(t, r2.stdout)))
 	if after := ident(); after != before {
 		t.Errorf("a no-op install restarted etcd or kube-apiserver:\n%s\n->\n%s", before, after)
 	}
-	if strings.Count(r2.stderr, "nothing to do") < 4 {
-		t.Errorf("re-run should say nothing to do per node:\n%s", tail(r2.stderr, 40))
+	// preflight aside, every phase says it had nothing to do: provision per
+	// node (4), etcd per member (3), the control plane, each joined worker
+	// (3) and Calico.
+	if n := strings.Count(r2.stderr, "nothing to do"); n < 12 {
+		t.Errorf("re-run says \"nothing to do\" %d times, want 12:\n%s", n, tail(r2.stderr, 60))
 	}
 	if second > first/10 {
 		t.Errorf("re-install took %s, more than 10%% of %s", second, first)
 	}
+
+	// A run killed in the middle of the join phase converges when re-run:
+	// kube-node4 leaves the cluster, the install that re-joins it is killed
+	// (with the join itself, on the node) once it runs.
+	kubectl("delete node kube-node4 --wait=false")
+	sh("172.31.4.12", "kubeadm reset -f >/dev/null 2>&1; rm -f /etc/k8slab/kubeadm-join.yaml")
+	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: kubeadm join")
+	t.Logf("killed mid-join:\n%s", tail(killed, 10))
+	sh("172.31.4.12", "systemctl stop k8slab-kubeadm-join.service 2>/dev/null; true")
+	r3 := runCLI(t, lab, env, args...)
+	if r3.code != 0 {
+		t.Fatalf("re-run after the kill: exit %d\n%s\n%s", r3.code, r3.stdout, tail(r3.stderr, 30))
+	}
+	if got := kubectl(`get node kube-node4 -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}'`); got != "172.31.4.12" {
+		t.Errorf("kube-node4 after the resumed join: %q", got)
+	}
+
+	// With --wait, an incomplete Calico rollout (no Calico images in this
+	// offline lab) is reported per node and exits 5.
+	r4 := runCLI(t, lab, env, "install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
+		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", kubeconfigDir, "--name", "lab",
+		"--only", "control-plane,calico", "--wait-timeout", "40s")
+	if r4.code != 5 || !strings.Contains(r4.stderr+r4.stdout, "quay.io/calico/") || !strings.Contains(r4.stderr+r4.stdout, "kube-node3: calico-node") {
+		t.Errorf("--wait without Calico images: exit %d, want 5 with a per-node report\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
+	}
+	_ = cp
+}
+
+// killWhen starts cmd and kills it (SIGKILL, as a lost terminal or OOM
+// would) when its stderr shows a line containing marker.
+func killWhen(t *testing.T, cmd *exec.Cmd, marker string) string {
+	t.Helper()
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var seen strings.Builder
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		once := false
+		for sc.Scan() {
+			seen.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), marker) {
+				once = true
+				close(found)
+			}
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); pw.Close() }()
+	select {
+	case <-found:
+		cmd.Process.Kill()
+		<-done
+	case err := <-done:
+		t.Fatalf("the run ended (%v) before %q:\n%s", err, marker, seen.String())
+	}
+	return seen.String()
+}
+
+func parseReport(t *testing.T, stdout string) installReport {
+	t.Helper()
+	var rep installReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout)
+	}
+	return rep
+}
+
+func phaseSummary(rep installReport) string {
+	var b strings.Builder
+	for _, p := range rep.Data.Phases {
+		fmt.Fprintf(&b, "%s %s %.1fs; ", p.Phase, p.Status, float64(p.DurationMS)/1000)
+	}
+	return b.String()
 }
 
 // checkEtcd asks etcd itself, with a client certificate issued from the

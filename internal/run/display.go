@@ -12,6 +12,8 @@ import (
 // host redrawn in place on a terminal.
 type display interface {
 	event(hr *hostRun, step string, st State, d time.Duration, err error)
+	// status is a step's progress message (Task.Status).
+	status(hr *hostRun, step, msg string)
 	stop()
 }
 
@@ -28,6 +30,7 @@ func newDisplay(r *Runner) display {
 type nopDisplay struct{}
 
 func (nopDisplay) event(*hostRun, string, State, time.Duration, error) {}
+func (nopDisplay) status(*hostRun, string, string)                     {}
 func (nopDisplay) stop()                                               {}
 
 // plain prints one line per host and event; greppable in CI logs.
@@ -48,6 +51,14 @@ func (p *plain) event(hr *hostRun, step string, st State, d time.Duration, err e
 	default:
 		fmt.Fprintf(p.w, "%s: %s: %s in %s\n", hr.h.Name(), step, st, d.Round(time.Millisecond))
 	}
+}
+
+// status lines are what a CI log needs to tell a slow step from a stuck
+// one ("kubeadm init: [wait-control-plane] ...").
+func (p *plain) status(hr *hostRun, step, msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "%s: %s: %s\n", hr.h.Name(), step, msg)
 }
 
 func (p *plain) stop() {}
@@ -83,6 +94,7 @@ func newLive(r *Runner) *live {
 }
 
 func (l *live) event(*hostRun, string, State, time.Duration, error) {}
+func (l *live) status(*hostRun, string, string)                     {}
 
 func (l *live) stop() {
 	l.once.Do(func() { close(l.done); l.wg.Wait() })

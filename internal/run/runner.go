@@ -102,8 +102,10 @@ func (t *Task) Status(format string, args ...any) {
 	msg := t.r.opts.Redactor.String(fmt.Sprintf(format, args...))
 	t.hr.mu.Lock()
 	t.hr.last = msg
+	step := t.hr.step
 	t.hr.mu.Unlock()
 	fmt.Fprintf(t.Log, "-- %s\n", msg)
+	t.r.display.status(t.hr, step, msg)
 }
 
 // New creates the run directory and one log file per host.
