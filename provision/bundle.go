@@ -32,6 +32,9 @@ type Bundle struct {
 	Files   []File  `json:"files"`
 	// Images maps image references to their tarball under images/.
 	Images map[string]string `json:"images"`
+	// Pull: the bundle has no images (downloaded from release hosts);
+	// containerd on the nodes pulls them.
+	Pull bool `json:"pull,omitempty"`
 	// Notes say honestly what the bundle lacks and why.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -118,7 +121,7 @@ func LoadBundle(dir string) (*Bundle, error) {
 			problems = append(problems, fmt.Sprintf("%s: sha256 %s, manifest says %s", f.Path, sum, f.SHA256))
 		}
 	}
-	for _, p := range b.Release.RequiredFiles() {
+	for _, p := range b.Release.RequiredFiles(b.Pull) {
 		if !listed[p] {
 			problems = append(problems, p+": not in the bundle")
 		}
@@ -141,17 +144,23 @@ func bundleBinaries() []string {
 // cniPlugins are the reference plugins a bundle carries under cni/.
 func cniPlugins() []string { return []string{"bridge", "host-local", "loopback", "portmap"} }
 
-// RequiredFiles lists every path a complete bundle of this release holds.
-func (r Release) RequiredFiles() []string {
+// RequiredFiles lists every path a complete bundle of this release holds;
+// one whose images are pulled holds only what runs on the nodes' hosts.
+func (r Release) RequiredFiles(pull bool) []string {
 	var out []string
 	for _, b := range bundleBinaries() {
+		if pull && strings.HasPrefix(b, "kube-") {
+			continue // control-plane components run from images
+		}
 		out = append(out, "bin/"+b)
 	}
 	for _, c := range cniPlugins() {
 		out = append(out, "cni/"+c)
 	}
 	for _, img := range r.Images() {
-		out = append(out, "images/"+ImageFileName(img))
+		if !pull {
+			out = append(out, "images/"+ImageFileName(img))
+		}
 	}
 	for _, c := range r.Calico {
 		out = append(out, "calico/"+c+"/calico.yaml")

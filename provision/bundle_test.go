@@ -34,7 +34,7 @@ func fakeBundle(t *testing.T) (string, Release) {
 	t.Helper()
 	r, _ := LookupRelease(DefaultKubernetesVersion)
 	dir := t.TempDir()
-	for _, p := range r.RequiredFiles() {
+	for _, p := range r.RequiredFiles(false) {
 		full := filepath.Join(dir, p)
 		os.MkdirAll(filepath.Dir(full), 0o755)
 		os.WriteFile(full, []byte("content of "+p), 0o644)

@@ -348,7 +348,8 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 	}
 	var need []string
 	for _, ref := range ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd) {
-		if !active || !slices.Contains(images, ref) {
+		// Without images in the bundle, kubeadm and the kubelet pull them.
+		if !b.Pull && (!active || !slices.Contains(images, ref)) {
 			need = append(need, ref)
 		}
 	}

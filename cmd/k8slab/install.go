@@ -32,6 +32,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "calico-encapsulation", Usage: "IPIP | VXLAN | None (default IPIP, CrossSubnet)"},
 		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
 		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by k8slab-bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
+		&cli.StringSliceFlag{Name: "mirror", Usage: "without --artifacts: fetch from a mirror, `FROM=TO` URL prefixes (e.g. https://dl.k8s.io=http://mirror.lab/k8s; repeatable)"},
 		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join, calico, kubeconfig"},
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
@@ -128,6 +129,10 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	mirrors, err := parseMirrors(c.StringSlice("mirror"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if !c.IsSet("nodes") {
 		// The session reads --nodes; a cluster file alone supplies them.
 		c.Set("nodes", strings.Join(cfg.Nodes, ","))
@@ -148,6 +153,11 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
 		WaitRollout: c.Bool("wait"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
 		FixMachineID: c.Bool("fix-machine-id"),
+	}
+	if bundle == nil {
+		status := s.runner.StatusWriter()
+		ictx.Download = &provision.Downloader{Cache: expand("~/.cache/k8slab"), Mirrors: mirrors,
+			Progress: func(m string) { fmt.Fprintln(status, "artifacts: "+m) }}
 	}
 	if c.Bool("merge-kubeconfig") {
 		ictx.MergeKubeconfig = os.Getenv("KUBECONFIG")
@@ -236,4 +246,17 @@ func planCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// parseMirrors reads --mirror FROM=TO pairs.
+func parseMirrors(flags []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, f := range flags {
+		from, to, ok := strings.Cut(f, "=")
+		if !ok || !strings.Contains(from, "://") || !strings.Contains(to, "://") {
+			return nil, badInput("--mirror %q: want FROM=TO, two URL prefixes", f)
+		}
+		m[from] = to
+	}
+	return m, nil
 }

@@ -57,8 +57,8 @@ func (c *Calico) Plan() []phase.Step {
 }
 
 func (c *Calico) Run(ctx context.Context) error {
-	if c.Bundle == nil {
-		return errNoBundle
+	if err := c.ensureArtifacts(ctx); err != nil {
+		return err
 	}
 	manifest, err := os.ReadFile(filepath.Join(c.BundleDir, "calico", c.Cluster.Calico.Version, "calico.yaml"))
 	if err != nil {

@@ -22,6 +22,8 @@ type Context struct {
 	Release   provision.Release
 	Bundle    *provision.Bundle
 	BundleDir string
+	// Download fetches the release when there is no bundle (--artifacts).
+	Download *provision.Downloader
 	Runner    *run.Runner
 	// Hosts are the nodes' transports, by node as written in Cluster.Nodes.
 	Hosts map[string]host.Host
@@ -98,4 +100,32 @@ func Phases(c *Context) []phase.Phase {
 		&Calico{c},
 		&Kubeconfig{c},
 	}
+}
+
+// ensureArtifacts makes sure the release's files are on the workstation:
+// the bundle given with --artifacts, or a download verified against the
+// published checksums. Every step after it is the same for both.
+func (c *Context) ensureArtifacts(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.Bundle != nil {
+		return nil
+	}
+	if c.Download == nil {
+		return fmt.Errorf("no --artifacts bundle and no downloader")
+	}
+	arch := ""
+	for _, n := range c.Cluster.Nodes {
+		a := c.facts[n].Arch
+		if arch != "" && a != arch {
+			return fmt.Errorf("nodes of different architectures (%s, %s): downloads serve one per cluster", arch, a)
+		}
+		arch = a
+	}
+	b, dir, err := c.Download.Fetch(ctx, c.Release, arch, c.Cluster.Calico.Version)
+	if err != nil {
+		return err
+	}
+	c.Bundle, c.BundleDir = b, dir
+	return nil
 }

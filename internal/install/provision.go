@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"errors"
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/phase"
@@ -17,9 +16,6 @@ type Provision struct{ *Context }
 
 func (*Provision) Name() string { return "provision" }
 
-// errNoBundle: downloading release binaries needs the internet, which the
-// lab here does not have; that path is not built yet.
-var errNoBundle = errors.New("installing without --artifacts (downloading release binaries) is not implemented yet: build a bundle with k8slab-bundle and pass --artifacts DIR")
 
 func (p *Provision) roles(node string) (cp, etcd bool) {
 	for _, e := range p.Cluster.Etcd {
@@ -48,8 +44,8 @@ func (p *Provision) Plan() []phase.Step {
 }
 
 func (p *Provision) Run(ctx context.Context) error {
-	if p.Bundle == nil {
-		return errNoBundle
+	if err := p.ensureArtifacts(ctx); err != nil {
+		return err
 	}
 	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
 		cp, etcd := p.roles(node)
