@@ -24,7 +24,7 @@ type Context struct {
 	BundleDir string
 	// Download fetches the release when there is no bundle (--artifacts).
 	Download *provision.Downloader
-	Runner    *run.Runner
+	Runner   *run.Runner
 	// Hosts are the nodes' transports, by node as written in Cluster.Nodes.
 	Hosts map[string]host.Host
 	// Wait bounds the long waits (control plane up, joins, rollouts).

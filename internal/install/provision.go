@@ -16,7 +16,6 @@ type Provision struct{ *Context }
 
 func (*Provision) Name() string { return "provision" }
 
-
 func (p *Provision) roles(node string) (cp, etcd bool) {
 	for _, e := range p.Cluster.Etcd {
 		etcd = etcd || e == node
