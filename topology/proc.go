@@ -2,10 +2,10 @@ package topology
 
 import (
 	"fmt"
+	"github.com/k8slab/k8slab/internal/proc"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -19,34 +19,10 @@ type Proc struct {
 	Start  uint64 `json:"start"`
 }
 
-// procStat returns a process's state letter, parent PID and start time.
-func procStat(pid int) (state byte, ppid int, start uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	// comm may hold spaces and parentheses: fields start after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return 0, 0, 0, fmt.Errorf("pid %d: malformed stat", pid)
-	}
-	f := strings.Fields(s[i+2:])
-	if len(f) < 20 {
-		return 0, 0, 0, fmt.Errorf("pid %d: short stat", pid)
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	start, _ = strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], ppid, start, nil
-}
-
 // running is true while the process exists and is not a zombie. PID 1 on
 // these machines reaps late, so "kill -0 succeeds" would count zombies as
 // alive: the state letter is what matters.
-func (p Proc) running() bool {
-	state, _, start, err := procStat(p.PID)
-	return err == nil && start == p.Start && state != 'Z' && state != 'X'
-}
+func (p Proc) running() bool { return proc.Running(p.PID, p.Start) }
 
 // startDaemon starts args in its own session with output to logPath and
 // reaps it in the background while this process lives.
@@ -63,7 +39,7 @@ func startDaemon(member, role, logPath string, args []string) (Proc, error) {
 		return Proc{}, fmt.Errorf("%s %s: %w", member, role, err)
 	}
 	go cmd.Wait()
-	_, _, start, err := procStat(cmd.Process.Pid)
+	_, _, start, err := proc.Stat(cmd.Process.Pid)
 	if err != nil {
 		return Proc{}, fmt.Errorf("%s %s: exited at once (see %s)", member, role, logPath)
 	}
@@ -80,7 +56,7 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		if _, ppid, _, err := procStat(p); err == nil {
+		if _, ppid, _, err := proc.Stat(p); err == nil {
 			children[ppid] = append(children[ppid], p)
 		}
 	}
@@ -122,7 +98,7 @@ func killPIDs(pids []int, timeout time.Duration) error {
 	}
 	var ts []target
 	for _, pid := range pids {
-		if _, _, start, err := procStat(pid); err == nil {
+		if _, _, start, err := proc.Stat(pid); err == nil {
 			ts = append(ts, target{pid, start})
 			syscall.Kill(pid, syscall.SIGKILL)
 		}

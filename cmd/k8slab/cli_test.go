@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/topology"
@@ -201,6 +202,38 @@ func TestCLIOnLab(t *testing.T) {
 		}
 	})
 
+	t.Run("a run lock held by another run: exit 4 at once; --force-unlock clears it", func(t *testing.T) {
+		// Another workstation's run holds kube-node3 (namespace nodes keep
+		// k8slab state in their own directory: K8SLAB_STATE_DIR).
+		other := `mkdir -p "$K8SLAB_STATE_DIR" && printf 'id=other\nworkstation=other-ws\npid=42\nstart_ticks=1\nstarted=2026-11-26T10:00:00Z\ncommand=install\n' > "$K8SLAB_STATE_DIR/lock"`
+		if r := runCLI(t, lab, env, "exec", "--nodes", "172.31.4.11", "--", other); r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		start := time.Now()
+		r := runCLI(t, lab, env, "install", "--only", "preflight")
+		took := time.Since(start)
+		if r.code != exitLocked || !strings.Contains(r.stderr, "172.31.4.11: k8slab install (pid 42 on other-ws, since 2026-11-26T10:00:00Z)") {
+			t.Fatalf("exit %d, want %d naming the holder:\n%s", r.code, exitLocked, r.stderr)
+		}
+		if took > 3*time.Second {
+			t.Errorf("refusal took %s", took)
+		}
+		locks := func() string {
+			r := runCLI(t, lab, env, "exec", "--", `cat "$K8SLAB_STATE_DIR/lock" 2>/dev/null | grep ^id= || echo none`)
+			return r.stdout
+		}
+		if l := locks(); strings.Count(l, "none") != 3 || !strings.Contains(l, "[172.31.4.11] id=other") {
+			t.Errorf("after a refused run, locks are:\n%s", l)
+		}
+		r = runCLI(t, lab, env, "install", "--only", "preflight", "--force-unlock")
+		if r.code == exitLocked {
+			t.Fatalf("--force-unlock: still locked:\n%s", r.stderr)
+		}
+		if l := locks(); strings.Count(l, "none") != 4 {
+			t.Errorf("the run did not release its lock:\n%s", l)
+		}
+	})
+
 	t.Run("lab status", func(t *testing.T) {
 		r := runCLI(t, nil, nil, "lab", "status", "--name", lab.Spec.Name, "--output", "json")
 		var st topology.Status
@@ -227,6 +260,16 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 		{"no command", []string{"exec", "--nodes", "10.0.0.1"}, "no command given"},
 		{"bad jump", []string{"facts", "--nodes", "10.0.0.1", "--jump", "a b"}, "--jump"},
 		{"unknown flag", []string{"facts", "--frobnicate"}, "frobnicate"},
+		{"install: even etcd", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--etcd", "172.31.3.11,172.31.3.12"}, "etcd: 2 members"},
+		{"install: etcd not a node", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--etcd", "172.31.3.11,172.31.3.12,10.0.0.9"}, "10.0.0.9"},
+		{"install: control plane not a node", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--control-plane", "10.9.9.9"}, `control-plane: "10.9.9.9" is not one of --nodes`},
+		{"install: CIDRs overlap", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--service-cidr", "172.31.128.0/18", "--pod-cidr", "172.31.160.0/19"}, "overlap"},
+		{"install: service CIDR holds nodes", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--service-cidr", "172.31.3.0/24"}, "service-cidr 172.31.3.0/24 contains node address 172.31.3.11"},
+		{"install: pod CIDR too small", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--pod-cidr", "172.31.128.0/28"}, "pod-cidr"},
+		{"install: unknown Kubernetes", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--kubernetes-version", "v1.99.0"}, "kubernetes-version"},
+		{"install: unknown Calico", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--calico-version", "v9.9.9"}, "calico"},
+		{"install: not a bundle", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--artifacts", "/nonexistent"}, "--artifacts /nonexistent"},
+		{"install: bad mirror", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--mirror", "nope"}, `--mirror "nope"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/lock"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/urfave/cli/v2"
@@ -23,6 +26,8 @@ const (
 	// exitIncomplete: installed, but Calico or the nodes did not become
 	// ready in time (e.g. Calico's images are not available offline).
 	exitIncomplete = 5
+	// exitLocked: another run holds the nodes' lock (nothing was changed).
+	exitLocked = 4
 )
 
 // exitError carries the process exit code up to main.
@@ -74,9 +79,43 @@ type session struct {
 	clients []*ssh.Client
 	runner  *run.Runner
 	json    bool
+	unlock  func(context.Context) error
+}
+
+// lock takes the run lock on every node (commands that change nodes);
+// Close releases it. A holder that is this workstation's dead process
+// (a killed run) is taken over with a note; a live one is exit code 4.
+func (s *session) lock(ctx context.Context, command string, force bool) error {
+	id := make([]byte, 8)
+	rand.Read(id)
+	ws, _ := os.Hostname()
+	status := s.runner.StatusWriter()
+	release, err := lock.Acquire(ctx, s.hosts, lock.Me(hex.EncodeToString(id), command, time.Now()), lock.Options{
+		Force: force,
+		Alive: lock.LocalAlive(ws),
+		Stale: func(node string, h lock.Holder) {
+			fmt.Fprintf(status, "%s: taking over the lock of a run that is gone: %s\n", node, h)
+		},
+	})
+	var held *lock.HeldError
+	if errors.As(err, &held) {
+		return &exitError{exitLocked, err}
+	}
+	if err != nil {
+		return &exitError{exitFailed, err}
+	}
+	s.unlock = release
+	return nil
 }
 
 func (s *session) Close() {
+	if s.unlock != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := s.unlock(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "warning: %v\n", err)
+		}
+		cancel()
+	}
 	if s.runner != nil {
 		s.runner.Close()
 	}

@@ -141,6 +141,10 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if err := s.lock(c.Context, command, c.Bool("force-unlock")); err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
 	names := map[string]string{}
 	for _, cl := range s.clients {
 		t, _ := ssh.ParseTarget(cl.Name())
@@ -180,7 +184,8 @@ func installCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "install",
 		Usage: "install Kubernetes on the nodes: preflight, provision, etcd, control plane, joins",
-		Flags: append(connFlags(), clusterFlags()...),
+		Flags: append(append(connFlags(), clusterFlags()...),
+			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}),
 		Action: func(c *cli.Context) error {
 			s, _, m, err := installSetup(c, "install")
 			if err != nil {

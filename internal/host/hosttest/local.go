@@ -18,13 +18,22 @@ import (
 
 // Local runs everything on this machine as the test's user.
 type Local struct {
-	mu sync.Mutex
+	// Label names it (several Locals stand for several nodes); Env is
+	// added to its commands' environment.
+	Label string
+	Env   []string
+	mu    sync.Mutex
 	// Commands is every command run, in order; Uploads every path written.
 	Commands []string
 	Uploads  []string
 }
 
-func (l *Local) Name() string { return "local" }
+func (l *Local) Name() string {
+	if l.Label != "" {
+		return l.Label
+	}
+	return "local"
+}
 
 func (l *Local) Run(ctx context.Context, c host.Cmd) error {
 	l.mu.Lock()
@@ -32,6 +41,7 @@ func (l *Local) Run(ctx context.Context, c host.Cmd) error {
 	l.mu.Unlock()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", c.Command)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
+	cmd.Env = append(os.Environ(), l.Env...)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -1,0 +1,121 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/host/hosttest"
+)
+
+// nodes are three "nodes" on this machine, each with its own state dir,
+// running the real lock script in /bin/sh.
+func nodes(t *testing.T) ([]host.Host, []string) {
+	var hs []host.Host
+	var dirs []string
+	for _, n := range []string{"n1", "n2", "n3"} {
+		d := t.TempDir()
+		hs = append(hs, &hosttest.Local{Label: n, Env: []string{"K8SLAB_STATE_DIR=" + d}})
+		dirs = append(dirs, d)
+	}
+	return hs, dirs
+}
+
+func holder(id, ws string, pid int, ticks uint64) Holder {
+	return Holder{ID: id, Workstation: ws, PID: pid, StartTicks: ticks, Started: time.Now(), Command: "install"}
+}
+
+func TestLock(t *testing.T) {
+	ctx := context.Background()
+	me := Me("run-a", "install", time.Now())
+	// A process that has exited: its lock is stale.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		// prior locks per node index
+		prior    map[int]Holder
+		opts     Options
+		wantHeld []string
+		stale    int
+	}{
+		{"free nodes: taken", nil, Options{}, nil, 0},
+		{"one node held by a live run elsewhere: refused, nothing kept", map[int]Holder{2: holder("run-b", "other-ws", 42, 1)}, Options{Alive: LocalAlive(me.Workstation)}, []string{"n3"}, 0},
+		{"all held by a live local run (this test process)", map[int]Holder{0: me2(), 1: me2(), 2: me2()}, Options{Alive: LocalAlive(me.Workstation)}, []string{"n1", "n2", "n3"}, 0},
+		{"killed local run: taken over", map[int]Holder{1: holder("run-k", me.Workstation, dead.Process.Pid, 1)}, Options{Alive: LocalAlive(me.Workstation)}, nil, 1},
+		{"--force-unlock", map[int]Holder{0: holder("run-b", "other-ws", 42, 1)}, Options{Force: true}, nil, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			hs, dirs := nodes(t)
+			for i, h := range c.prior {
+				if err := os.WriteFile(filepath.Join(dirs[i], "lock"), []byte(h.encode()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stale := 0
+			c.opts.Stale = func(string, Holder) { stale++ }
+			release, err := Acquire(ctx, hs, me, c.opts)
+			if stale != c.stale {
+				t.Errorf("%d stale locks taken over, want %d", stale, c.stale)
+			}
+			if c.wantHeld != nil {
+				var he *HeldError
+				if !errors.As(err, &he) {
+					t.Fatalf("err = %v, want HeldError", err)
+				}
+				for _, n := range c.wantHeld {
+					if _, ok := he.Held[n]; !ok || !strings.Contains(err.Error(), n+": k8slab install (pid ") {
+						t.Errorf("error does not name %s's holder: %v", n, err)
+					}
+				}
+				for i, d := range dirs {
+					b, _ := os.ReadFile(filepath.Join(d, "lock"))
+					if strings.Contains(string(b), "id=run-a") {
+						t.Errorf("node %d kept our lock after a refused acquire", i)
+					}
+					if p, ok := c.prior[i]; ok && !strings.Contains(string(b), "id="+p.ID) {
+						t.Errorf("node %d lost the other run's lock: %q", i, b)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range dirs {
+				b, _ := os.ReadFile(filepath.Join(d, "lock"))
+				if !strings.Contains(string(b), "id=run-a") {
+					t.Errorf("%s: lock %q", d, b)
+				}
+			}
+			// Release removes only our own lock.
+			os.WriteFile(filepath.Join(dirs[0], "lock"), []byte(holder("run-c", "ws", 1, 1).encode()), 0o644)
+			if err := release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dirs[0], "lock")); err != nil {
+				t.Errorf("release removed another run's lock")
+			}
+			for _, d := range dirs[1:] {
+				if _, err := os.Stat(filepath.Join(d, "lock")); !os.IsNotExist(err) {
+					t.Errorf("%s: lock left after release", d)
+				}
+			}
+		})
+	}
+}
+
+// me2 is another run in this very process: alive.
+func me2() Holder {
+	h := Me("run-live", "install", time.Now())
+	return h
+}
