@@ -156,7 +156,7 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
 		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
 		WaitRollout: c.Bool("wait"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
-		FixMachineID: c.Bool("fix-machine-id"),
+		FixMachineID: c.Bool("fix-machine-id"), Force: c.Bool("force"),
 	}
 	if bundle == nil {
 		status := s.runner.StatusWriter()
@@ -185,7 +185,8 @@ func installCommand() *cli.Command {
 		Name:  "install",
 		Usage: "install Kubernetes on the nodes: preflight, provision, etcd, control plane, joins",
 		Flags: append(append(connFlags(), clusterFlags()...),
-			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}),
+			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"},
+			&cli.BoolFlag{Name: "force", Usage: "proceed although the cluster was installed with other settings"}),
 		Action: func(c *cli.Context) error {
 			s, _, m, err := installSetup(c, "install")
 			if err != nil {
@@ -202,9 +203,12 @@ func installCommand() *cli.Command {
 				fmt.Printf("install took %s\n", time.Since(start).Round(time.Second))
 			})
 			var incomplete *install.RolloutIncomplete
+			var mismatch *install.RecordMismatch
 			switch {
 			case errors.As(runErr, &incomplete):
 				return &exitError{exitIncomplete, runErr}
+			case errors.As(runErr, &mismatch):
+				return &exitError{exitBadInput, runErr}
 			case runErr != nil && err == nil:
 				return &exitError{exitFailed, runErr}
 			}

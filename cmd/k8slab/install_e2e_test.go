@@ -168,12 +168,35 @@ func TestE2EInstall(t *testing.T) {
 		t.Errorf("re-install took %s, more than 10%% of %s", second, first)
 	}
 
+	// The settings are recorded on the control plane; an install with
+	// other settings shows the difference and changes nothing.
+	if st := sh("172.31.3.11", "stat -c %a /etc/k8slab/cluster.yaml && grep -c 'podCIDR: 172.31.128.0/18' /etc/k8slab/cluster.yaml"); st != "600\n1" {
+		t.Errorf("cluster record: %q", st)
+	}
+	other := slices.Clone(args)
+	other[slices.Index(other, "172.31.128.0/18")] = "10.244.0.0/16"
+	if r := runCLI(t, lab, env, other...); r.code != exitBadInput || !strings.Contains(r.stderr, "podCIDR: 172.31.128.0/18 → 10.244.0.0/16") {
+		t.Errorf("install with another pod CIDR: exit %d, want %d with the difference\n%s", r.code, exitBadInput, tail(r.stderr, 10))
+	}
+
 	// A run killed in the middle of the join phase converges when re-run:
 	// kube-node4 leaves the cluster, the install that re-joins it is killed
 	// (with the join itself, on the node) once it runs.
 	kubectl("delete node kube-node4 --wait=false")
 	sh("172.31.4.12", "kubeadm reset -f >/dev/null 2>&1; rm -f /etc/k8slab/kubeadm-join.yaml")
-	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: kubeadm join")
+	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: kubeadm join", func() {
+		// Meanwhile a second k8slab is refused by the run lock.
+		start := time.Now()
+		r := runCLI(t, lab, env, with("--only", "preflight")...)
+		took := time.Since(start)
+		t.Logf("second k8slab during the install: exit %d in %s", r.code, took.Round(time.Millisecond))
+		if r.code != exitLocked || !strings.Contains(r.stderr, "another run holds the lock") {
+			t.Errorf("a concurrent run: exit %d, want %d\n%s", r.code, exitLocked, tail(r.stderr, 10))
+		}
+		if took > time.Second {
+			t.Errorf("the lock refused the concurrent run after %s (want within 1 s)", took)
+		}
+	})
 	t.Logf("killed mid-join:\n%s", tail(killed, 10))
 	sh("172.31.4.12", "systemctl stop k8slab-kubeadm-join.service 2>/dev/null; true")
 	r3 := runCLI(t, lab, env, args...)
@@ -196,8 +219,9 @@ func TestE2EInstall(t *testing.T) {
 }
 
 // killWhen starts cmd and kills it (SIGKILL, as a lost terminal or OOM
-// would) when its stderr shows a line containing marker.
-func killWhen(t *testing.T, cmd *exec.Cmd, marker string) string {
+// would) when its stderr shows a line containing marker, after calling
+// during.
+func killWhen(t *testing.T, cmd *exec.Cmd, marker string, during func()) string {
 	t.Helper()
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
@@ -205,8 +229,9 @@ func killWhen(t *testing.T, cmd *exec.Cmd, marker string) string {
 		t.Fatal(err)
 	}
 	var seen strings.Builder
-	found := make(chan struct{})
+	found, scanned := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		once := false
 		for sc.Scan() {
@@ -221,11 +246,14 @@ func killWhen(t *testing.T, cmd *exec.Cmd, marker string) string {
 	go func() { done <- cmd.Wait(); pw.Close() }()
 	select {
 	case <-found:
+		during()
 		cmd.Process.Kill()
 		<-done
 	case err := <-done:
+		<-scanned
 		t.Fatalf("the run ended (%v) before %q:\n%s", err, marker, seen.String())
 	}
+	<-scanned
 	return seen.String()
 }
 

@@ -35,6 +35,8 @@ type Context struct {
 	// the kubeconfig file to merge it into.
 	KubeconfigDir   string
 	MergeKubeconfig string
+	// Force proceeds although the cluster's recorded settings differ.
+	Force bool
 	// FixMachineID lets preflight regenerate repeated machine-ids.
 	FixMachineID bool
 	// Now is the workstation clock (for the skew check).

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
@@ -103,6 +104,13 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.token, c.caHash, c.adminConf = token, hash, admin
 		c.mu.Unlock()
+		rec, err := c.Cluster.Record()
+		if err != nil {
+			return err
+		}
+		if _, err := provision.SyncFiles(ctx, h, []provision.FileSpec{provision.Generated(cluster.RecordPath, 0o600, string(rec))}); err != nil {
+			return fmt.Errorf("recording the cluster: %w", err)
+		}
 		if state == initDone {
 			// A finished control plane must also answer before later phases
 			// trust it; a starved emulated VM can take minutes to.

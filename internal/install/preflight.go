@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
@@ -72,6 +73,37 @@ func (p *Preflight) Run(ctx context.Context) error {
 	}
 	if problems := p.check(probes); len(problems) > 0 {
 		return errors.New("preflight found problems, nothing was changed:\n  " + strings.Join(problems, "\n  "))
+	}
+	return p.compareRecord(ctx)
+}
+
+// RecordMismatch: the cluster was installed with other settings; going on
+// would half-apply them (kubeadm does not change an initialized cluster),
+// so it takes --force.
+type RecordMismatch struct {
+	ControlPlane string
+	Diff         []string
+}
+
+func (e *RecordMismatch) Error() string {
+	return fmt.Sprintf("the cluster on %s was installed with other settings (%s):\n  %s\nnothing was changed; use the recorded settings, or --force to proceed anyway",
+		e.ControlPlane, cluster.RecordPath, strings.Join(e.Diff, "\n  "))
+}
+
+func (p *Preflight) compareRecord(ctx context.Context) error {
+	b, err := p.Hosts[p.Cluster.ControlPlane].ReadFile(ctx, cluster.RecordPath)
+	if err != nil {
+		return nil // not installed yet (or recorded by nothing)
+	}
+	rec, err := cluster.Parse(b)
+	if err != nil {
+		return fmt.Errorf("host %s: %s: %w", p.Cluster.ControlPlane, cluster.RecordPath, err)
+	}
+	if diff := p.Cluster.Diff(rec); len(diff) > 0 {
+		if !p.Force {
+			return &RecordMismatch{ControlPlane: p.Cluster.ControlPlane, Diff: diff}
+		}
+		fmt.Fprintf(p.Runner.StatusWriter(), "preflight: --force: proceeding although the recorded settings differ:\n  %s\n", strings.Join(diff, "\n  "))
 	}
 	return nil
 }
