@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strings"
@@ -137,25 +138,9 @@ type EtcdHealth struct {
 // from the workstation.
 func CheckEtcd(ctx context.Context, endpoints []string, pki *EtcdPKI, want int, dial func(ctx context.Context, addr string) (net.Conn, error)) (EtcdHealth, error) {
 	var h EtcdHealth
-	cert, err := tls.X509KeyPair(pki.HealthClient.Cert, pki.HealthClient.Key)
+	cli, err := etcdClient(endpoints, pki, dial)
 	if err != nil {
 		return h, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pki.CA.Cert)
-	cfg := clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 10 * time.Second,
-		TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
-		// The client's own logging would interleave with k8slab's output.
-		Logger: zap.NewNop(),
-	}
-	if dial != nil {
-		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(dial)}
-	}
-	cli, err := clientv3.New(cfg)
-	if err != nil {
-		return h, fmt.Errorf("etcd client: %w", err)
 	}
 	defer cli.Close()
 	ml, err := cli.MemberList(ctx)
@@ -193,4 +178,50 @@ func CheckEtcd(ctx context.Context, endpoints []string, pki *EtcdPKI, want int, 
 		return h, errors.New("etcd unhealthy: " + strings.Join(problems, "; "))
 	}
 	return h, nil
+}
+
+// etcdClient connects with k8slab's client certificate; dial, when set,
+// carries the connections (e.g. through SSH).
+func etcdClient(endpoints []string, pki *EtcdPKI, dial func(ctx context.Context, addr string) (net.Conn, error)) (*clientv3.Client, error) {
+	cert, err := tls.X509KeyPair(pki.HealthClient.Cert, pki.HealthClient.Key)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pki.CA.Cert)
+	cfg := clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 10 * time.Second,
+		TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		// The client's own logging would interleave with k8slab's output.
+		Logger: zap.NewNop(),
+	}
+	if dial != nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(dial)}
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+// SnapshotEtcd streams a consistent snapshot of the keyspace from one
+// endpoint to w (what `etcdctl snapshot save` does) and returns its size.
+func SnapshotEtcd(ctx context.Context, endpoint string, pki *EtcdPKI, dial func(ctx context.Context, addr string) (net.Conn, error), w io.Writer) (int64, error) {
+	cli, err := etcdClient([]string{endpoint}, pki, dial)
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("etcd snapshot: %w", err)
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, rc)
+	if err != nil {
+		return n, fmt.Errorf("etcd snapshot: %w", err)
+	}
+	return n, nil
 }
