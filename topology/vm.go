@@ -280,6 +280,8 @@ func (l *Lab) vmPool() (*ssh.Pool, error) {
 // snapshotted so the next `lab up` resumes it; a resumed node gets the
 // current time, since its clock stopped when the snapshot was taken.
 func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
+	ctx, cancel := context.WithTimeout(ctx, l.VM.bootTimeout())
+	defer cancel()
 	pool, err := l.vmPool()
 	if err != nil {
 		return err
@@ -319,7 +321,21 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 		return nil
 	}
 	// Snapshot only a fully started system, so every resume is identical.
-	out, err := host.Output(ctx, c, "systemctl is-system-running --wait || true")
+	// The SSH handshake itself can time out while another node is being
+	// snapshotted (savevm stalls the host's disk): retry until the boot
+	// timeout, as the port wait before did.
+	var out string
+	for {
+		out, err = host.Output(ctx, c, "systemctl is-system-running --wait || true")
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		l.logf("%s: waiting for systemd: %v (retrying)", n.Name, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(3 * time.Second):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%s: waiting for systemd: %w", n.Name, err)
 	}

@@ -28,7 +28,7 @@ func newApp() *cli.App {
 			versionCommand(),
 			execCommand(),
 			factsCommand(),
-			installCommand(),
+			installCommand(), resetCommand(),
 			planCommand(),
 			labCommand(),
 			completionCommand(),

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/install"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// recordedSession opens a locked session for a command that acts on an
+// installed cluster: the cluster's record on the control plane, when
+// there is one, says which nodes and roles it has, so `--nodes <control
+// plane>` is enough.
+func recordedSession(c *cli.Context, command string) (*session, *cluster.Config, error) {
+	cfg, _, err := loadCluster(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !c.IsSet("nodes") {
+		c.Set("nodes", strings.Join(cfg.Nodes, ","))
+	}
+	s, err := openSession(c, command)
+	if err != nil {
+		return nil, nil, err
+	}
+	cpTarget, _ := ssh.ParseTarget(cfg.ControlPlane)
+	for _, cl := range s.clients {
+		if t, _ := ssh.ParseTarget(cl.Name()); t.Host != cpTarget.Host {
+			continue
+		}
+		b, err := cl.ReadFile(c.Context, cluster.RecordPath)
+		if err != nil {
+			break // nothing recorded: the flags describe the cluster
+		}
+		rec, err := cluster.Parse(b)
+		if err != nil {
+			s.Close()
+			return nil, nil, fmt.Errorf("host %s: %s: %w", cl.Name(), cluster.RecordPath, err)
+		}
+		rec.Artifacts = cfg.Artifacts
+		cfg = rec
+		if !sameHosts(cfg.Nodes, s.clients) {
+			// The record knows more nodes than were named: act on all.
+			s.Close()
+			c.Set("nodes", strings.Join(cfg.Nodes, ","))
+			if s, err = openSession(c, command); err != nil {
+				return nil, nil, err
+			}
+		}
+		break
+	}
+	if err := s.lock(c.Context, command, c.Bool("force-unlock")); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	names := map[string]string{}
+	for _, cl := range s.clients {
+		t, _ := ssh.ParseTarget(cl.Name())
+		names[t.Host] = cl.Name()
+	}
+	canonical(cfg, names)
+	return s, cfg, nil
+}
+
+func sameHosts(nodes []string, clients []*ssh.Client) bool {
+	var a, b []string
+	for _, n := range nodes {
+		t, _ := ssh.ParseTarget(n)
+		a = append(a, t.Host)
+	}
+	for _, cl := range clients {
+		t, _ := ssh.ParseTarget(cl.Name())
+		b = append(b, t.Host)
+	}
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// confirm asks for the cluster's name on a terminal; scripts pass --yes.
+func confirm(c *cli.Context, name string) error {
+	if c.Bool("yes") {
+		return nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return badInput("reset destroys the cluster: pass --yes (standard input is not a terminal)")
+	}
+	fmt.Fprintf(os.Stderr, "Type the cluster's name (%s) to reset it: ", name)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if strings.TrimSpace(line) != name {
+		return badInput("reset: not confirmed, nothing was changed")
+	}
+	return nil
+}
+
+func resetCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reset",
+		Usage: "undo Kubernetes on the nodes (keeps containerd, binaries and images unless --all)",
+		Flags: append(append(connFlags(), clusterFlags()...),
+			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+			&cli.BoolFlag{Name: "all", Usage: "also remove containerd, images, binaries and k8slab's OS settings"},
+			&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
+			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}),
+		Action: func(c *cli.Context) error {
+			s, cfg, err := recordedSession(c, "reset")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			release, _ := provision.LookupRelease(cfg.KubernetesVersion)
+			ictx := &install.Context{Cluster: cfg, Release: release, Runner: s.runner, Hosts: map[string]host.Host{}, Now: time.Now}
+			for _, cl := range s.clients {
+				ictx.Hosts[cl.Name()] = cl
+			}
+			opts := install.ResetOptions{All: c.Bool("all"), NoBackup: c.Bool("no-backup")}
+			phases := install.ResetPhases(ictx, opts)
+			fmt.Fprintf(os.Stderr, "reset of cluster %s destroys:\n", cfg.Name)
+			for _, n := range cfg.Nodes {
+				fmt.Fprintf(os.Stderr, "  %s:\n", n)
+				for _, d := range phases[1].(*install.ResetNodes).Destroys(n) {
+					fmt.Fprintf(os.Stderr, "    - %s\n", d)
+				}
+			}
+			if err := confirm(c, cfg.Name); err != nil {
+				return err
+			}
+			start := time.Now()
+			m := &phase.Manager{Phases: phases, Log: os.Stderr}
+			results, runErr := m.Run(c.Context)
+			err = s.finish(map[string]map[string]any{"": {"phases": results}}, func() {
+				for _, r := range results {
+					fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), r.Error)
+				}
+				fmt.Printf("reset took %s\n", time.Since(start).Round(time.Second))
+			})
+			if runErr != nil && err == nil {
+				return &exitError{exitFailed, runErr}
+			}
+			return err
+		},
+	}
+}

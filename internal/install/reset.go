@@ -1,0 +1,267 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/internal/ssh"
+)
+
+// ResetOptions say how far reset goes.
+type ResetOptions struct {
+	// All also removes what provisioning installed: containerd and its
+	// images, the binaries, units and OS settings files.
+	All bool
+	// NoBackup skips the etcd snapshot before etcd's data is deleted.
+	NoBackup bool
+}
+
+// ResetPhases undo an installation: etcd is backed up first, then every
+// node is reset in parallel.
+func ResetPhases(c *Context, o ResetOptions) []phase.Phase {
+	return []phase.Phase{&EtcdBackup{c, o}, &ResetNodes{c, o}}
+}
+
+// EtcdBackup saves a snapshot of etcd in the run directory before reset
+// deletes its data, through the same SSH tunnel the install used.
+type EtcdBackup struct {
+	*Context
+	opts ResetOptions
+}
+
+func (*EtcdBackup) Name() string { return "etcd-backup" }
+
+func (b *EtcdBackup) Plan() []phase.Step {
+	if b.opts.NoBackup {
+		return []phase.Step{{Action: "no etcd backup (--no-backup)"}}
+	}
+	return []phase.Step{{Node: b.Cluster.Etcd[0], Action: "etcd snapshot to the run directory (etcd-snapshot.db)"}}
+}
+
+// etcdAccess says where the cluster's etcd CA is and which endpoint to
+// snapshot: k8slab's external etcd, or kubeadm's stacked one.
+func (b *EtcdBackup) etcdAccess() (node, caDir, endpoint string) {
+	node = b.Cluster.Etcd[0]
+	caDir = bootstrap.EtcdPKIDir
+	if b.Cluster.StackedEtcd() {
+		caDir = "/etc/kubernetes/pki/etcd"
+	}
+	t, _ := ssh.ParseTarget(node)
+	return node, caDir, "https://" + net.JoinHostPort(t.Host, "2379")
+}
+
+func (b *EtcdBackup) Run(ctx context.Context) error {
+	if b.opts.NoBackup {
+		return nil
+	}
+	node, caDir, endpoint := b.etcdAccess()
+	h := b.Hosts[node]
+	status := b.Runner.StatusWriter()
+	crt, err1 := h.ReadFile(ctx, caDir+"/ca.crt")
+	key, err2 := h.ReadFile(ctx, caDir+"/ca.key")
+	if err1 != nil || err2 != nil {
+		fmt.Fprintf(status, "etcd-backup: no etcd CA on %s (%s): nothing to back up\n", node, caDir)
+		return nil
+	}
+	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
+	if err != nil {
+		return fmt.Errorf("host %s: etcd CA: %w", node, err)
+	}
+	pki, err := bootstrap.NewEtcdPKI(ca, nil)
+	if err != nil {
+		return err
+	}
+	d, ok := h.(Dialer)
+	if !ok {
+		return fmt.Errorf("host %s: transport cannot tunnel to etcd", node)
+	}
+	dir := b.Runner.RunDir()
+	if dir == "" {
+		dir = "."
+	}
+	path := filepath.Join(dir, "etcd-snapshot.db")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	n, err := bootstrap.SnapshotEtcd(ctx, endpoint, pki, func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		// Deleting the only copy of the cluster's state without a backup
+		// is what --no-backup is for; it is never done silently.
+		return fmt.Errorf("host %s: %w (etcd's data was not touched; --no-backup to reset without a snapshot)", node, err)
+	}
+	fmt.Fprintf(status, "etcd-backup: %s (%d bytes) from %s\n", path, n, endpoint)
+	return nil
+}
+
+// ResetNodes undoes Kubernetes on every node: kubeadm reset, then what
+// kubeadm reset leaves behind (kubeadm #1822): CNI config, Calico's
+// interfaces, kube-proxy's and Calico's rules, the external etcd.
+type ResetNodes struct {
+	*Context
+	opts ResetOptions
+}
+
+func (*ResetNodes) Name() string { return "reset" }
+
+// Destroys lists what reset removes on a node, for the confirmation.
+func (r *ResetNodes) Destroys(node string) []string {
+	out := []string{
+		"kubeadm reset -f; kubelet stopped; pods and their containers removed",
+		"/etc/kubernetes, /var/lib/kubelet, /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
+		"Calico and kube-proxy interfaces (cali*, tunl0, vxlan.calico, kube-ipvs0) and rules (nft table kube-proxy, KUBE-*/cali-* iptables chains)",
+	}
+	if r.isEtcdMember(node) {
+		out = append(out, "etcd service, "+bootstrap.EtcdPKIDir+" and its data "+bootstrap.EtcdDataDir)
+	}
+	if r.opts.All {
+		out = append(out, "containerd and every image, the Kubernetes/etcd/CNI binaries and units, k8slab's OS settings files, /etc/k8slab, /var/lib/k8slab")
+	}
+	return out
+}
+
+func (r *ResetNodes) isEtcdMember(node string) bool {
+	if r.Cluster.StackedEtcd() {
+		return false
+	}
+	for _, e := range r.Cluster.Etcd {
+		if e == node {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *ResetNodes) Plan() []phase.Step {
+	var steps []phase.Step
+	for _, n := range r.Cluster.Nodes {
+		for _, a := range r.Destroys(n) {
+			steps = append(steps, phase.Step{Node: n, Action: "remove " + a})
+		}
+	}
+	return steps
+}
+
+func (r *ResetNodes) Run(ctx context.Context) error {
+	return r.each(ctx, "reset", r.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
+		script := resetScript
+		if r.isEtcdMember(node) {
+			script += resetEtcdScript
+		}
+		if r.opts.All {
+			script += resetAllScript
+		}
+		out, err := host.Output(ctx, t.Host, script+resetCheckScript)
+		if err != nil {
+			return fmt.Errorf("reset: %w", err)
+		}
+		var removed, left []string
+		for _, l := range strings.Split(out, "\n") {
+			k, v, _ := strings.Cut(l, "=")
+			switch k {
+			case "removed":
+				removed = append(removed, v)
+			case "left":
+				left = append(left, v)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("reset left behind: %s", strings.Join(left, "; "))
+		}
+		if len(removed) == 0 {
+			t.Status("nothing to do")
+		} else {
+			t.Status("removed: %s", strings.Join(removed, ", "))
+		}
+		return nil
+	})
+}
+
+// resetScript prints removed=<what> for everything it found and removed.
+const resetScript = `set +e
+gone() { echo "removed=$1"; }
+for u in k8slab-kubeadm-init k8slab-kubeadm-join; do
+	systemctl is-active -q $u.service && { systemctl stop $u.service; gone "running $u"; }
+	systemctl reset-failed $u.service 2>/dev/null
+done
+if command -v kubeadm >/dev/null 2>&1 && { [ -e /etc/kubernetes/kubelet.conf ] || [ -e /etc/kubernetes/manifests ] || [ -e /var/lib/kubelet/config.yaml ]; }; then
+	kubeadm reset -f >/var/log/k8slab-reset.log 2>&1 && gone "kubeadm state" || echo "removed=kubeadm state (kubeadm reset failed: see /var/log/k8slab-reset.log)"
+fi
+systemctl is-active -q kubelet && { systemctl stop kubelet; gone "kubelet running"; }
+if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then
+	[ -n "$(crictl pods -q 2>/dev/null)" ] && { crictl rmp -fa >/dev/null 2>&1; gone "pod sandboxes"; }
+fi
+for m in $(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
+for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
+	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /root/.kube/config; do
+	[ -e "$p" ] && { rm -rf "$p"; gone "$p"; }
+done
+rm -f /var/log/k8slab/k8slab-kubeadm-*
+for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) ip link delete "$l" 2>/dev/null && gone "link $l";; esac
+done
+# tunl0 is the ipip module's fallback device: it goes with the module.
+ip link show tunl0 >/dev/null 2>&1 && modprobe -r ipip 2>/dev/null && gone "link tunl0 (ipip module)"
+for fam in ip ip6; do
+	nft list table $fam kube-proxy >/dev/null 2>&1 && nft delete table $fam kube-proxy && gone "nft table $fam kube-proxy"
+done
+for t in $(nft list tables 2>/dev/null | awk '/calico/ {print $2 " " $3}' | tr ' ' ':'); do
+	nft delete table $(echo "$t" | tr ':' ' ') && gone "nft table $t"
+done
+# Only kube-proxy's, the kubelet's and Calico's iptables chains and the
+# rules that jump to them: the node's own rules stay.
+for c in iptables ip6tables; do
+	command -v $c-save >/dev/null 2>&1 || continue
+	if $c-save 2>/dev/null | grep -qE 'KUBE-|cali-|cali:'; then
+		$c-save | grep -vE 'KUBE-|cali-|cali:' | $c-restore && gone "$c KUBE-*/cali-* chains"
+	fi
+done
+if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; then ipvsadm -C && gone "ipvs services"; fi
+`
+
+const resetEtcdScript = `if [ -e /etc/systemd/system/etcd.service ] || [ -d /var/lib/etcd ] || [ -d /etc/etcd ]; then
+	systemctl disable --now etcd >/dev/null 2>&1
+	rm -rf /etc/systemd/system/etcd.service /etc/etcd /var/lib/etcd
+	systemctl daemon-reload
+	gone "etcd service and data"
+fi
+`
+
+const resetAllScript = `if [ -e /etc/systemd/system/containerd.service ]; then
+	systemctl disable --now kubelet containerd >/dev/null 2>&1
+	for m in $(awk '$2 ~ "^/run/containerd|^/var/lib/containerd" {print $2}' /proc/mounts | sort -r); do umount -l "$m"; done
+	rm -rf /etc/containerd /var/lib/containerd /run/containerd /etc/crictl.yaml /opt/cni \
+		/etc/systemd/system/containerd.service /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d \
+		/usr/local/bin/kubeadm /usr/local/bin/kubelet /usr/local/bin/kubectl /usr/local/bin/etcd /usr/local/bin/etcdctl \
+		/usr/local/bin/containerd /usr/local/bin/containerd-shim-runc-v2 /usr/local/bin/ctr /usr/local/bin/crictl /usr/local/sbin/runc \
+		/etc/sysctl.d/99-k8slab.conf /etc/modules-load.d/k8slab.conf /etc/k8slab /var/lib/k8slab/files.state /var/log/k8slab
+	systemctl daemon-reload
+	gone "containerd, images, binaries, units and k8slab's OS settings files"
+fi
+`
+
+// resetCheckScript reports anything Kubernetes or Calico still on the
+// node: reset is only done when this prints nothing.
+const resetCheckScript = `for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) echo "left=link $l";; esac
+done
+nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
+systemctl is-active -q kubelet && echo "left=kubelet running"
+systemctl is-active -q etcd && echo "left=etcd running"
+for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d; do [ -e "$p" ] && echo "left=$p"; done
+true
+`
