@@ -312,13 +312,18 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 		return err
 	}
 	defer c.Close()
-	if resumed {
+	// The lab has no NTP: the workstation's clock is the reference. A
+	// resumed node's clock stopped at the snapshot, and a cold boot under
+	// emulation lags by seconds (9 s apart was seen; preflight allows 2).
+	setClock := func() error {
 		now := time.Now().UTC()
-		_, err := host.Output(ctx, c, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()))
-		if err != nil {
+		if _, err := host.Output(ctx, c, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())); err != nil {
 			return fmt.Errorf("%s: set clock: %w", n.Name, err)
 		}
 		return nil
+	}
+	if resumed {
+		return setClock()
 	}
 	// Snapshot only a fully started system, so every resume is identical.
 	// The SSH handshake itself can time out while another node is being
@@ -341,6 +346,9 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	}
 	if s := strings.TrimSpace(out); s != "running" && s != "degraded" {
 		return fmt.Errorf("%s: systemd is %q after boot", n.Name, s)
+	}
+	if err := setClock(); err != nil {
+		return err
 	}
 	host.Output(ctx, c, "sync")
 	c.Close()

@@ -28,7 +28,7 @@ func newApp() *cli.App {
 			versionCommand(),
 			execCommand(),
 			factsCommand(),
-			installCommand(), resetCommand(),
+			installCommand(), resetCommand(), verifyCommand(),
 			planCommand(),
 			labCommand(),
 			completionCommand(),

@@ -22,7 +22,7 @@ import (
 // installed cluster: the cluster's record on the control plane, when
 // there is one, says which nodes and roles it has, so `--nodes <control
 // plane>` is enough.
-func recordedSession(c *cli.Context, command string) (*session, *cluster.Config, error) {
+func recordedSession(c *cli.Context, command string, lock bool) (*session, *cluster.Config, error) {
 	cfg, _, err := loadCluster(c)
 	if err != nil {
 		return nil, nil, err
@@ -60,9 +60,11 @@ func recordedSession(c *cli.Context, command string) (*session, *cluster.Config,
 		}
 		break
 	}
-	if err := s.lock(c.Context, command, c.Bool("force-unlock")); err != nil {
-		s.Close()
-		return nil, nil, err
+	if lock {
+		if err := s.lock(c.Context, command, c.Bool("force-unlock")); err != nil {
+			s.Close()
+			return nil, nil, err
+		}
 	}
 	names := map[string]string{}
 	for _, cl := range s.clients {
@@ -114,7 +116,7 @@ func resetCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
 			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}),
 		Action: func(c *cli.Context) error {
-			s, cfg, err := recordedSession(c, "reset")
+			s, cfg, err := recordedSession(c, "reset", true)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
@@ -46,42 +47,18 @@ func (b *EtcdBackup) Plan() []phase.Step {
 	return []phase.Step{{Node: b.Cluster.Etcd[0], Action: "etcd snapshot to the run directory (etcd-snapshot.db)"}}
 }
 
-// etcdAccess says where the cluster's etcd CA is and which endpoint to
-// snapshot: k8slab's external etcd, or kubeadm's stacked one.
-func (b *EtcdBackup) etcdAccess() (node, caDir, endpoint string) {
-	node = b.Cluster.Etcd[0]
-	caDir = bootstrap.EtcdPKIDir
-	if b.Cluster.StackedEtcd() {
-		caDir = "/etc/kubernetes/pki/etcd"
-	}
-	t, _ := ssh.ParseTarget(node)
-	return node, caDir, "https://" + net.JoinHostPort(t.Host, "2379")
-}
-
 func (b *EtcdBackup) Run(ctx context.Context) error {
 	if b.opts.NoBackup {
 		return nil
 	}
-	node, caDir, endpoint := b.etcdAccess()
-	h := b.Hosts[node]
 	status := b.Runner.StatusWriter()
-	crt, err1 := h.ReadFile(ctx, caDir+"/ca.crt")
-	key, err2 := h.ReadFile(ctx, caDir+"/ca.key")
-	if err1 != nil || err2 != nil {
-		fmt.Fprintf(status, "etcd-backup: no etcd CA on %s (%s): nothing to back up\n", node, caDir)
-		return nil
-	}
-	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
-	if err != nil {
-		return fmt.Errorf("host %s: etcd CA: %w", node, err)
-	}
-	pki, err := bootstrap.NewEtcdPKI(ca, nil)
+	acc, err := NewEtcdAccess(ctx, b.Cluster, b.Hosts)
 	if err != nil {
 		return err
 	}
-	d, ok := h.(Dialer)
-	if !ok {
-		return fmt.Errorf("host %s: transport cannot tunnel to etcd", node)
+	if acc == nil {
+		fmt.Fprintf(status, "etcd-backup: no etcd CA on %s: nothing to back up\n", b.Cluster.Etcd[0])
+		return nil
 	}
 	dir := b.Runner.RunDir()
 	if dir == "" {
@@ -92,9 +69,7 @@ func (b *EtcdBackup) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, err := bootstrap.SnapshotEtcd(ctx, endpoint, pki, func(ctx context.Context, addr string) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", addr)
-	}, f)
+	n, err := bootstrap.SnapshotEtcd(ctx, acc.Endpoints[0], acc.PKI, acc.Dial, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -102,10 +77,56 @@ func (b *EtcdBackup) Run(ctx context.Context) error {
 		os.Remove(path)
 		// Deleting the only copy of the cluster's state without a backup
 		// is what --no-backup is for; it is never done silently.
-		return fmt.Errorf("host %s: %w (etcd's data was not touched; --no-backup to reset without a snapshot)", node, err)
+		return fmt.Errorf("host %s: %w (etcd's data was not touched; --no-backup to reset without a snapshot)", acc.Node, err)
 	}
-	fmt.Fprintf(status, "etcd-backup: %s (%d bytes) from %s\n", path, n, endpoint)
+	fmt.Fprintf(status, "etcd-backup: %s (%d bytes) from %s\n", path, n, acc.Endpoints[0])
 	return nil
+}
+
+// EtcdAccess is how k8slab reaches the cluster's etcd from the
+// workstation: a client certificate issued from the cluster's etcd CA,
+// and connections tunnelled through the SSH connection of the node that
+// holds the CA (no etcd port needs to be reachable).
+type EtcdAccess struct {
+	Node      string
+	Endpoints []string
+	PKI       *bootstrap.EtcdPKI
+	Dial      func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// NewEtcdAccess finds the etcd CA (k8slab's external etcd, or kubeadm's
+// stacked one); nil when the node has none (never installed, or reset).
+func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]host.Host) (*EtcdAccess, error) {
+	node, caDir := cfg.Etcd[0], bootstrap.EtcdPKIDir
+	if cfg.StackedEtcd() {
+		caDir = "/etc/kubernetes/pki/etcd"
+	}
+	h := hosts[node]
+	crt, err1 := h.ReadFile(ctx, caDir+"/ca.crt")
+	key, err2 := h.ReadFile(ctx, caDir+"/ca.key")
+	if err1 != nil || err2 != nil {
+		return nil, nil
+	}
+	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
+	if err != nil {
+		return nil, fmt.Errorf("host %s: etcd CA: %w", node, err)
+	}
+	pki, err := bootstrap.NewEtcdPKI(ca, nil)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := h.(Dialer)
+	if !ok {
+		return nil, fmt.Errorf("host %s: transport cannot tunnel to etcd", node)
+	}
+	acc := &EtcdAccess{Node: node, PKI: pki, Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}}
+	for _, e := range cfg.Etcd {
+		t, _ := ssh.ParseTarget(e)
+		acc.Endpoints = append(acc.Endpoints, "https://"+net.JoinHostPort(t.Host, "2379"))
+	}
+	return acc, nil
 }
 
 // ResetNodes undoes Kubernetes on every node: kubeadm reset, then what

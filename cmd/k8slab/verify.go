@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/install"
+	"github.com/k8slab/k8slab/internal/kube"
+	"github.com/k8slab/k8slab/internal/verify"
+	"github.com/urfave/cli/v2"
+)
+
+// exitVerifyFailed: verify ran and at least one check failed.
+const exitVerifyFailed = 3
+
+func verifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "verify",
+		Usage: "check the installed cluster: named checks, each PASS, FAIL or SKIP with a reason",
+		Flags: append(connFlags(), clusterFlags()...),
+		Action: func(c *cli.Context) error {
+			s, cfg, err := recordedSession(c, "verify", false)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			hosts := map[string]host.Host{}
+			for _, cl := range s.clients {
+				hosts[cl.Name()] = cl
+			}
+			ctx, cancel := context.WithTimeout(c.Context, 5*time.Minute)
+			defer cancel()
+			cp := hosts[cfg.ControlPlane]
+			admin, err := cp.ReadFile(ctx, "/etc/kubernetes/admin.conf")
+			if err != nil {
+				return &exitError{exitFailed, fmt.Errorf("host %s: no cluster to verify: %w", cfg.ControlPlane, err)}
+			}
+			d, _ := cp.(install.Dialer)
+			kc, err := kube.NewClient(admin, d.DialContext)
+			if err != nil {
+				return &exitError{exitFailed, err}
+			}
+			target := verify.Cluster{Config: cfg, Kube: kc}
+			acc, err := install.NewEtcdAccess(ctx, cfg, hosts)
+			if err != nil {
+				return &exitError{exitFailed, err}
+			}
+			if acc != nil {
+				target.Etcd = func(ctx context.Context) (bootstrap.EtcdHealth, error) {
+					return bootstrap.CheckEtcd(ctx, acc.Endpoints, acc.PKI, len(acc.Endpoints), acc.Dial)
+				}
+			}
+			checks, err := verify.Run(ctx, target)
+			if err != nil {
+				return &exitError{exitFailed, fmt.Errorf("host %s: %w", cfg.ControlPlane, err)}
+			}
+			failed := verify.Failed(checks)
+			verdict := "PASS"
+			if failed > 0 {
+				verdict = "FAIL"
+			}
+			err = s.finish(map[string]map[string]any{"": {"checks": checks, "verdict": verdict}}, func() {
+				for _, ch := range checks {
+					fmt.Printf("%-4s  %-50s %s\n", ch.Status, ch.Name, ch.Reason)
+				}
+				fmt.Printf("verify: %s (%d of %d checks failed)\n", verdict, failed, len(checks))
+			})
+			if err == nil && failed > 0 {
+				return &exitError{exitVerifyFailed, fmt.Errorf("%d checks failed", failed)}
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,335 @@
+// Package verify judges an installed cluster as a list of named checks,
+// each PASS, FAIL or SKIP with a reason. A check that cannot run says SKIP
+// and why; it never passes by default.
+package verify
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/calico"
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/kube"
+	"github.com/k8slab/k8slab/internal/ssh"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Status of a check.
+type Status string
+
+const (
+	Pass Status = "PASS"
+	Fail Status = "FAIL"
+	Skip Status = "SKIP"
+)
+
+// Check is one verdict.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Etcd checks the etcd members; nil when the cluster's etcd cannot be
+// reached by the caller (the check then says SKIP).
+type Etcd func(ctx context.Context) (bootstrap.EtcdHealth, error)
+
+// Cluster is what verify looks at.
+type Cluster struct {
+	Config *cluster.Config
+	Kube   *kube.Client
+	Etcd   Etcd
+}
+
+// Run performs every check. It returns them all, failures included; err
+// is only for a cluster it could not ask at all.
+func Run(ctx context.Context, c Cluster) ([]Check, error) {
+	nodes, err := c.Kube.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	pods, err := c.Kube.Kube.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing kube-system pods: %w", err)
+	}
+	calicoDown := calicoProblem(ctx, c.Kube)
+	var out []Check
+	out = append(out, nodeChecks(c.Config, nodes.Items, calicoDown)...)
+	out = append(out, podChecks(c.Config, nodes.Items, pods.Items, calicoDown)...)
+	out = append(out, etcdCheck(ctx, c))
+	out = append(out, serviceCheck(ctx, c))
+	out = append(out, ippoolCheck(ctx, c))
+	for _, name := range []string{"CoreDNS resolves kubernetes.default from a pod", "pod-to-pod across racks", "ClusterIP Service from another node", "NetworkPolicy: default-deny blocks, allow re-opens"} {
+		out = append(out, podNetworkCheck(name, calicoDown))
+	}
+	return out, nil
+}
+
+// Failed counts the failing checks.
+func Failed(checks []Check) int {
+	n := 0
+	for _, c := range checks {
+		if c.Status == Fail {
+			n++
+		}
+	}
+	return n
+}
+
+// calicoProblem is why the pod network cannot work ("" when calico-node
+// runs on every node).
+func calicoProblem(ctx context.Context, k *kube.Client) string {
+	reports, desired, _, err := calico.Rollout(ctx, k.Kube)
+	if err != nil {
+		return "calico-node: " + err.Error()
+	}
+	var bad []string
+	for _, r := range reports {
+		if r.Calico != "Running" {
+			bad = append(bad, r.Calico+" on "+r.Node)
+		}
+	}
+	if desired == 0 {
+		return "calico-node is scheduled nowhere"
+	}
+	if len(bad) > 0 {
+		return "calico-node not running: " + strings.Join(bad, ", ")
+	}
+	return ""
+}
+
+func internalIP(n corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
+}
+
+func ready(n corev1.Node) corev1.NodeCondition {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c
+		}
+	}
+	return corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "no Ready condition"}
+}
+
+func hostOf(node string) string {
+	t, _ := ssh.ParseTarget(node)
+	return t.Host
+}
+
+func nodeChecks(cfg *cluster.Config, nodes []corev1.Node, calicoDown string) []Check {
+	byIP := map[string]corev1.Node{}
+	for _, n := range nodes {
+		byIP[internalIP(n)] = n
+	}
+	workers := map[string]bool{}
+	for _, w := range cfg.Workers {
+		workers[w] = true
+	}
+	var missing, roles, stopped, notReady, netWait []string
+	for _, node := range cfg.Nodes {
+		ip := hostOf(node)
+		n, ok := byIP[ip]
+		if !ok {
+			missing = append(missing, fmt.Sprintf("%s: no Kubernetes node with INTERNAL-IP %s", node, ip))
+			continue
+		}
+		_, isCP := n.Labels["node-role.kubernetes.io/control-plane"]
+		if isCP != (node == cfg.ControlPlane) {
+			roles = append(roles, fmt.Sprintf("%s (%s): control-plane role %v, want %v", n.Name, ip, isCP, node == cfg.ControlPlane))
+		}
+		for _, t := range n.Spec.Taints {
+			if t.Key == "node-role.kubernetes.io/control-plane" && t.Effect == corev1.TaintEffectNoSchedule && workers[node] {
+				roles = append(roles, fmt.Sprintf("%s: a worker, but tainted NoSchedule as a control plane", n.Name))
+			}
+		}
+		r := ready(n)
+		switch {
+		case r.Status == corev1.ConditionTrue:
+		case r.Status == corev1.ConditionUnknown:
+			stopped = append(stopped, fmt.Sprintf("%s (%s): %s", n.Name, ip, strings.TrimSpace(r.Reason+": "+r.Message)))
+		case calicoDown != "" && strings.Contains(r.Message, "network"):
+			netWait = append(netWait, n.Name)
+		default:
+			notReady = append(notReady, fmt.Sprintf("%s: %s", n.Name, strings.TrimSpace(r.Reason+": "+r.Message)))
+		}
+	}
+	var out []Check
+	add := func(name string, problems []string, pass string) {
+		if len(problems) > 0 {
+			out = append(out, Check{name, Fail, strings.Join(problems, "; ")})
+		} else {
+			out = append(out, Check{name, Pass, pass})
+		}
+	}
+	add("nodes registered with their INTERNAL-IPs", missing, fmt.Sprintf("%d nodes", len(cfg.Nodes)-len(missing)))
+	add("node roles", roles, "control plane "+cfg.ControlPlane+"; workers schedulable")
+	add("kubelet posting status on every node", stopped, "")
+	switch {
+	case len(notReady) > 0:
+		out = append(out, Check{"nodes Ready", Fail, strings.Join(notReady, "; ")})
+	case len(netWait) > 0:
+		out = append(out, Check{"nodes Ready", Skip, "waiting for the pod network on " + strings.Join(netWait, ", ") + " (" + calicoDown + ")"})
+	case len(stopped) > 0:
+		out = append(out, Check{"nodes Ready", Fail, "kubelet not reporting (above)"})
+	default:
+		out = append(out, Check{"nodes Ready", Pass, ""})
+	}
+	return out
+}
+
+func podRunning(p corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.ContainerStatuses {
+		if !c.Ready {
+			return false
+		}
+	}
+	return true
+}
+
+func podState(p corev1.Pod) string {
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			return w.Reason
+		}
+	}
+	return string(p.Status.Phase)
+}
+
+func podChecks(cfg *cluster.Config, nodes []corev1.Node, pods []corev1.Pod, calicoDown string) []Check {
+	cpName := ""
+	for _, n := range nodes {
+		if internalIP(n) == hostOf(cfg.ControlPlane) {
+			cpName = n.Name
+		}
+	}
+	want := []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+	if cfg.StackedEtcd() {
+		want = append(want, "etcd")
+	}
+	var cp []string
+	for _, c := range want {
+		name := c + "-" + cpName
+		found := false
+		for _, p := range pods {
+			if p.Name == name {
+				found = true
+				if !podRunning(p) {
+					cp = append(cp, name+" "+podState(p))
+				}
+			}
+		}
+		if !found {
+			cp = append(cp, name+" missing")
+		}
+	}
+	var out []Check
+	if len(cp) > 0 {
+		out = append(out, Check{"control-plane pods Running", Fail, strings.Join(cp, "; ")})
+	} else {
+		out = append(out, Check{"control-plane pods Running", Pass, strings.Join(want, ", ") + " on " + cpName})
+	}
+	var bad, waiting []string
+	for _, p := range pods {
+		if podRunning(p) || p.Status.Phase == corev1.PodSucceeded {
+			continue
+		}
+		s := p.Name + " " + podState(p)
+		// Pods on the pod network (and Calico's own) wait for Calico.
+		if calicoDown != "" && (!p.Spec.HostNetwork || strings.HasPrefix(p.Name, "calico-")) {
+			waiting = append(waiting, s)
+		} else {
+			bad = append(bad, s)
+		}
+	}
+	sort.Strings(bad)
+	sort.Strings(waiting)
+	switch {
+	case len(bad) > 0:
+		out = append(out, Check{"kube-system pods Running", Fail, strings.Join(bad, "; ")})
+	case len(waiting) > 0:
+		out = append(out, Check{"kube-system pods Running", Skip, fmt.Sprintf("%d pods wait for the pod network (%s): %s", len(waiting), calicoDown, strings.Join(waiting, "; "))})
+	default:
+		out = append(out, Check{"kube-system pods Running", Pass, fmt.Sprintf("%d pods", len(pods))})
+	}
+	return out
+}
+
+func etcdCheck(ctx context.Context, c Cluster) Check {
+	name := "etcd members healthy"
+	if c.Etcd == nil {
+		return Check{name, Skip, "no access to etcd's CA"}
+	}
+	h, err := c.Etcd(ctx)
+	if err != nil {
+		return Check{name, Fail, err.Error()}
+	}
+	return Check{name, Pass, fmt.Sprintf("%d members (%s), leader %s, version %s", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)}
+}
+
+func serviceCheck(ctx context.Context, c Cluster) Check {
+	name := "kubernetes Service ClusterIP in the service CIDR"
+	svc, err := c.Kube.Kube.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		return Check{name, Fail, err.Error()}
+	}
+	ip, err1 := netip.ParseAddr(svc.Spec.ClusterIP)
+	cidr, err2 := netip.ParsePrefix(c.Config.ServiceCIDR)
+	if err1 != nil || err2 != nil || !cidr.Contains(ip) {
+		return Check{name, Fail, fmt.Sprintf("ClusterIP %s, service CIDR %s", svc.Spec.ClusterIP, c.Config.ServiceCIDR)}
+	}
+	return Check{name, Pass, fmt.Sprintf("%s in %s", ip, cidr)}
+}
+
+func ippoolCheck(ctx context.Context, c Cluster) Check {
+	name := "Calico IPPool CIDR = pod CIDR"
+	gvr := schema.GroupVersionResource{Group: "crd.projectcalico.org", Version: "v1", Resource: "ippools"}
+	list, err := c.Kube.Dyn.Resource(gvr).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return Check{name, Fail, err.Error()}
+	}
+	var cidrs []string
+	for _, p := range list.Items {
+		cidr, _, _ := unstructuredString(p.Object, "spec", "cidr")
+		if cidr == c.Config.PodCIDR {
+			return Check{name, Pass, fmt.Sprintf("%s (%s)", cidr, p.GetName())}
+		}
+		cidrs = append(cidrs, cidr)
+	}
+	return Check{name, Fail, fmt.Sprintf("pod CIDR %s; IPPools: %v", c.Config.PodCIDR, cidrs)}
+}
+
+func unstructuredString(o map[string]any, path ...string) (string, bool, error) {
+	var cur any = o
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return "", false, nil
+		}
+		cur = m[p]
+	}
+	s, ok := cur.(string)
+	return s, ok, nil
+}
+
+// podNetworkCheck: these checks run test pods, which need the pod network
+// and the k8slab-probe image (not built yet: see the README).
+func podNetworkCheck(name, calicoDown string) Check {
+	if calicoDown != "" {
+		return Check{name, Skip, calicoDown}
+	}
+	return Check{name, Skip, "needs the k8slab-probe test image, which this build does not have yet"}
+}
