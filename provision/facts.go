@@ -33,6 +33,9 @@ type Facts struct {
 	ProductUUID   string `json:"product_uuid,omitempty"`
 	Containerd    Binary `json:"containerd"`
 	Kubelet       Binary `json:"kubelet"`
+	// LabNode is "namespace" on a namespace-lab node: it shares the
+	// workstation's filesystem, so nothing may be installed on it.
+	LabNode string `json:"lab_node,omitempty"`
 }
 
 // Binary says whether a program is installed, where, and at what version.
@@ -66,6 +69,7 @@ echo "containerd_path=$(command -v containerd 2>/dev/null)"
 echo "containerd_version=$(containerd --version 2>/dev/null | awk '{print $3}')"
 echo "kubelet_path=$(command -v kubelet 2>/dev/null)"
 echo "kubelet_version=$(kubelet --version 2>/dev/null | awk '{print $2}')"
+echo "lab_node=${K8SLAB_LAB_NODE:-}"
 true
 `
 
@@ -114,6 +118,7 @@ func ParseFacts(out string) (Facts, error) {
 		Kubelet:      Binary{Path: kv["kubelet_path"], Version: kv["kubelet_version"]},
 	}
 	f.DefaultAddr = kv["default_addr"]
+	f.LabNode = kv["lab_node"]
 	switch kv["cgroup_fs"] {
 	case "cgroup2fs":
 		f.CgroupVersion = 2

@@ -97,14 +97,13 @@ func ApplyFiles(ctx context.Context, h host.Host, files []FileSpec, have map[str
 	var record strings.Builder
 	rewrite := false
 	for _, f := range files {
-		st, ok := have[f.Remote]
-		if !ok || st.SHA256 != f.SHA256 || st.Mode != fmt.Sprintf("%o", f.Mode.Perm()) {
+		if differs(f, have) {
 			if err := upload(ctx, h, f); err != nil {
 				return changed, err
 			}
 			changed = append(changed, f.Remote)
 			rewrite = true
-		} else if !st.Recorded {
+		} else if !have[f.Remote].Recorded {
 			rewrite = true
 		}
 		fmt.Fprintf(&record, "echo \"%s|%s|$(stat -c '%%s|%%Y' %s)|\"; ", f.SHA256, f.Remote, host.Quote(f.Remote))
@@ -120,6 +119,22 @@ func ApplyFiles(ctx context.Context, h host.Host, files []FileSpec, have map[str
 		return changed, fmt.Errorf("recording installed files: %w", err)
 	}
 	return changed, nil
+}
+
+func differs(f FileSpec, have map[string]FileState) bool {
+	st, ok := have[f.Remote]
+	return !ok || st.SHA256 != f.SHA256 || st.Mode != fmt.Sprintf("%o", f.Mode.Perm())
+}
+
+// Differing counts the files ApplyFiles would upload.
+func Differing(files []FileSpec, have map[string]FileState) int {
+	n := 0
+	for _, f := range files {
+		if differs(f, have) {
+			n++
+		}
+	}
+	return n
 }
 
 // stateDir holds k8slab's records on a node, as a shell expression: tests

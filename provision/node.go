@@ -322,12 +322,15 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 		}
 		changed = append(changed, "packages "+strings.Join(missing, " "))
 	}
+	if n := Differing(ctrFiles, have); n > 0 {
+		status(fmt.Sprintf("containerd: uploading %d files", n))
+	}
 	ch, err := ApplyFiles(ctx, h, ctrFiles, have)
 	if err != nil {
 		return nil, err
 	}
 	if len(ch) > 0 || !active {
-		status("containerd")
+		status("containerd: (re)starting")
 		if err := EnsureService(ctx, h, "containerd", len(ch) > 0); err != nil {
 			return nil, err
 		}
@@ -335,11 +338,13 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 	if len(ch) > 0 {
 		changed = append(changed, fmt.Sprintf("containerd (%d files)", len(ch)))
 	}
+	if n := Differing(k8sFiles, have); n > 0 {
+		status(fmt.Sprintf("kubernetes: uploading %d files", n))
+	}
 	if ch, err = ApplyFiles(ctx, h, k8sFiles, have); err != nil {
 		return nil, err
 	}
 	if len(ch) > 0 {
-		status("kubernetes binaries")
 		changed = append(changed, fmt.Sprintf("kubernetes (%d files)", len(ch)))
 		// kubeadm starts the kubelet; until then it only has to be enabled.
 		if _, err := host.Output(ctx, h, "systemctl daemon-reload && systemctl enable -q kubelet"); err != nil {
@@ -354,7 +359,7 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 		}
 	}
 	if len(need) > 0 {
-		status("images")
+		status(fmt.Sprintf("images: importing %d", len(need)))
 		imgs, err := ImportImages(ctx, h, b, dir, need)
 		if err != nil {
 			return nil, err

@@ -100,7 +100,7 @@ PrintMotd no
 MaxStartups 200
 MaxSessions 200
 Subsystem sftp internal-sftp
-SetEnv K8SLAB_STATE_DIR=%[2]s/state
+SetEnv K8SLAB_STATE_DIR=%[2]s/state K8SLAB_LAB_NODE=namespace
 `, listen, dir, authorizedKeysDir)
 }
 
@@ -151,7 +151,7 @@ func renderEtc(hostPasswd, hostShadow, hostGroup, hostname, homeDir string, logi
 			gr.WriteString(l + "\n")
 		}
 	}
-	sudoers := "Defaults env_reset\nDefaults env_keep += \"K8SLAB_STATE_DIR\"\nDefaults !lecture\nDefaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\nroot ALL=(ALL:ALL) ALL\n"
+	sudoers := "Defaults env_reset\nDefaults env_keep += \"K8SLAB_STATE_DIR K8SLAB_LAB_NODE\"\nDefaults !lecture\nDefaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\nroot ALL=(ALL:ALL) ALL\n"
 	for i, u := range login.Users {
 		uid := labUID + i
 		fmt.Fprintf(&pw, "%s:x:%d:%d:k8slab lab user:%s/%s:/bin/sh\n", u.Name, uid, uid, homeDir, u.Name)

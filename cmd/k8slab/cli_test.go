@@ -229,8 +229,23 @@ func TestCLIOnLab(t *testing.T) {
 		if r.code == exitLocked {
 			t.Fatalf("--force-unlock: still locked:\n%s", r.stderr)
 		}
+		// Namespace nodes share this machine's filesystem: preflight refuses.
+		if r.code != exitFailed || !strings.Contains(r.stderr, "172.31.3.11: a namespace-lab node shares this workstation's filesystem") {
+			t.Errorf("install on namespace nodes: exit %d\n%s", r.code, r.stderr)
+		}
 		if l := locks(); strings.Count(l, "none") != 4 {
 			t.Errorf("the run did not release its lock:\n%s", l)
+		}
+	})
+
+	t.Run("reset: needs --yes without a terminal, and refuses namespace-lab nodes", func(t *testing.T) {
+		r := runCLI(t, lab, env, "reset")
+		if r.code != exitBadInput || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "172.31.3.11:\n    - kubeadm reset -f") {
+			t.Errorf("reset without --yes: exit %d\n%s", r.code, r.stderr)
+		}
+		r = runCLI(t, lab, env, "reset", "--yes", "--no-backup")
+		if r.code != exitFailed || strings.Count(r.stderr, "refused: a namespace-lab node shares the workstation's filesystem") < 4 {
+			t.Errorf("reset on namespace nodes: exit %d\n%s", r.code, r.stderr)
 		}
 	})
 

@@ -108,6 +108,16 @@ func (s *session) lock(ctx context.Context, command string, force bool) error {
 	return nil
 }
 
+// names maps each node's address to the name its transport uses.
+func (s *session) names() map[string]string {
+	names := map[string]string{}
+	for _, cl := range s.clients {
+		t, _ := ssh.ParseTarget(cl.Name())
+		names[t.Host] = cl.Name()
+	}
+	return names
+}
+
 func (s *session) Close() {
 	if s.unlock != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -145,12 +144,18 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 		s.Close()
 		return nil, nil, nil, err
 	}
-	names := map[string]string{}
-	for _, cl := range s.clients {
-		t, _ := ssh.ParseTarget(cl.Name())
-		names[t.Host] = cl.Name()
+	canonical(cfg, s.names())
+	ictx := installContext(c, s, cfg, bundle, mirrors)
+	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: os.Stderr}
+	if err := m.Validate(); err != nil {
+		s.Close()
+		return nil, nil, nil, badInput("%v", err)
 	}
-	canonical(cfg, names)
+	return s, ictx, m, nil
+}
+
+// installContext is what the install phases share, from the flags.
+func installContext(c *cli.Context, s *session, cfg *cluster.Config, bundle *provision.Bundle, mirrors map[string]string) *install.Context {
 	release, _ := provision.LookupRelease(cfg.KubernetesVersion)
 	ictx := &install.Context{
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
@@ -172,12 +177,7 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	for _, cl := range s.clients {
 		ictx.Hosts[cl.Name()] = cl
 	}
-	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: os.Stderr}
-	if err := m.Validate(); err != nil {
-		s.Close()
-		return nil, nil, nil, badInput("%v", err)
-	}
-	return s, ictx, m, nil
+	return ictx
 }
 
 func installCommand() *cli.Command {
@@ -197,22 +197,10 @@ func installCommand() *cli.Command {
 			results, runErr := m.Run(c.Context)
 			data := map[string]map[string]any{"": {"phases": results}}
 			err = s.finish(data, func() {
-				for _, r := range results {
-					fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), r.Error)
-				}
+				printPhases(results)
 				fmt.Printf("install took %s\n", time.Since(start).Round(time.Second))
 			})
-			var incomplete *install.RolloutIncomplete
-			var mismatch *install.RecordMismatch
-			switch {
-			case errors.As(runErr, &incomplete):
-				return &exitError{exitIncomplete, runErr}
-			case errors.As(runErr, &mismatch):
-				return &exitError{exitBadInput, runErr}
-			case runErr != nil && err == nil:
-				return &exitError{exitFailed, runErr}
-			}
-			return err
+			return runExit(runErr, err)
 		},
 	}
 }

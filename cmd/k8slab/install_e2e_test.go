@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
 )
 
@@ -216,6 +218,125 @@ func TestE2EInstall(t *testing.T) {
 		t.Errorf("--wait without Calico images: exit %d, want 5 with a per-node report\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
 	}
 	_ = cp
+
+	lifecycle(t, ctx, lab, env, sh, with, first)
+}
+
+// verifyReport is verify's JSON.
+type verifyReport struct {
+	Data struct {
+		Verdict string `json:"verdict"`
+		Checks  []struct {
+			Name, Status, Reason string
+		} `json:"checks"`
+	} `json:"data"`
+}
+
+// keepReport saves a run's JSON where CI keeps artifacts (K8SLAB_E2E_REPORTS).
+func keepReport(t *testing.T, name, json string) {
+	if dir := os.Getenv("K8SLAB_E2E_REPORTS"); dir != "" {
+		os.MkdirAll(dir, 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name+".json"), []byte(json), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// lifecycle is the lab engineer's loop on the installed cluster: verify,
+// a broken node turns verify red, reinstall, verify, reset, install again.
+func lifecycle(t *testing.T, ctx context.Context, lab *topology.Lab, env []string, sh func(addr, cmd string) string, with func(...string) []string, first time.Duration) {
+	verifyOK := func(step string) {
+		r := runCLI(t, lab, env, "verify", "--output", "json")
+		keepReport(t, "verify-"+step, r.stdout)
+		var rep verifyReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("verify %s: exit %d: %v\n%s", step, r.code, err, tail(r.stderr, 20))
+		}
+		for _, c := range rep.Data.Checks {
+			t.Logf("verify %s: %s %s: %s", step, c.Status, c.Name, c.Reason)
+			needsCalico := strings.Contains(c.Reason, "calico-node not running") || strings.Contains(c.Reason, "pod network")
+			switch {
+			case c.Status == "FAIL":
+				t.Errorf("verify %s: %s failed: %s", step, c.Name, c.Reason)
+			case c.Status == "SKIP" && !needsCalico:
+				t.Errorf("verify %s: %s skipped for another reason than Calico: %s", step, c.Name, c.Reason)
+			}
+		}
+		if r.code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 12 {
+			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, r.code, rep.Data.Verdict, len(rep.Data.Checks))
+		}
+	}
+	verifyOK("after-install")
+
+	// A broken node (kubelet stopped) turns verify red, naming the node.
+	sh("172.31.4.11", "systemctl stop kubelet")
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		r := runCLI(t, lab, env, "verify")
+		if r.code == exitVerifyFailed && strings.Contains(r.stdout, "FAIL  kubelet posting status on every node") && strings.Contains(r.stdout, "kube-node3 (172.31.4.11)") {
+			t.Logf("verify with kube-node3's kubelet stopped:\n%s", r.stdout)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("verify did not turn red with kubelet stopped on kube-node3: exit %d\n%s", r.code, r.stdout)
+			break
+		}
+		time.Sleep(15 * time.Second)
+	}
+	sh("172.31.4.11", "systemctl start kubelet")
+
+	// reinstall: reset (Kubernetes only) + install, provisioning skipped.
+	start := time.Now()
+	r := runCLI(t, lab, env, append([]string{"reinstall"}, with("--yes")[1:]...)...)
+	reinstall := time.Since(start)
+	keepReport(t, "reinstall", r.stdout)
+	t.Logf("reinstall: %s (first install %s)\n%s", reinstall.Round(time.Second), first.Round(time.Second), tail(r.stderr, 30))
+	if r.code != 0 {
+		t.Fatalf("reinstall: exit %d\n%s", r.code, tail(r.stdout, 30))
+	}
+	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
+	if reinstall > first/2 {
+		t.Errorf("reinstall took %s, more than half of the first install's %s", reinstall, first)
+	}
+	verifyOK("after-reinstall")
+
+	// reset leaves no Kubernetes or Calico interface, rule, unit or file;
+	// containerd and the imported images stay.
+	r = runCLI(t, lab, env, "reset", "--yes", "--output", "json")
+	keepReport(t, "reset", r.stdout)
+	if r.code != 0 {
+		t.Fatalf("reset: exit %d\n%s\n%s", r.code, r.stdout, tail(r.stderr, 30))
+	}
+	var rep struct {
+		RunDir string `json:"run_dir"`
+	}
+	json.Unmarshal([]byte(r.stdout), &rep)
+	if st, err := os.Stat(filepath.Join(rep.RunDir, "etcd-snapshot.db")); err != nil || st.Size() < 4096 {
+		t.Errorf("etcd snapshot in the run directory: %v %v", st, err)
+	}
+	for i, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
+		left := sh(n, `ip -o link show | grep -E 'cali|tunl0|vxlan.calico|kube-ipvs0' | cut -d: -f2;
+nft list ruleset | grep -cE 'KUBE-|kube-proxy|cali' ;
+systemctl list-units --all --plain --no-legend | grep -E '^(kubelet|etcd|k8slab-kubeadm)[^ ]* +[^ ]+ +active' ;
+for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/etcd /etc/etcd /etc/systemd/system/etcd.service; do [ -e $p ] && echo $p; done;
+systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8s.io`)
+		lines := strings.Split(left, "\n")
+		images, _ := strconv.Atoi(lines[len(lines)-1])
+		wantImages := map[bool]int{true: 6, false: 3}[i == 0] // control plane: + apiserver, controller-manager, scheduler
+		if strings.Join(lines[:len(lines)-1], "\n") != "0\nactive" || images < wantImages {
+			t.Errorf("%s after reset (want only: 0 rules, containerd active, >= %d images):\n%s", n, wantImages, left)
+		}
+	}
+
+	// And install again on the reset nodes.
+	start = time.Now()
+	r = runCLI(t, lab, env, with()...)
+	keepReport(t, "install-after-reset", r.stdout)
+	t.Logf("install after reset: %s, exit %d", time.Since(start).Round(time.Second), r.code)
+	if r.code != 0 {
+		t.Fatalf("install after reset: exit %d\n%s", r.code, tail(r.stderr, 30))
+	}
+	verifyOK("after-reset-install")
 }
 
 // killWhen starts cmd and kills it (SIGKILL, as a lost terminal or OOM

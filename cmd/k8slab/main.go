@@ -28,7 +28,7 @@ func newApp() *cli.App {
 			versionCommand(),
 			execCommand(),
 			factsCommand(),
-			installCommand(), resetCommand(), verifyCommand(),
+			installCommand(), resetCommand(), verifyCommand(), reinstallCommand(),
 			planCommand(),
 			labCommand(),
 			completionCommand(),

@@ -22,17 +22,17 @@ import (
 // installed cluster: the cluster's record on the control plane, when
 // there is one, says which nodes and roles it has, so `--nodes <control
 // plane>` is enough.
-func recordedSession(c *cli.Context, command string, lock bool) (*session, *cluster.Config, error) {
-	cfg, _, err := loadCluster(c)
+func recordedSession(c *cli.Context, command string, lock bool) (*session, *cluster.Config, *provision.Bundle, error) {
+	cfg, bundle, err := loadCluster(c)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if !c.IsSet("nodes") {
 		c.Set("nodes", strings.Join(cfg.Nodes, ","))
 	}
 	s, err := openSession(c, command)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cpTarget, _ := ssh.ParseTarget(cfg.ControlPlane)
 	for _, cl := range s.clients {
@@ -46,16 +46,20 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 		rec, err := cluster.Parse(b)
 		if err != nil {
 			s.Close()
-			return nil, nil, fmt.Errorf("host %s: %s: %w", cl.Name(), cluster.RecordPath, err)
+			return nil, nil, nil, fmt.Errorf("host %s: %s: %w", cl.Name(), cluster.RecordPath, err)
 		}
 		rec.Artifacts = cfg.Artifacts
+		if bundle != nil && bundle.Release.Kubernetes != rec.KubernetesVersion {
+			s.Close()
+			return nil, nil, nil, badInput("--artifacts: the bundle is for Kubernetes %s, the cluster on %s runs %s", bundle.Release.Kubernetes, cl.Name(), rec.KubernetesVersion)
+		}
 		cfg = rec
 		if !sameHosts(cfg.Nodes, s.clients) {
 			// The record knows more nodes than were named: act on all.
 			s.Close()
 			c.Set("nodes", strings.Join(cfg.Nodes, ","))
 			if s, err = openSession(c, command); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 		break
@@ -63,16 +67,11 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 	if lock {
 		if err := s.lock(c.Context, command, c.Bool("force-unlock")); err != nil {
 			s.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	names := map[string]string{}
-	for _, cl := range s.clients {
-		t, _ := ssh.ParseTarget(cl.Name())
-		names[t.Host] = cl.Name()
-	}
-	canonical(cfg, names)
-	return s, cfg, nil
+	canonical(cfg, s.names())
+	return s, cfg, bundle, nil
 }
 
 func sameHosts(nodes []string, clients []*ssh.Client) bool {
@@ -116,7 +115,7 @@ func resetCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
 			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}),
 		Action: func(c *cli.Context) error {
-			s, cfg, err := recordedSession(c, "reset", true)
+			s, cfg, _, err := recordedSession(c, "reset", true)
 			if err != nil {
 				return err
 			}
@@ -142,15 +141,10 @@ func resetCommand() *cli.Command {
 			m := &phase.Manager{Phases: phases, Log: os.Stderr}
 			results, runErr := m.Run(c.Context)
 			err = s.finish(map[string]map[string]any{"": {"phases": results}}, func() {
-				for _, r := range results {
-					fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), r.Error)
-				}
+				printPhases(results)
 				fmt.Printf("reset took %s\n", time.Since(start).Round(time.Second))
 			})
-			if runErr != nil && err == nil {
-				return &exitError{exitFailed, runErr}
-			}
-			return err
+			return runExit(runErr, err)
 		},
 	}
 }

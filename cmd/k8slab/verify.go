@@ -22,7 +22,7 @@ func verifyCommand() *cli.Command {
 		Usage: "check the installed cluster: named checks, each PASS, FAIL or SKIP with a reason",
 		Flags: append(connFlags(), clusterFlags()...),
 		Action: func(c *cli.Context) error {
-			s, cfg, err := recordedSession(c, "verify", false)
+			s, cfg, _, err := recordedSession(c, "verify", false)
 			if err != nil {
 				return err
 			}

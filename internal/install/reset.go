@@ -214,6 +214,10 @@ func (r *ResetNodes) Run(ctx context.Context) error {
 
 // resetScript prints removed=<what> for everything it found and removed.
 const resetScript = `set +e
+if [ "${K8SLAB_LAB_NODE:-}" = namespace ]; then
+	echo "refused: a namespace-lab node shares the workstation's filesystem; reset would change the workstation itself" >&2
+	exit 1
+fi
 gone() { echo "removed=$1"; }
 for u in k8slab-kubeadm-init k8slab-kubeadm-join; do
 	systemctl is-active -q $u.service && { systemctl stop $u.service; gone "running $u"; }

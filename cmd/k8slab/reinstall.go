@@ -1,0 +1,79 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/install"
+	"github.com/k8slab/k8slab/internal/phase"
+	"github.com/urfave/cli/v2"
+)
+
+// reinstallCommand is reset (Kubernetes state only) then install with the
+// cluster's recorded settings, in one locked run: provisioning finds the
+// nodes converged and skips, so only kubeadm, etcd and Calico work again.
+func reinstallCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reinstall",
+		Usage: "reset Kubernetes (keeping OS preparation, containerd, binaries, images) and install again",
+		Flags: append(append(connFlags(), clusterFlags()...),
+			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+			&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
+			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"},
+			&cli.BoolFlag{Name: "fix-machine-id", Hidden: true},
+			&cli.BoolFlag{Name: "force", Hidden: true}),
+		Action: func(c *cli.Context) error {
+			mirrors, err := parseMirrors(c.StringSlice("mirror"))
+			if err != nil {
+				return err
+			}
+			s, cfg, bundle, err := recordedSession(c, "reinstall", true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ictx := installContext(c, s, cfg, bundle, mirrors)
+			reset := install.ResetPhases(ictx, install.ResetOptions{NoBackup: c.Bool("no-backup")})
+			fmt.Fprintf(os.Stderr, "reinstall of cluster %s first destroys:\n", cfg.Name)
+			for _, n := range cfg.Nodes {
+				for _, d := range reset[1].(*install.ResetNodes).Destroys(n) {
+					fmt.Fprintf(os.Stderr, "  %s: %s\n", n, d)
+				}
+			}
+			if err := confirm(c, cfg.Name); err != nil {
+				return err
+			}
+			start := time.Now()
+			m := &phase.Manager{Phases: append(reset, install.Phases(ictx)...), Log: os.Stderr}
+			results, runErr := m.Run(c.Context)
+			err = s.finish(map[string]map[string]any{"": {"phases": results}}, func() {
+				printPhases(results)
+				fmt.Printf("reinstall took %s\n", time.Since(start).Round(time.Second))
+			})
+			return runExit(runErr, err)
+		},
+	}
+}
+
+func printPhases(results []phase.Result) {
+	for _, r := range results {
+		fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), r.Error)
+	}
+}
+
+// runExit maps a run's outcome to the documented exit codes.
+func runExit(runErr, finishErr error) error {
+	var incomplete *install.RolloutIncomplete
+	var mismatch *install.RecordMismatch
+	switch {
+	case errors.As(runErr, &incomplete):
+		return &exitError{exitIncomplete, runErr}
+	case errors.As(runErr, &mismatch):
+		return &exitError{exitBadInput, runErr}
+	case runErr != nil && finishErr == nil:
+		return &exitError{exitFailed, runErr}
+	}
+	return finishErr
+}
