@@ -28,7 +28,7 @@ func newApp() *cli.App {
 			versionCommand(),
 			execCommand(),
 			factsCommand(),
-			installCommand(), resetCommand(), verifyCommand(), reinstallCommand(),
+			installCommand(), resetCommand(), verifyCommand(), reinstallCommand(), reportCommand(),
 			planCommand(),
 			labCommand(),
 			completionCommand(),
