@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -25,7 +26,8 @@ import (
 )
 
 type installReport struct {
-	Hosts []struct {
+	RunDir string `json:"run_dir"`
+	Hosts  []struct {
 		Host  string           `json:"host"`
 		Steps []run.StepResult `json:"steps"`
 	} `json:"hosts"`
@@ -105,6 +107,23 @@ func TestE2EInstall(t *testing.T) {
 				t.Errorf("report: %s has no timed %s step: %+v", h.Host, want, h.Steps)
 			}
 		}
+	}
+	// The join token k8slab made is in no log, terminal line or report.
+	token := sh("172.31.3.11", `sed -n 's/.*token: *\([a-z0-9]\{6\}\.[a-z0-9]\{16\}\).*/\1/p' /etc/k8slab/kubeadm-init.yaml | head -n 1`)
+	if len(token) != 23 {
+		t.Errorf("no bootstrap token in kubeadm-init.yaml: %q", token)
+	}
+	secretHalf := token[strings.Index(token, ".")+1:]
+	leaks := strings.Count(r.stdout+r.stderr, secretHalf)
+	filepath.WalkDir(rep.RunDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := os.ReadFile(p)
+			leaks += strings.Count(string(b), secretHalf)
+		}
+		return nil
+	})
+	if leaks > 0 || rep.RunDir == "" {
+		t.Errorf("the join token's secret appears %d times in the output and run directory %q", leaks, rep.RunDir)
 	}
 	if id2 := sh("172.31.3.12", "cat /etc/machine-id"); id2 == id1 || len(id2) != 32 {
 		t.Errorf("--fix-machine-id: kube-node2's machine-id is %q (node1 %s)", id2, id1)

@@ -5,6 +5,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,4 +131,11 @@ func (c *Context) ensureArtifacts(ctx context.Context) error {
 	}
 	c.Bundle, c.BundleDir = b, dir
 	return nil
+}
+
+// secret keeps a bootstrap token ("id.secret") out of logs and reports;
+// the secret half is masked on its own too.
+func (c *Context) secret(token string) {
+	_, sec, _ := strings.Cut(token, ".")
+	c.Runner.AddSecret(token, sec)
 }

@@ -85,6 +85,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 			if token, err = bootstrap.NewToken(); err != nil {
 				return err
 			}
+			c.secret(token)
 			if err := c.init(ctx, t, state, token); err != nil {
 				return err
 			}

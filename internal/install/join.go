@@ -122,6 +122,7 @@ func (j *Join) joinToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	j.secret(token)
 	cl, err := j.kubeClient()
 	if err != nil {
 		return "", err

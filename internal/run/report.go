@@ -109,6 +109,10 @@ func orNone(s string) string {
 // Redact masks the run's secrets in s, for output printed outside the report.
 func (r *Runner) Redact(s string) string { return r.opts.Redactor.String(s) }
 
+// AddSecret masks secrets made during the run (join tokens) from here on,
+// in logs, terminal output and JSON.
+func (r *Runner) AddSecret(secrets ...string) { r.opts.Redactor.Add(secrets...) }
+
 // StatusWriter is where run-level messages go (stderr), or io.Discard.
 func (r *Runner) StatusWriter() io.Writer {
 	if r.opts.Status == nil {
