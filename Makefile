@@ -40,10 +40,12 @@ e2e: deps vm-image bundle
 	K8SLAB_E2E=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) \
 		$(GO) test -p 1 -count=1 -timeout 80m -run E2E -v ./...
 
-# The install tier (work in progress, not yet in CI): provisioning and a
-# full k8slab install on the VM lab. Tens of minutes under emulation.
+# The install tier (not in CI: close to an hour under emulation): a full
+# k8slab install on the VM lab and the lab engineer's loop on it (no-op
+# re-run, killed join, verify, reinstall, reset, install again). JSON
+# reports of each run are kept in e2e-reports/.
 e2e-install: deps vm-image bundle
-	K8SLAB_E2E_INSTALL=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) \
+	K8SLAB_E2E_INSTALL=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
 		$(GO) test -p 1 -count=1 -timeout 120m -run 'E2EProvision|E2EInstall' -v ./provision/ ./cmd/k8slab/
 
 # The main job on the default (GNS3 reference) lab: build the fabric,
