@@ -185,7 +185,7 @@ func installCommand() *cli.Command {
 		Name:  "install",
 		Usage: "install Kubernetes on the nodes: preflight, provision, etcd, control plane, joins",
 		Flags: append(append(connFlags(), clusterFlags()...),
-			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"},
+			forceUnlockFlag(),
 			&cli.BoolFlag{Name: "force", Usage: "proceed although the cluster was installed with other settings"}),
 		Action: func(c *cli.Context) error {
 			s, _, m, err := installSetup(c, "install")

@@ -18,10 +18,7 @@ func reinstallCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reinstall",
 		Usage: "reset Kubernetes (keeping OS preparation, containerd, binaries, images) and install again",
-		Flags: append(append(connFlags(), clusterFlags()...),
-			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
-			&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
-			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"},
+		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
 			&cli.BoolFlag{Name: "fix-machine-id", Hidden: true},
 			&cli.BoolFlag{Name: "force", Hidden: true}),
 		Action: func(c *cli.Context) error {
@@ -36,12 +33,7 @@ func reinstallCommand() *cli.Command {
 			defer s.Close()
 			ictx := installContext(c, s, cfg, bundle, mirrors)
 			reset := install.ResetPhases(ictx, install.ResetOptions{NoBackup: c.Bool("no-backup")})
-			fmt.Fprintf(os.Stderr, "reinstall of cluster %s first destroys:\n", cfg.Name)
-			for _, n := range cfg.Nodes {
-				for _, d := range reset[1].(*install.ResetNodes).Destroys(n) {
-					fmt.Fprintf(os.Stderr, "  %s: %s\n", n, d)
-				}
-			}
+			printDestroys(cfg, reset)
 			if err := confirm(c, cfg.Name); err != nil {
 				return err
 			}

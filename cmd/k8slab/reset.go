@@ -89,6 +89,34 @@ func sameHosts(nodes []string, clients []*ssh.Client) bool {
 	return slices.Equal(a, b)
 }
 
+// resetFlags are those of the commands that reset nodes.
+func resetFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+		&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
+		forceUnlockFlag(),
+	}
+}
+
+func forceUnlockFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}
+}
+
+// printDestroys says, per node, what the reset phases will destroy.
+func printDestroys(cfg *cluster.Config, phases []phase.Phase) {
+	fmt.Fprintf(os.Stderr, "reset of cluster %s destroys:\n", cfg.Name)
+	for _, p := range phases {
+		if r, ok := p.(*install.ResetNodes); ok {
+			for _, n := range cfg.Nodes {
+				fmt.Fprintf(os.Stderr, "  %s:\n", n)
+				for _, d := range r.Destroys(n) {
+					fmt.Fprintf(os.Stderr, "    - %s\n", d)
+				}
+			}
+		}
+	}
+}
+
 // confirm asks for the cluster's name on a terminal; scripts pass --yes.
 func confirm(c *cli.Context, name string) error {
 	if c.Bool("yes") {
@@ -109,11 +137,8 @@ func resetCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reset",
 		Usage: "undo Kubernetes on the nodes (keeps containerd, binaries and images unless --all)",
-		Flags: append(append(connFlags(), clusterFlags()...),
-			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
-			&cli.BoolFlag{Name: "all", Usage: "also remove containerd, images, binaries and k8slab's OS settings"},
-			&cli.BoolFlag{Name: "no-backup", Usage: "do not snapshot etcd before deleting its data"},
-			&cli.BoolFlag{Name: "force-unlock", Usage: "clear the nodes' run lock left by a run that is gone"}),
+		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
+			&cli.BoolFlag{Name: "all", Usage: "also remove containerd, images, binaries and k8slab's OS settings"}),
 		Action: func(c *cli.Context) error {
 			s, cfg, _, err := recordedSession(c, "reset", true)
 			if err != nil {
@@ -127,13 +152,7 @@ func resetCommand() *cli.Command {
 			}
 			opts := install.ResetOptions{All: c.Bool("all"), NoBackup: c.Bool("no-backup")}
 			phases := install.ResetPhases(ictx, opts)
-			fmt.Fprintf(os.Stderr, "reset of cluster %s destroys:\n", cfg.Name)
-			for _, n := range cfg.Nodes {
-				fmt.Fprintf(os.Stderr, "  %s:\n", n)
-				for _, d := range phases[1].(*install.ResetNodes).Destroys(n) {
-					fmt.Fprintf(os.Stderr, "    - %s\n", d)
-				}
-			}
+			printDestroys(cfg, phases)
 			if err := confirm(c, cfg.Name); err != nil {
 				return err
 			}
