@@ -287,6 +287,14 @@ func lifecycle(t *testing.T, ctx context.Context, lab *topology.Lab, env []strin
 	}
 	verifyOK("after-install")
 
+	// With only the control plane named, the record supplies the rest.
+	dir := t.TempDir()
+	if r := runCLI(t, lab, env, "kubeconfig", "--nodes", "172.31.3.11", "--kubeconfig-dir", dir); r.code != 0 {
+		t.Errorf("kubeconfig --nodes <control plane>: exit %d\n%s", r.code, tail(r.stderr, 10))
+	} else if b, err := os.ReadFile(filepath.Join(dir, "lab.kubeconfig")); err != nil || !strings.Contains(string(b), "server: https://172.31.3.11:6443") {
+		t.Errorf("kubeconfig from the record: %v\n%s", err, b)
+	}
+
 	// A broken node (kubelet stopped) turns verify red, naming the node.
 	sh("172.31.4.11", "systemctl stop kubelet")
 	deadline := time.Now().Add(4 * time.Minute)

@@ -28,7 +28,7 @@ func newApp() *cli.App {
 			versionCommand(),
 			execCommand(),
 			factsCommand(),
-			installCommand(), resetCommand(), verifyCommand(), reinstallCommand(), reportCommand(),
+			installCommand(), resetCommand(), verifyCommand(), reinstallCommand(), kubeconfigCommand(), reportCommand(),
 			planCommand(),
 			labCommand(),
 			completionCommand(),

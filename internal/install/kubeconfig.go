@@ -3,6 +3,8 @@ package install
 import (
 	"context"
 	"fmt"
+	"github.com/k8slab/k8slab/internal/ssh"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -41,7 +43,12 @@ func (k *Kubeconfig) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin.conf: %w", err)
 	}
-	server := fmt.Sprintf("https://%s:6443", k.NodeIP(k.Cluster.ControlPlane))
+	ip := k.NodeIP(k.Cluster.ControlPlane)
+	if ip == "" { // no preflight in this run (k8slab kubeconfig)
+		t, _ := ssh.ParseTarget(k.Cluster.ControlPlane)
+		ip = t.Host
+	}
+	server := "https://" + net.JoinHostPort(ip, "6443")
 	named := clientcmdapi.NewConfig()
 	for _, cl := range cfg.Clusters {
 		c := cl.DeepCopy()
@@ -91,4 +98,17 @@ func (k *Kubeconfig) Run(ctx context.Context) error {
 		return err
 	}
 	return os.Chmod(k.MergeKubeconfig, 0o600)
+}
+
+// LoadAdmin reads admin.conf from the control plane, for commands that
+// act on an installed cluster without running the install phases.
+func (c *Context) LoadAdmin(ctx context.Context) error {
+	b, err := c.Hosts[c.Cluster.ControlPlane].ReadFile(ctx, adminConfPath)
+	if err != nil {
+		return fmt.Errorf("host %s: no installed cluster: %w", c.Cluster.ControlPlane, err)
+	}
+	c.mu.Lock()
+	c.adminConf = b
+	c.mu.Unlock()
+	return nil
 }
