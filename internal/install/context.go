@@ -5,6 +5,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"github.com/k8slab/k8slab/bootstrap"
 	"strings"
 	"sync"
 	"time"
@@ -138,4 +139,23 @@ func (c *Context) ensureArtifacts(ctx context.Context) error {
 func (c *Context) secret(token string) {
 	_, sec, _ := strings.Cut(token, ".")
 	c.Runner.AddSecret(token, sec)
+}
+
+// kubeadm runs a detached kubeadm step. One that failed in its preflight
+// phase changed nothing on the node, so it gets one more try: on the
+// emulated lab, kubeadm join's CRI check timed out (DeadlineExceeded)
+// while containerd answered crictl in 3 s a minute later.
+func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached) error {
+	progress := func(line string) { t.Status("%s: %s", d.Unit, line) }
+	err := d.Run(ctx, t.Host, c.Wait, progress)
+	if err != nil && strings.Contains(err.Error(), "error execution phase preflight") {
+		t.Status("%s: preflight failed, trying once more", d.Unit)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+		err = d.Run(ctx, t.Host, c.Wait, progress)
+	}
+	return err
 }

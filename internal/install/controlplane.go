@@ -150,8 +150,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 	} else {
 		t.Status("kubeadm init (this takes minutes on emulated VMs)")
 	}
-	init := bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker}
-	return init.Run(ctx, t.Host, c.Wait, func(line string) { t.Status("kubeadm init: %s", line) })
+	return c.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker})
 }
 
 // waitReady polls the API server's /readyz through the SSH tunnel.

@@ -104,8 +104,7 @@ func (j *Join) Run(ctx context.Context) error {
 			t.Status("resuming an interrupted kubeadm join")
 			cmd += " --ignore-preflight-errors=all"
 		}
-		join := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd}
-		return join.Run(ctx, h, j.Wait, func(line string) { t.Status("kubeadm join: %s", line) })
+		return j.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd})
 	})
 }
 
