@@ -1,9 +1,11 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sort"
@@ -30,8 +32,7 @@ func (*Preflight) Always() bool { return true }
 
 // probeScript reads what preflight needs beyond the facts: listening
 // ports with their owners, the clock, and the route to the control plane.
-const probeScript = `echo "now=$(date +%s.%N)"
-ss -Hltnp 2>/dev/null | awk '{print "listen=" $4 " " $6}'
+const probeScript = `ss -Hltnp 2>/dev/null | awk '{print "listen=" $4 " " $6}'
 echo "route=$(ip -4 -o route get CONTROL_PLANE 2>/dev/null)"
 `
 
@@ -115,14 +116,18 @@ func (p *Preflight) hostOf(node string) string {
 
 func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (probe, error) {
 	var pr probe
-	// One round trip: facts and probe share a script (the clock reading is
-	// still taken against the midpoint of that round trip).
-	t0 := p.Now()
-	out, err := host.Output(ctx, h, provision.FactsScript()+strings.Replace(probeScript, "CONTROL_PLANE", host.Quote(cpHost), 1))
-	t1 := p.Now()
+	// One round trip: facts and probe share a script. The clock is read
+	// first and compared with the moment its line arrives here: the
+	// facts take seconds on an emulated node, so the midpoint of the
+	// round trip was off by more than the 2 s allowed.
+	var stdout, stderr bytes.Buffer
+	first := &arrival{w: &stdout, now: p.Now}
+	err := h.Run(ctx, host.Cmd{Command: `echo "now=$(date +%s.%N)"` + "\n" + provision.FactsScript() + strings.Replace(probeScript, "CONTROL_PLANE", host.Quote(cpHost), 1),
+		Stdout: first, Stderr: &stderr})
 	if err != nil {
-		return pr, fmt.Errorf("preflight probe: %w", err)
+		return pr, fmt.Errorf("preflight probe: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
+	out := stdout.String()
 	f, err := provision.ParseFacts(out)
 	if err != nil {
 		return pr, err
@@ -134,8 +139,7 @@ func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (prob
 		switch k {
 		case "now":
 			secs, _ := strconv.ParseFloat(v, 64)
-			mid := t0.Add(t1.Sub(t0) / 2)
-			pr.skew = time.Duration((secs - float64(mid.UnixNano())/1e9) * float64(time.Second))
+			pr.skew = time.Duration((secs - float64(first.at.UnixNano())/1e9) * float64(time.Second))
 		case "listen":
 			addr, owner, _ := strings.Cut(v, " ")
 			if _, port, err := net.SplitHostPort(addr); err == nil {
@@ -292,3 +296,17 @@ func (p *Preflight) fixMachineIDs(ctx context.Context, probes map[string]probe) 
 const regenerateMachineID = `rm -f /etc/machine-id && systemd-machine-id-setup >/dev/null 2>&1 || dbus-uuidgen --ensure=/etc/machine-id
 [ ! -e /var/lib/dbus/machine-id ] || ln -sf /etc/machine-id /var/lib/dbus/machine-id
 cat /etc/machine-id`
+
+// arrival notes when the first output arrives.
+type arrival struct {
+	w   io.Writer
+	now func() time.Time
+	at  time.Time
+}
+
+func (a *arrival) Write(b []byte) (int, error) {
+	if a.at.IsZero() {
+		a.at = a.now()
+	}
+	return a.w.Write(b)
+}
