@@ -142,18 +142,20 @@ func (c *Context) secret(token string) {
 }
 
 // kubeadm runs a detached kubeadm step. One that failed in its preflight
-// phase changed nothing on the node, so it gets one more try: on the
-// emulated lab, kubeadm join's CRI check timed out (DeadlineExceeded)
-// while containerd answered crictl in 3 s a minute later.
+// phase changed nothing on the node, so it is tried again, up to three
+// times with a growing pause: on the emulated lab, kubeadm join's CRI
+// check and its 10 s API requests timed out while the control plane was
+// busy with other joins.
 func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached) error {
 	progress := func(line string) { t.Status("%s: %s", d.Unit, line) }
 	err := d.Run(ctx, t.Host, c.Wait, progress)
-	if err != nil && strings.Contains(err.Error(), "error execution phase preflight") {
-		t.Status("%s: preflight failed, trying once more", d.Unit)
+	for attempt := 1; attempt < 3 && err != nil && strings.Contains(err.Error(), "error execution phase preflight"); attempt++ {
+		pause := time.Duration(attempt) * 20 * time.Second
+		t.Status("%s: preflight failed (nothing changed), trying again in %s", d.Unit, pause)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Second):
+		case <-time.After(pause):
 		}
 		err = d.Run(ctx, t.Host, c.Wait, progress)
 	}
