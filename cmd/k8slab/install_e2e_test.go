@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,9 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/install"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/topology"
@@ -131,7 +132,6 @@ func TestE2EInstall(t *testing.T) {
 		t.Errorf("--fix-machine-id: kube-node2's machine-id is %q (node1 %s)", id2, id1)
 	}
 
-	cp := node("172.31.3.11")
 	kubectl := func(args string) string {
 		return sh("172.31.3.11", "kubectl --kubeconfig /etc/kubernetes/admin.conf "+args)
 	}
@@ -238,8 +238,6 @@ func TestE2EInstall(t *testing.T) {
 	if r4.code != 5 || !strings.Contains(r4.stderr+r4.stdout, "quay.io/calico/") || !strings.Contains(r4.stderr+r4.stdout, "kube-node3: calico-node") {
 		t.Errorf("--wait without Calico images: exit %d, want 5 with a per-node report\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
 	}
-	_ = cp
-
 	lifecycle(t, ctx, lab, env, sh, with, first)
 }
 
@@ -417,27 +415,25 @@ func phaseSummary(rep installReport) string {
 	return b.String()
 }
 
-// checkEtcd asks etcd itself, with a client certificate issued from the
-// cluster's etcd CA, through the first member's SSH connection.
+// checkEtcd asks etcd itself, with a client certificate from the
+// cluster's etcd CA, through the first member's SSH connection (the same
+// access verify and reset use).
 func checkEtcd(t *testing.T, ctx context.Context, pool *ssh.Pool) {
-	m1, _ := pool.Host(ssh.Target{Host: "172.31.3.11"})
-	crt, err1 := m1.ReadFile(ctx, bootstrap.EtcdPKIDir+"/ca.crt")
-	key, err2 := m1.ReadFile(ctx, bootstrap.EtcdPKIDir+"/ca.key")
-	if err1 != nil || err2 != nil {
-		t.Fatalf("etcd CA: %v %v", err1, err2)
+	cfg := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"}}
+	cfg.Default()
+	hosts := map[string]host.Host{}
+	for _, n := range cfg.Nodes {
+		c, err := pool.Host(ssh.Target{Host: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts[n] = c
 	}
-	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
-	if err != nil {
-		t.Fatal(err)
+	acc, err := install.NewEtcdAccess(ctx, cfg, hosts)
+	if err != nil || acc == nil {
+		t.Fatalf("etcd access: %v (no CA: %v)", err, acc == nil)
 	}
-	pki, err := bootstrap.NewEtcdPKI(ca, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eps := []string{"https://172.31.3.11:2379", "https://172.31.3.12:2379", "https://172.31.4.11:2379"}
-	h, err := bootstrap.CheckEtcd(ctx, eps, pki, 3, func(ctx context.Context, addr string) (net.Conn, error) {
-		return m1.DialContext(ctx, "tcp", addr)
-	})
+	h, err := bootstrap.CheckEtcd(ctx, acc.Endpoints, acc.PKI, 3, acc.Dial)
 	if err != nil || strings.Join(h.Members, ",") != "kube-node1,kube-node2,kube-node3" {
 		t.Errorf("etcd: %+v %v", h, err)
 	}

@@ -34,6 +34,7 @@ func holder(id, ws string, pid int, ticks uint64) Holder {
 func TestLock(t *testing.T) {
 	ctx := context.Background()
 	me := Me("run-a", "install", time.Now())
+	live := Me("run-live", "install", time.Now()) // another run in this very process: alive
 	// A process that has exited: its lock is stale.
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {
@@ -49,7 +50,7 @@ func TestLock(t *testing.T) {
 	}{
 		{"free nodes: taken", nil, Options{}, nil, 0},
 		{"one node held by a live run elsewhere: refused, nothing kept", map[int]Holder{2: holder("run-b", "other-ws", 42, 1)}, Options{Alive: LocalAlive(me.Workstation)}, []string{"n3"}, 0},
-		{"all held by a live local run (this test process)", map[int]Holder{0: me2(), 1: me2(), 2: me2()}, Options{Alive: LocalAlive(me.Workstation)}, []string{"n1", "n2", "n3"}, 0},
+		{"all held by a live local run (this test process)", map[int]Holder{0: live, 1: live, 2: live}, Options{Alive: LocalAlive(me.Workstation)}, []string{"n1", "n2", "n3"}, 0},
 		{"killed local run: taken over", map[int]Holder{1: holder("run-k", me.Workstation, dead.Process.Pid, 1)}, Options{Alive: LocalAlive(me.Workstation)}, nil, 1},
 		{"--force-unlock", map[int]Holder{0: holder("run-b", "other-ws", 42, 1)}, Options{Force: true}, nil, 0},
 	}
@@ -112,10 +113,4 @@ func TestLock(t *testing.T) {
 			}
 		})
 	}
-}
-
-// me2 is another run in this very process: alive.
-func me2() Holder {
-	h := Me("run-live", "install", time.Now())
-	return h
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/k8slab/k8slab/internal/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -303,26 +304,13 @@ func ippoolCheck(ctx context.Context, c Cluster) Check {
 	}
 	var cidrs []string
 	for _, p := range list.Items {
-		cidr, _, _ := unstructuredString(p.Object, "spec", "cidr")
+		cidr, _, _ := unstructured.NestedString(p.Object, "spec", "cidr")
 		if cidr == c.Config.PodCIDR {
 			return Check{name, Pass, fmt.Sprintf("%s (%s)", cidr, p.GetName())}
 		}
 		cidrs = append(cidrs, cidr)
 	}
 	return Check{name, Fail, fmt.Sprintf("pod CIDR %s; IPPools: %v", c.Config.PodCIDR, cidrs)}
-}
-
-func unstructuredString(o map[string]any, path ...string) (string, bool, error) {
-	var cur any = o
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return "", false, nil
-		}
-		cur = m[p]
-	}
-	s, ok := cur.(string)
-	return s, ok, nil
 }
 
 // podNetworkCheck: these checks run test pods, which need the pod network
