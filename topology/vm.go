@@ -30,6 +30,11 @@ type VMOptions struct {
 	DiskDir string
 	// Fresh ignores snapshots and boots every node from a new overlay.
 	Fresh bool
+	// Resume names the snapshot to boot from (default "clean", taken after
+	// the first boot). A lab saved later with SaveSnapshot (e.g. with an
+	// installed cluster) resumes there; a node without it is an error, so
+	// the nodes never come up from different points in time.
+	Resume string
 	// Accel is "auto" (default: probe KVM, else TCG), "tcg" or "kvm".
 	Accel string
 	// BootTimeout bounds the wait for every node's SSH (default 5 min).
@@ -123,14 +128,54 @@ func (l *Lab) overlay(node string) string {
 	return filepath.Join(l.VM.DiskDir, l.Spec.Name, node+".qcow2")
 }
 
-// hasSnapshot reports whether the overlay holds the clean snapshot.
-func hasSnapshot(ctx context.Context, disk string) bool {
+func (o *VMOptions) resume() string {
+	if o.Resume != "" {
+		return o.Resume
+	}
+	return snapshotName
+}
+
+// HasSnapshot reports whether every node's disk holds the named snapshot.
+func (l *Lab) HasSnapshot(ctx context.Context, name string) bool {
+	for _, n := range l.Spec.Nodes {
+		if !hasSnapshot(ctx, l.overlay(n.Name), name) {
+			return false
+		}
+	}
+	return true
+}
+
+// SaveSnapshot saves every running node (memory and disk) under name, one
+// node at a time: savevm stalls the host's disk, and parallel saves made
+// the other nodes' SSH handshakes time out.
+func (l *Lab) SaveSnapshot(ctx context.Context, name string) error {
+	for _, n := range l.Spec.Nodes {
+		if err := l.savevm(ctx, n.Name, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) savevm(ctx context.Context, node, name string) error {
+	res, err := l.monitor(ctx, node, "savevm "+name)
+	if err != nil {
+		return err
+	}
+	if strings.Contains(strings.ToLower(res), "error") {
+		return fmt.Errorf("%s: savevm %s: %s", node, name, strings.TrimSpace(strings.TrimSuffix(res, "(qemu) ")))
+	}
+	return nil
+}
+
+// hasSnapshot reports whether the overlay holds the named snapshot.
+func hasSnapshot(ctx context.Context, disk, name string) bool {
 	out, err := exec.CommandContext(ctx, "qemu-img", "snapshot", "-l", "-U", disk).Output()
 	if err != nil {
 		return false
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[1] == snapshotName {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == name {
 			return true
 		}
 	}
@@ -156,7 +201,10 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 				return nil, fmt.Errorf("%s: overlay: %v: %s", n.Name, err, out)
 			}
 		}
-		resumed[n.Name] = hasSnapshot(ctx, disk) && !l.VM.Fresh
+		resumed[n.Name] = hasSnapshot(ctx, disk, l.VM.resume()) && !l.VM.Fresh
+		if !resumed[n.Name] && l.VM.resume() != snapshotName {
+			return nil, fmt.Errorf("%s: no snapshot %q in %s", n.Name, l.VM.resume(), disk)
+		}
 		dir := l.memberDir(n.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -213,7 +261,7 @@ func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]st
 		"-monitor", "unix:" + l.monitorSocket(n.Name) + ",server,nowait",
 	}
 	if resume {
-		args = append(args, "-loadvm", snapshotName)
+		args = append(args, "-loadvm", l.VM.resume())
 	}
 	return args, nil
 }
@@ -353,12 +401,5 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	host.Output(ctx, c, "sync")
 	c.Close()
 	l.logf("%s: booted (%s); saving snapshot %q", n.Name, strings.TrimSpace(out), snapshotName)
-	res, err := l.monitor(ctx, n.Name, "savevm "+snapshotName)
-	if err != nil {
-		return err
-	}
-	if strings.Contains(strings.ToLower(res), "error") {
-		return fmt.Errorf("%s: savevm: %s", n.Name, strings.TrimSpace(strings.TrimSuffix(res, "(qemu) ")))
-	}
-	return nil
+	return l.savevm(ctx, n.Name, snapshotName)
 }

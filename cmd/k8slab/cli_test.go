@@ -24,7 +24,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binPath = filepath.Join(dir, "k8slab")
-	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+	// K8SLAB_TEST_BIN: a binary built beforehand, so an hour-long VM run
+	// (go test -c) does not pick up source edited while it starts.
+	if b := os.Getenv("K8SLAB_TEST_BIN"); b != "" {
+		binPath = b
+	} else if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
 		panic(string(out))
 	}
 	code := m.Run()
@@ -284,6 +288,7 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 		{"install: unknown Kubernetes", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--kubernetes-version", "v1.99.0"}, "kubernetes-version"},
 		{"install: unknown Calico", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--calico-version", "v9.9.9"}, "calico"},
 		{"install: not a bundle", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--artifacts", "/nonexistent"}, "--artifacts /nonexistent"},
+		{"install: negative join parallelism", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--join-parallel", "-1"}, "--join-parallel"},
 		{"install: bad mirror", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--mirror", "nope"}, `--mirror "nope"`},
 	}
 	for _, tt := range tests {

@@ -34,6 +34,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "mirror", Usage: "without --artifacts: fetch from a mirror, `FROM=TO` URL prefixes (e.g. https://dl.k8s.io=http://mirror.lab/k8s; repeatable)"},
 		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join, calico, kubeconfig"},
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
+		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; slow or emulated labs join more reliably with 1)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
 		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
 		&cli.BoolFlag{Name: "fix-machine-id", Usage: "regenerate /etc/machine-id on nodes that share it with another (cloned VMs)"},
@@ -132,6 +133,9 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if n := c.Int("join-parallel"); n < 0 {
+		return nil, nil, nil, badInput("--join-parallel: must be 0 (all) or more, got %d", n)
+	}
 	if !c.IsSet("nodes") {
 		// The session reads --nodes; a cluster file alone supplies them.
 		c.Set("nodes", strings.Join(cfg.Nodes, ","))
@@ -160,7 +164,7 @@ func installContext(c *cli.Context, s *session, cfg *cluster.Config, bundle *pro
 	ictx := &install.Context{
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
 		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
-		WaitRollout: c.Bool("wait"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
+		WaitRollout: c.Bool("wait"), JoinParallel: c.Int("join-parallel"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
 		FixMachineID: c.Bool("fix-machine-id"), Force: c.Bool("force"),
 	}
 	if bundle == nil {

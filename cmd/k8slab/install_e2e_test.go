@@ -49,38 +49,9 @@ func TestE2EInstall(t *testing.T) {
 	if os.Getenv("K8SLAB_E2E_INSTALL") == "" {
 		t.Skip("install tier: run with make e2e-install (K8SLAB_E2E_INSTALL=1)")
 	}
-	lab := labtest.UpVMs(t, false)
-	env, _ := labEnv(t, lab)
-	kubeconfigDir := t.TempDir()
-	args := []string{"install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
-		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", kubeconfigDir, "--name", "lab", "--output", "json", "--wait=false",
-		// kubeadm init took 4 to 18 minutes on these emulated VMs.
-		"--wait-timeout", "40m"}
-	with := func(extra ...string) []string { return append(slices.Clone(args), extra...) }
-
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Minute)
-	defer cancel()
-	o := lab.SSHOptions()
-	o.CommandTimeout = 2 * time.Minute
-	pool, err := ssh.NewPool(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	node := func(addr string) *ssh.Client {
-		c, err := pool.Host(ssh.Target{Host: addr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	sh := func(addr, cmd string) string {
-		out, err := host.Output(ctx, node(addr), cmd)
-		if err != nil {
-			t.Fatalf("%s: %s: %v", addr, cmd, err)
-		}
-		return strings.TrimSpace(out)
-	}
+	e := newE2E(t, labtest.UpVMs(t, false))
+	lab, env, ctx, pool, sh, args, with := e.lab, e.env, e.ctx, e.pool, e.sh, e.args, e.with
+	kubeconfigDir := e.kubeconfigDir
 
 	// Cloned VMs share a machine-id: preflight names the node and changes
 	// nothing; --fix-machine-id (given to the install below) regenerates it.
@@ -164,6 +135,11 @@ func TestE2EInstall(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(kubeconfigDir, "lab.kubeconfig")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("kubeconfig: %v %v", st, err)
 	}
+	// TestE2ELifecycle starts from here: a failure in either test no
+	// longer hides the other's proofs, and each can be re-run alone.
+	if !t.Failed() {
+		saveInstalled(t, ctx, lab, first)
+	}
 
 	// A second install with the same arguments changes nothing.
 	ident := func() string {
@@ -238,7 +214,97 @@ func TestE2EInstall(t *testing.T) {
 	if r4.code != 5 || !strings.Contains(r4.stderr+r4.stdout, "quay.io/calico/") || !strings.Contains(r4.stderr+r4.stdout, "kube-node3: calico-node") {
 		t.Errorf("--wait without Calico images: exit %d, want 5 with a per-node report\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
 	}
-	lifecycle(t, ctx, lab, env, sh, with, first)
+}
+
+// e2e is what the VM-lab tests share: the lab, an SSH pool to its nodes
+// and the install arguments of the user's cluster.
+type e2e struct {
+	lab           *topology.Lab
+	env           []string
+	ctx           context.Context
+	pool          *ssh.Pool
+	kubeconfigDir string
+	args          []string
+	sh            func(addr, cmd string) string
+	with          func(extra ...string) []string
+}
+
+func newE2E(t *testing.T, lab *topology.Lab) *e2e {
+	e := &e2e{lab: lab, kubeconfigDir: t.TempDir()}
+	e.env, _ = labEnv(t, lab)
+	e.args = []string{"install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
+		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", e.kubeconfigDir, "--name", "lab", "--output", "json", "--wait=false",
+		// kubeadm init took 4 to 18 minutes on these emulated VMs, and
+		// three parallel joins starved the one emulated API server.
+		"--wait-timeout", "40m", "--join-parallel", "1"}
+	e.with = func(extra ...string) []string { return append(slices.Clone(e.args), extra...) }
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Minute)
+	t.Cleanup(cancel)
+	e.ctx = ctx
+	o := lab.SSHOptions()
+	o.CommandTimeout = 2 * time.Minute
+	pool, err := ssh.NewPool(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	e.pool = pool
+	e.sh = func(addr, cmd string) string {
+		c, err := pool.Host(ssh.Target{Host: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := host.Output(ctx, c, cmd)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", addr, cmd, err)
+		}
+		return strings.TrimSpace(out)
+	}
+	return e
+}
+
+// installedSnapshot holds the VMs right after a first install that passed
+// its checks; installedFile next to the disks keeps that install's time.
+const installedSnapshot = "installed"
+
+func installedFile() string {
+	return filepath.Join(labtest.VMDir(), "nodes", labtest.LabName(), "installed.json")
+}
+
+func saveInstalled(t *testing.T, ctx context.Context, lab *topology.Lab, first time.Duration) {
+	start := time.Now()
+	os.Remove(installedFile()) // a half-saved snapshot must not look complete
+	if err := lab.SaveSnapshot(ctx, installedSnapshot); err != nil {
+		t.Errorf("saving the installed lab: %v", err)
+		return
+	}
+	b, _ := json.Marshal(map[string]int64{"first_install_ms": first.Milliseconds()})
+	if err := os.WriteFile(installedFile(), b, 0o644); err != nil {
+		t.Error(err)
+	}
+	t.Logf("snapshot %q saved in %s", installedSnapshot, time.Since(start).Round(time.Second))
+}
+
+// TestE2ELifecycle is the lab engineer's loop on the cluster
+// TestE2EInstall installed (resumed from its snapshot): verify, a broken
+// node turns verify red, reinstall, verify, reset, install again.
+func TestE2ELifecycle(t *testing.T) {
+	if os.Getenv("K8SLAB_E2E_INSTALL") == "" {
+		t.Skip("install tier: run with make e2e-install (K8SLAB_E2E_INSTALL=1)")
+	}
+	b, err := os.ReadFile(installedFile())
+	if err != nil {
+		t.Fatalf("no installed lab to start from (TestE2EInstall saves it after a first install that passed): %v", err)
+	}
+	var saved struct {
+		FirstInstallMS int64 `json:"first_install_ms"`
+	}
+	if err := json.Unmarshal(b, &saved); err != nil {
+		t.Fatalf("%s: %v", installedFile(), err)
+	}
+	first := time.Duration(saved.FirstInstallMS) * time.Millisecond
+	e := newE2E(t, labtest.ResumeVMs(t, installedSnapshot))
+	lifecycle(t, e, first)
 }
 
 // verifyReport is verify's JSON.
@@ -265,7 +331,19 @@ func keepReport(t *testing.T, name, json string) {
 // a broken node turns verify red, reinstall, verify, reset. (Installing
 // again after the reset is what reinstall already did; the run is close
 // to an hour under emulation without it.)
-func lifecycle(t *testing.T, ctx context.Context, lab *topology.Lab, env []string, sh func(addr, cmd string) string, with func(...string) []string, first time.Duration) {
+func lifecycle(t *testing.T, e *e2e, first time.Duration) {
+	lab, env, sh, with := e.lab, e.env, e.sh, e.with
+	// The snapshot's kubelets last posted status before it was saved: let
+	// every node post again before verify judges them.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		r := runCLI(t, lab, env, "verify")
+		if r.code == 0 || time.Now().After(deadline) {
+			break
+		}
+		t.Logf("resumed lab not settled yet (verify exit %d); retrying", r.code)
+		time.Sleep(15 * time.Second)
+	}
 	verifyOK := func(step string) {
 		r := runCLI(t, lab, env, "verify", "--output", "json")
 		keepReport(t, "verify-"+step, r.stdout)
@@ -299,7 +377,7 @@ func lifecycle(t *testing.T, ctx context.Context, lab *topology.Lab, env []strin
 
 	// A broken node (kubelet stopped) turns verify red, naming the node.
 	sh("172.31.4.11", "systemctl stop kubelet")
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline = time.Now().Add(4 * time.Minute)
 	for {
 		r := runCLI(t, lab, env, "verify")
 		if r.code == exitVerifyFailed && strings.Contains(r.stdout, "FAIL  kubelet posting status on every node") && strings.Contains(r.stdout, "kube-node3 (172.31.4.11)") {
@@ -357,6 +435,15 @@ systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8
 		}
 	}
 
+	// ... and the reset nodes install again, unattended.
+	start = time.Now()
+	r = runCLI(t, lab, env, e.args...)
+	keepReport(t, "install-after-reset", r.stdout)
+	t.Logf("install after reset: %s\n%s", time.Since(start).Round(time.Second), tail(r.stderr, 20))
+	if r.code != 0 {
+		t.Fatalf("install after reset: exit %d\n%s", r.code, tail(r.stdout, 30))
+	}
+	verifyOK("after-reset-and-install")
 }
 
 // killWhen starts cmd and kills it (SIGKILL, as a lost terminal or OOM

@@ -33,6 +33,11 @@ type Context struct {
 	Wait time.Duration
 	// WaitRollout: wait for calico-node and Ready nodes (else report and go on).
 	WaitRollout bool
+	// JoinParallel caps how many workers run kubeadm join at once (0: all).
+	// Every joining kubelet loads the one API server (TLS bootstrap, CSR
+	// approval); on emulated VMs sharing two host cores, three at once
+	// starved it past kubeadm's own timeouts.
+	JoinParallel int
 	// KubeconfigDir gets <cluster>.kubeconfig; MergeKubeconfig, if set, is
 	// the kubeconfig file to merge it into.
 	KubeconfigDir   string

@@ -79,21 +79,41 @@ func Up(t testing.TB) *topology.Lab {
 // one e2e run to the next (K8SLAB_VM_DIR, default ~/.cache/k8slab/vm).
 func UpVMs(t testing.TB, fresh bool) *topology.Lab {
 	t.Helper()
+	return upVMs(t, &topology.VMOptions{Fresh: fresh})
+}
+
+// ResumeVMs is UpVMs from a snapshot a test saved with Lab.SaveSnapshot.
+func ResumeVMs(t testing.TB, snapshot string) *topology.Lab {
+	t.Helper()
+	return upVMs(t, &topology.VMOptions{Resume: snapshot})
+}
+
+func upVMs(t testing.TB, vm *topology.VMOptions) *topology.Lab {
+	t.Helper()
 	Require(t)
-	dir := os.Getenv("K8SLAB_VM_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = home + "/.cache/k8slab/vm"
-	}
-	vm := &topology.VMOptions{ImageDir: dir, DiskDir: dir + "/nodes", Fresh: fresh}
+	vm.ImageDir = VMDir()
+	vm.DiskDir = vm.ImageDir + "/nodes"
 	if err := vm.CheckImage(); err != nil {
 		t.Fatal(err) // make e2e builds the image first: missing is a failure
 	}
-	name := os.Getenv("K8SLAB_E2E_LAB") // two e2e runs on one machine need two names
-	if name == "" {
-		name = "e2e"
+	return up(t, vm, LabName())
+}
+
+// VMDir holds the VM image and the nodes' disks.
+func VMDir() string {
+	if dir := os.Getenv("K8SLAB_VM_DIR"); dir != "" {
+		return dir
 	}
-	return up(t, vm, name)
+	home, _ := os.UserHomeDir()
+	return home + "/.cache/k8slab/vm"
+}
+
+// LabName is the VM lab's name: two e2e runs on one machine need two.
+func LabName() string {
+	if name := os.Getenv("K8SLAB_E2E_LAB"); name != "" {
+		return name
+	}
+	return "e2e"
 }
 
 func up(t testing.TB, vm *topology.VMOptions, name string) *topology.Lab {
