@@ -352,7 +352,11 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 		}
 	}
 	var need []string
-	for _, ref := range ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd) {
+	refs := ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd)
+	if _, ok := b.Images[ProbeImage]; ok {
+		refs = append(refs, ProbeImage) // verify's test pods may land on any node
+	}
+	for _, ref := range refs {
 		// Without images in the bundle, kubeadm and the kubelet pull them.
 		if !b.Pull && (!active || !slices.Contains(images, ref)) {
 			need = append(need, ref)

@@ -64,6 +64,13 @@ func LookupRelease(k8s string) (Release, error) {
 	return r, nil
 }
 
+// ProbeImage is the test image `k8slab verify` runs its pod checks with
+// (cmd/k8slab-probe). It exists only in bundles built by k8slab-bundle:
+// nodes import it when the bundle has it, and verify's pod checks say SKIP
+// when a node lacks it. Bump the tag when the probe changes: a node that
+// has the tag is not given the image again.
+const ProbeImage = "k8slab.dev/k8slab-probe:v1"
+
 // Images are the container images kubeadm pulls for this release (what
 // `kubeadm config images list` prints), by reference.
 func (r Release) Images() []string {

@@ -53,6 +53,9 @@ func run(ctx context.Context, k8s, out, work, calicoDir string) error {
 	if err := b.buildPause(ctx, r); err != nil {
 		return err
 	}
+	if err := b.buildProbe(ctx); err != nil {
+		return err
+	}
 	specs, err := b.imageSpecs(r)
 	if err != nil {
 		return err
@@ -103,6 +106,17 @@ func (b *builder) buildPause(ctx context.Context, r provision.Release) error {
 		return fmt.Errorf("pause: gcc: %v: %s", err, o)
 	}
 	b.logf("pause %s: built", r.Pause)
+	return nil
+}
+
+// buildProbe compiles verify's test binary from this module, statically:
+// its image holds nothing else.
+func (b *builder) buildProbe(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", b.path("work/k8slab-probe"), "github.com/k8slab/k8slab/cmd/k8slab-probe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("k8slab-probe: %v: %s", err, o)
+	}
 	return nil
 }
 

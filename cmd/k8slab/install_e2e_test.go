@@ -22,6 +22,7 @@ import (
 	"github.com/k8slab/k8slab/internal/install"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/provision"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
 )
@@ -402,6 +403,21 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 		t.Fatalf("reinstall: exit %d\n%s", r.code, tail(r.stdout, 30))
 	}
 	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
+	// A bundle with verify's test image gives it to every node, also to a
+	// cluster installed before the bundle had it.
+	if b, err := provision.LoadBundle(os.Getenv("K8SLAB_BUNDLE")); err == nil && b.Images[provision.ProbeImage] != "" {
+		for _, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
+			if got := sh(n, "ctr -n k8s.io images ls -q | grep -c '^"+provision.ProbeImage+"$' || true"); got != "1" {
+				t.Errorf("%s: %s not imported", n, provision.ProbeImage)
+			}
+		}
+		// The image runs under the nodes' real runtime (containerd, runc),
+		// as its unprivileged user, in a network namespace of its own.
+		out := sh("172.31.4.12", "ctr -n k8s.io run --rm "+provision.ProbeImage+" k8slab-e2e-probe /k8slab-probe get -want unreachable -for 0s http://127.0.0.1:1/ 2>&1; echo exit=$?")
+		if !strings.HasSuffix(out, "exit=0") || !strings.Contains(out, "127.0.0.1:1/ unreachable") {
+			t.Errorf("k8slab-probe in containerd on kube-node4: %s", out)
+		}
+	}
 	if reinstall > first/2 {
 		t.Errorf("reinstall took %s, more than half of the first install's %s", reinstall, first)
 	}

@@ -20,8 +20,12 @@ func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "verify",
 		Usage: "check the installed cluster: named checks, each PASS, FAIL or SKIP with a reason",
-		Flags: append(connFlags(), clusterFlags()...),
+		Flags: append(append(connFlags(), clusterFlags()...),
+			&cli.DurationFlag{Name: "pod-timeout", Value: 4 * time.Minute, Usage: "limit for each test pod to start and give its verdict (emulated nodes take minutes)"}),
 		Action: func(c *cli.Context) error {
+			if c.Duration("pod-timeout") <= 0 {
+				return badInput("--pod-timeout: must be positive, got %s", c.Duration("pod-timeout"))
+			}
 			s, cfg, _, err := recordedSession(c, "verify", false)
 			if err != nil {
 				return err
@@ -31,7 +35,8 @@ func verifyCommand() *cli.Command {
 			for _, cl := range s.clients {
 				hosts[cl.Name()] = cl
 			}
-			ctx, cancel := context.WithTimeout(c.Context, 5*time.Minute)
+			// The test pods wait in turn: server, clients, deny, allow.
+			ctx, cancel := context.WithTimeout(c.Context, 2*time.Minute+4*c.Duration("pod-timeout"))
 			defer cancel()
 			cp := hosts[cfg.ControlPlane]
 			admin, err := cp.ReadFile(ctx, "/etc/kubernetes/admin.conf")
@@ -43,7 +48,7 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return &exitError{exitFailed, err}
 			}
-			target := verify.Cluster{Config: cfg, Kube: kc}
+			target := verify.Cluster{Config: cfg, Kube: kc, PodTimeout: c.Duration("pod-timeout")}
 			acc, err := install.NewEtcdAccess(ctx, cfg, hosts)
 			if err != nil {
 				return &exitError{exitFailed, err}

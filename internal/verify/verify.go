@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/calico"
@@ -46,6 +47,8 @@ type Cluster struct {
 	Config *cluster.Config
 	Kube   *kube.Client
 	Etcd   Etcd
+	// PodTimeout bounds each test pod's start and verdict (default 4 min).
+	PodTimeout time.Duration
 }
 
 // Run performs every check. It returns them all, failures included; err
@@ -66,9 +69,11 @@ func Run(ctx context.Context, c Cluster) ([]Check, error) {
 	out = append(out, etcdCheck(ctx, c))
 	out = append(out, serviceCheck(ctx, c))
 	out = append(out, ippoolCheck(ctx, c))
-	for _, name := range []string{"CoreDNS resolves kubernetes.default from a pod", "pod-to-pod across racks", "ClusterIP Service from another node", "NetworkPolicy: default-deny blocks, allow re-opens"} {
-		out = append(out, podNetworkCheck(name, calicoDown))
+	timeout := c.PodTimeout
+	if timeout == 0 {
+		timeout = defaultPodTimeout
 	}
+	out = append(out, podNetwork(ctx, c.Kube.Kube, nodes.Items, calicoDown, timeout)...)
 	return out, nil
 }
 
@@ -207,6 +212,9 @@ func podState(p corev1.Pod) string {
 			return w.Reason
 		}
 	}
+	if p.Status.Phase == "" {
+		return "Pending (no kubelet has taken it)"
+	}
 	return string(p.Status.Phase)
 }
 
@@ -311,13 +319,4 @@ func ippoolCheck(ctx context.Context, c Cluster) Check {
 		cidrs = append(cidrs, cidr)
 	}
 	return Check{name, Fail, fmt.Sprintf("pod CIDR %s; IPPools: %v", c.Config.PodCIDR, cidrs)}
-}
-
-// podNetworkCheck: these checks run test pods, which need the pod network
-// and the k8slab-probe image (not built yet: see the README).
-func podNetworkCheck(name, calicoDown string) Check {
-	if calicoDown != "" {
-		return Check{name, Skip, calicoDown}
-	}
-	return Check{name, Skip, "needs the k8slab-probe test image, which this build does not have yet"}
 }

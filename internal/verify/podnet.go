@@ -1,0 +1,329 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k8slab/k8slab/provision"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+)
+
+// The pod-network checks, in the order they are reported.
+const (
+	checkDNS       = "CoreDNS resolves kubernetes.default from a pod"
+	checkPodToPod  = "pod-to-pod across racks"
+	checkClusterIP = "ClusterIP Service from another node"
+	checkPolicy    = "NetworkPolicy: default-deny blocks, allow re-opens"
+)
+
+var podNetworkChecks = []string{checkDNS, checkPodToPod, checkClusterIP, checkPolicy}
+
+// verifyLabel marks verify's namespaces, so a run that was killed before
+// it cleaned up is cleaned up by the next one.
+const verifyLabel = "k8slab.dev/verify"
+
+// defaultPodTimeout bounds each test pod's wait (start, then verdict):
+// emulated nodes take minutes to start a container.
+const defaultPodTimeout = 4 * time.Minute
+
+// podNetwork runs the test pods: a server on one node, clients on a node
+// in the other rack (another /24, the lab's leaf subnets), each a
+// k8slab-probe whose exit code is its verdict and whose termination
+// message is the reason. Everything lives in its own namespace, deleted
+// afterwards.
+func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Node, calicoDown string, timeout time.Duration) []Check {
+	all := func(st Status, reason string) []Check {
+		var out []Check
+		for _, n := range podNetworkChecks {
+			out = append(out, Check{n, st, reason})
+		}
+		return out
+	}
+	if calicoDown != "" {
+		return all(Skip, calicoDown)
+	}
+	server, client, why := pickNodes(nodes)
+	if why != "" {
+		return all(Skip, why)
+	}
+	p := &probeRun{kc: kc, timeout: timeout}
+	defer p.tearDown()
+	if err := p.setUp(ctx, server, client); err != nil {
+		return all(Fail, err.Error())
+	}
+
+	racks := fmt.Sprintf("%s (%s) → %s (%s)", client.Name, internalIP(client), server.Name, internalIP(server))
+	checks := map[string]Check{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	run := func(name, pod string, args ...string) {
+		defer wg.Done()
+		ok, reason := p.client(ctx, pod, args...)
+		st := Pass
+		if !ok {
+			st = Fail
+		}
+		mu.Lock()
+		checks[name] = Check{name, st, reason}
+		mu.Unlock()
+	}
+	wg.Add(3)
+	go run(checkDNS, "dns", "resolve", "kubernetes.default")
+	go run(checkPodToPod, "pod-to-pod", "get", p.podURL)
+	go run(checkClusterIP, "cluster-ip", "get", p.svcURL)
+	wg.Wait()
+	checks[checkPodToPod] = withWhere(checks[checkPodToPod], racks)
+	checks[checkClusterIP] = withWhere(checks[checkClusterIP], racks)
+	checks[checkPolicy] = p.policy(ctx)
+
+	var out []Check
+	for _, n := range podNetworkChecks {
+		out = append(out, checks[n])
+	}
+	return out
+}
+
+func withWhere(c Check, where string) Check {
+	c.Reason = where + ": " + c.Reason
+	return c
+}
+
+// pickNodes chooses a server node and a client node in another /24 (the
+// reference lab's racks are the leaves' /24s), among schedulable Ready
+// nodes that have the probe image; without two racks, two nodes.
+func pickNodes(nodes []corev1.Node) (server, client corev1.Node, why string) {
+	var usable []corev1.Node
+	var noImage []string
+	for _, n := range nodes {
+		if n.Spec.Unschedulable || ready(n).Status != corev1.ConditionTrue {
+			continue
+		}
+		if !hasImage(n, provision.ProbeImage) {
+			noImage = append(noImage, n.Name)
+			continue
+		}
+		usable = append(usable, n)
+	}
+	sort.Slice(usable, func(i, j int) bool { return internalIP(usable[i]) < internalIP(usable[j]) })
+	if len(noImage) > 0 && len(usable) < 2 {
+		return server, client, fmt.Sprintf("test image %s not on %s (it comes with a bundle built by make bundle)", provision.ProbeImage, strings.Join(noImage, ", "))
+	}
+	if len(usable) < 2 {
+		return server, client, "fewer than two schedulable Ready nodes"
+	}
+	server, client = usable[0], usable[len(usable)-1]
+	for _, n := range usable[1:] {
+		if rack(n) != rack(server) {
+			client = n
+			break
+		}
+	}
+	return server, client, ""
+}
+
+func rack(n corev1.Node) netip.Prefix {
+	a, err := netip.ParseAddr(internalIP(n))
+	if err != nil {
+		return netip.Prefix{}
+	}
+	p, _ := a.Prefix(24)
+	return p
+}
+
+func hasImage(n corev1.Node, ref string) bool {
+	for _, img := range n.Status.Images {
+		for _, name := range img.Names {
+			if name == ref {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// probeRun is one verify's test namespace and server.
+type probeRun struct {
+	kc             kubernetes.Interface
+	timeout        time.Duration
+	ns             string
+	clientNode     string
+	podURL, svcURL string
+}
+
+const (
+	probePort   = 8080
+	serverLabel = "k8slab-probe-server"
+	clientLabel = "k8slab-probe-client"
+)
+
+func (p *probeRun) setUp(ctx context.Context, server, client corev1.Node) error {
+	p.clientNode = client.Name
+	nss := p.kc.CoreV1().Namespaces()
+	// A killed earlier verify left its namespace: remove it.
+	old, err := nss.List(ctx, metav1.ListOptions{LabelSelector: verifyLabel})
+	if err != nil {
+		return fmt.Errorf("listing earlier test namespaces: %w", err)
+	}
+	for _, ns := range old.Items {
+		nss.Delete(ctx, ns.Name, metav1.DeleteOptions{})
+	}
+	ns, err := nss.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		GenerateName: "k8slab-verify-", Labels: map[string]string{verifyLabel: "true"}}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("creating the test namespace: %w", err)
+	}
+	p.ns = ns.Name
+	pod := probePod("server", server.Name, []string{"serve", "-port", fmt.Sprint(probePort)}, map[string]string{"app": serverLabel})
+	pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: probePort}}
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(probePort)}},
+		PeriodSeconds: 2, TimeoutSeconds: 5,
+	}
+	if _, err := p.kc.CoreV1().Pods(p.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the server pod: %w", err)
+	}
+	svc, err := p.kc.CoreV1().Services(p.ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "probe"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": serverLabel},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(probePort)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("creating the test Service: %w", err)
+	}
+	p.svcURL = "http://" + svc.Spec.ClusterIP + "/"
+	up, err := p.wait(ctx, "server", func(pod *corev1.Pod) bool { return podRunning(*pod) && pod.Status.PodIP != "" })
+	if err != nil {
+		return fmt.Errorf("test server pod on %s: %w", server.Name, err)
+	}
+	p.podURL = fmt.Sprintf("http://%s:%d/", up.Status.PodIP, probePort)
+	return nil
+}
+
+// tearDown deletes the namespace without waiting: the next verify
+// removes it if this deletion does not finish.
+func (p *probeRun) tearDown() {
+	if p.ns == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p.kc.CoreV1().Namespaces().Delete(ctx, p.ns, metav1.DeleteOptions{})
+}
+
+func probePod(name, node string, args []string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: corev1.PodSpec{
+			NodeName:      node,
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "probe", Image: provision.ProbeImage, Args: args,
+				// Offline labs have no registry to pull from: a node without
+				// the image must say so at once.
+				ImagePullPolicy: corev1.PullNever,
+			}},
+			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+		},
+	}
+}
+
+// client runs one probe pod on the client node and returns its verdict
+// and reason (its termination message).
+func (p *probeRun) client(ctx context.Context, podName string, args ...string) (bool, string) {
+	args = append(args[:1:1], append([]string{"-message", "/dev/termination-log"}, args[1:]...)...)
+	pod := probePod(podName, p.clientNode, args, map[string]string{"app": clientLabel})
+	if _, err := p.kc.CoreV1().Pods(p.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return false, fmt.Sprintf("creating the test pod: %v", err)
+	}
+	done, err := p.wait(ctx, podName, func(pod *corev1.Pod) bool {
+		return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+	})
+	if err != nil {
+		return false, fmt.Sprintf("test pod on %s: %v", p.clientNode, err)
+	}
+	reason := string(done.Status.Phase)
+	for _, cs := range done.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.Message != "" {
+			reason = strings.TrimSpace(t.Message)
+		}
+	}
+	return done.Status.Phase == corev1.PodSucceeded, reason
+}
+
+// policy: a default-deny ingress policy must make the server unreachable
+// for the client, and an allow rule for the client must re-open it.
+func (p *probeRun) policy(ctx context.Context) Check {
+	np := p.kc.NetworkingV1().NetworkPolicies(p.ns)
+	deny := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "default-deny"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+	}
+	if _, err := np.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+		return Check{checkPolicy, Fail, "creating default-deny: " + err.Error()}
+	}
+	if ok, reason := p.client(ctx, "policy-deny", "get", "-want", "unreachable", p.podURL); !ok {
+		return Check{checkPolicy, Fail, "default-deny did not block the client: " + reason}
+	}
+	port := intstr.FromInt32(probePort)
+	allow := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "allow-client"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": serverLabel}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": clientLabel}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}},
+			}},
+		},
+	}
+	if _, err := np.Create(ctx, allow, metav1.CreateOptions{}); err != nil {
+		return Check{checkPolicy, Fail, "creating the allow rule: " + err.Error()}
+	}
+	if ok, reason := p.client(ctx, "policy-allow", "get", p.podURL); !ok {
+		return Check{checkPolicy, Fail, "blocked by default-deny as it should be, but the allow rule did not re-open: " + reason}
+	}
+	return Check{checkPolicy, Pass, "default-deny blocked the client; the allow rule re-opened it"}
+}
+
+// wait polls a pod until cond holds; on timeout it says what the pod is
+// doing (ErrImageNeverPull, ContainerCreating, ...).
+func (p *probeRun) wait(ctx context.Context, name string, cond func(*corev1.Pod) bool) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	poll := min(time.Second, p.timeout/20)
+	var last *corev1.Pod
+	for {
+		pod, err := p.kc.CoreV1().Pods(p.ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			last = pod
+			if cond(pod) {
+				return pod, nil
+			}
+			if st := podState(*pod); st == "ErrImageNeverPull" || st == "InvalidImageName" {
+				return nil, fmt.Errorf("%s: %s", st, provision.ProbeImage)
+			}
+		case !apierrors.IsNotFound(err) && ctx.Err() == nil:
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				return nil, fmt.Errorf("pod %s not found after %s", name, p.timeout)
+			}
+			return nil, fmt.Errorf("still %s after %s", podState(*last), p.timeout)
+		case <-time.After(poll):
+		}
+	}
+}
