@@ -62,7 +62,11 @@ func runCLI(t *testing.T, lab *topology.Lab, env []string, args ...string) resul
 // cliCmd is the k8slab command line, inside the lab's workstation
 // namespace when there is a lab.
 func cliCmd(t *testing.T, lab *topology.Lab, env []string, args ...string) *exec.Cmd {
-	argv := append([]string{binPath}, args...)
+	return labCmd(t, lab, env, append([]string{binPath}, args...)...)
+}
+
+// labCmd runs any program as cliCmd runs k8slab (scripts that call it).
+func labCmd(t *testing.T, lab *topology.Lab, env []string, argv ...string) *exec.Cmd {
 	if lab != nil {
 		argv = append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, argv...)
 	}

@@ -345,12 +345,11 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 		t.Logf("resumed lab not settled yet (verify exit %d); retrying", r.code)
 		time.Sleep(15 * time.Second)
 	}
-	verifyOK := func(step string) {
-		r := runCLI(t, lab, env, "verify", "--output", "json")
-		keepReport(t, "verify-"+step, r.stdout)
+	judge := func(step string, code int, stdout, stderr string) {
+		keepReport(t, "verify-"+step, stdout)
 		var rep verifyReport
-		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-			t.Fatalf("verify %s: exit %d: %v\n%s", step, r.code, err, tail(r.stderr, 20))
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("verify %s: exit %d: %v\n%s", step, code, err, tail(stderr, 20))
 		}
 		for _, c := range rep.Data.Checks {
 			t.Logf("verify %s: %s %s: %s", step, c.Status, c.Name, c.Reason)
@@ -362,9 +361,13 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 				t.Errorf("verify %s: %s skipped for another reason than Calico: %s", step, c.Name, c.Reason)
 			}
 		}
-		if r.code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 12 {
-			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, r.code, rep.Data.Verdict, len(rep.Data.Checks))
+		if code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 12 {
+			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, code, rep.Data.Verdict, len(rep.Data.Checks))
 		}
+	}
+	verifyOK := func(step string) {
+		r := runCLI(t, lab, env, "verify", "--output", "json")
+		judge(step, r.code, r.stdout, r.stderr)
 	}
 	verifyOK("after-install")
 
@@ -393,13 +396,26 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 	}
 	sh("172.31.4.11", "systemctl start kubelet")
 
-	// reinstall: reset (Kubernetes only) + install, provisioning skipped.
-	start := time.Now()
-	r := runCLI(t, lab, env, append([]string{"reinstall"}, with("--yes")[1:]...)...)
-	reinstall := time.Since(start)
+	// reinstall: reset (Kubernetes only) + install, provisioning skipped;
+	// run as a regression cycle would (scripts/regression.sh 1).
+	out := t.TempDir()
+	script, _ := filepath.Abs("../../scripts/regression.sh")
+	so, err := labCmd(t, lab, append(env, "K8SLAB="+binPath, "OUT="+out), append([]string{script, "1"}, with()[1:]...)...).CombinedOutput()
+	t.Logf("scripts/regression.sh 1: %v\n%s", err, tail(string(so), 20))
+	readOut := func(name string) string { b, _ := os.ReadFile(filepath.Join(out, name)); return string(b) }
+	var rcs [2]int
+	if _, serr := fmt.Sscanf(string(so), "cycle 1: reinstall exit %d, verify exit %d", &rcs[0], &rcs[1]); serr != nil || err != nil || !strings.Contains(string(so), "1 cycles, 0 failed") {
+		t.Errorf("regression.sh 1: %v, %v, output:\n%s", err, serr, so)
+	}
+	r := result{readOut("cycle-1-reinstall.json"), readOut("cycle-1-reinstall.log"), rcs[0]}
 	keepReport(t, "reinstall", r.stdout)
+	var rr struct {
+		DurationMS int64 `json:"duration_ms"`
+	}
+	json.Unmarshal([]byte(r.stdout), &rr)
+	reinstall := time.Duration(rr.DurationMS) * time.Millisecond
 	t.Logf("reinstall: %s (first install %s)\n%s", reinstall.Round(time.Second), first.Round(time.Second), tail(r.stderr, 30))
-	if r.code != 0 {
+	if r.code != 0 || reinstall == 0 {
 		t.Fatalf("reinstall: exit %d\n%s", r.code, tail(r.stdout, 30))
 	}
 	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
@@ -421,7 +437,7 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 	if reinstall > first/2 {
 		t.Errorf("reinstall took %s, more than half of the first install's %s", reinstall, first)
 	}
-	verifyOK("after-reinstall")
+	judge("after-reinstall", rcs[1], readOut("cycle-1-verify.json"), readOut("cycle-1-verify.log"))
 
 	// reset leaves no Kubernetes or Calico interface, rule, unit or file;
 	// containerd and the imported images stay.
@@ -452,7 +468,7 @@ systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8
 	}
 
 	// ... and the reset nodes install again, unattended.
-	start = time.Now()
+	start := time.Now()
 	r = runCLI(t, lab, env, e.args...)
 	keepReport(t, "install-after-reset", r.stdout)
 	t.Logf("install after reset: %s\n%s", time.Since(start).Round(time.Second), tail(r.stderr, 20))
