@@ -267,7 +267,7 @@ func (p *probeRun) policy(ctx context.Context) Check {
 	np := p.kc.NetworkingV1().NetworkPolicies(p.ns)
 	deny := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "default-deny"},
-		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
 	}
 	if _, err := np.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
 		return Check{checkPolicy, Fail, "creating default-deny: " + err.Error()}
