@@ -8,7 +8,6 @@ import (
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/install"
-	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/verify"
 	"github.com/urfave/cli/v2"
 )
@@ -43,8 +42,7 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return &exitError{exitFailed, fmt.Errorf("host %s: no cluster to verify: %w", cfg.ControlPlane, err)}
 			}
-			d, _ := cp.(install.Dialer)
-			kc, err := kube.NewClient(admin, d.DialContext)
+			kc, err := install.KubeClient(cp, admin)
 			if err != nil {
 				return &exitError{exitFailed, err}
 			}

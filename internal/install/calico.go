@@ -141,11 +141,7 @@ func (c *Context) kubeClient() (*kube.Client, error) {
 	if admin == nil {
 		return nil, fmt.Errorf("no admin kubeconfig: the control-plane phase must run first (it is idempotent)")
 	}
-	d, ok := c.Hosts[c.Cluster.ControlPlane].(Dialer)
-	if !ok {
-		return nil, fmt.Errorf("the control plane's transport cannot tunnel connections")
-	}
-	return kube.NewClient(admin, d.DialContext)
+	return KubeClient(c.Hosts[c.Cluster.ControlPlane], admin)
 }
 
 // appliedRecord remembers what the calico phase applied last, so that a

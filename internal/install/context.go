@@ -166,3 +166,31 @@ func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached
 	}
 	return err
 }
+
+// limiter admits at most cap() callers at once; a nil limiter admits all.
+type limiter chan struct{}
+
+func newLimiter(n int) limiter {
+	if n <= 0 {
+		return nil
+	}
+	return make(limiter, n)
+}
+
+// acquire waits for a slot, calling waiting first if it has to wait.
+func (l limiter) acquire(ctx context.Context, waiting func()) (release func(), err error) {
+	if l == nil {
+		return func() {}, nil
+	}
+	select {
+	case l <- struct{}{}:
+	default:
+		waiting()
+		select {
+		case l <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return func() { <-l }, nil
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
@@ -29,6 +30,31 @@ func (*Etcd) Name() string { return "etcd" }
 // node (the SSH client does).
 type Dialer interface {
 	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// tunnel is h's Dialer: connections opened from the node through its SSH
+// connection, so no port needs to be reachable from the workstation.
+func tunnel(h host.Host) (Dialer, error) {
+	d, ok := h.(Dialer)
+	if !ok {
+		return nil, fmt.Errorf("host %s: its transport cannot tunnel connections", h.Name())
+	}
+	return d, nil
+}
+
+// tcpVia is the etcd client's dial function over a tunnel.
+func tcpVia(d Dialer) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+}
+
+// KubeClient is a client for the API server of the admin kubeconfig,
+// reached through the control plane's tunnel.
+func KubeClient(cp host.Host, admin []byte) (*kube.Client, error) {
+	d, err := tunnel(cp)
+	if err != nil {
+		return nil, err
+	}
+	return kube.NewClient(admin, d.DialContext)
 }
 
 func (e *Etcd) Plan() []phase.Step {
@@ -184,11 +210,11 @@ func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) er
 // waitHealthy asks etcd itself (client v3, through the first member's SSH
 // connection: no port needs to be open to the workstation).
 func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string) error {
-	d, ok := e.Hosts[e.Cluster.Etcd[0]].(Dialer)
-	if !ok {
-		return fmt.Errorf("etcd: transport of %s cannot tunnel connections", e.Cluster.Etcd[0])
+	d, err := tunnel(e.Hosts[e.Cluster.Etcd[0]])
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
 	}
-	dial := func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	dial := tcpVia(d)
 	deadline := time.Now().Add(e.Wait)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)

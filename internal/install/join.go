@@ -87,10 +87,7 @@ func (j *Join) Run(ctx context.Context) error {
 		return err
 	}
 	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
-	slots := make(chan struct{}, len(pending))
-	if j.JoinParallel > 0 && j.JoinParallel < len(pending) {
-		slots = make(chan struct{}, j.JoinParallel)
-	}
+	slots := newLimiter(j.JoinParallel)
 	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
 		h := t.Host
 		cfg, err := bootstrap.RenderJoin(bootstrap.JoinInput{
@@ -103,17 +100,11 @@ func (j *Join) Run(ctx context.Context) error {
 		if _, err := provision.SyncFiles(ctx, h, []provision.FileSpec{provision.Generated(joinConfigPath, 0o600, string(cfg))}); err != nil {
 			return err
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			t.Status(fmt.Sprintf("waiting for a join slot (--join-parallel %d)", cap(slots)))
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		release, err := slots.acquire(ctx, func() { t.Status("waiting for a join slot (--join-parallel %d)", cap(slots)) })
+		if err != nil {
+			return err
 		}
-		defer func() { <-slots }()
+		defer release()
 		cmd := "kubeadm join --config " + joinConfigPath
 		if states[node] == "partial" {
 			t.Status("resuming an interrupted kubeadm join")

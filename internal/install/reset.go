@@ -115,13 +115,11 @@ func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]ho
 	if err != nil {
 		return nil, err
 	}
-	d, ok := h.(Dialer)
-	if !ok {
-		return nil, fmt.Errorf("host %s: transport cannot tunnel to etcd", node)
+	d, err := tunnel(h)
+	if err != nil {
+		return nil, err
 	}
-	acc := &EtcdAccess{Node: node, PKI: pki, Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", addr)
-	}}
+	acc := &EtcdAccess{Node: node, PKI: pki, Dial: tcpVia(d)}
 	for _, e := range cfg.Etcd {
 		t, _ := ssh.ParseTarget(e)
 		acc.Endpoints = append(acc.Endpoints, "https://"+net.JoinHostPort(t.Host, "2379"))
