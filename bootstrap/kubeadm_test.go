@@ -82,6 +82,9 @@ func TestRenderInit(t *testing.T) {
 					t.Errorf("%s extraArgs: %s", comp, args)
 				}
 			}
+			if cc["encryptionAlgorithm"] != "ECDSA-P256" {
+				t.Errorf("encryptionAlgorithm: %v", cc["encryptionAlgorithm"])
+			}
 			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
 				t.Errorf("kubelet/proxy: %v %v", d["KubeletConfiguration"], d["KubeProxyConfiguration"])
 			}

@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -129,7 +130,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 		ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp)},
 		ServiceCIDR:          c.Cluster.ServiceCIDR,
 		PodCIDR:              c.Cluster.PodCIDR,
-		EtcdEndpoints:        c.etcd.Endpoints(),
+		EtcdEndpoints:        c.etcdEndpoints(),
 		Token:                token,
 		ControlPlaneIsWorker: c.controlPlaneIsWorker(),
 		ProxyMode:            c.proxyMode(),
@@ -206,4 +207,20 @@ func initState(ctx context.Context, h host.Host) (initStatus, error) {
 		return initPartial, nil
 	}
 	return initNone, nil
+}
+
+// etcdEndpoints: an API server on an etcd member talks to that member
+// only, as kubeadm's stacked control planes do (127.0.0.1:2379). With all
+// three, its hundreds of gRPC channels each opened TLS connections to every
+// member; on emulated nodes those handshakes starved the control plane
+// until even its dials to the local member timed out and kube-apiserver
+// exited. The other members still replicate every write and keep quorum.
+func (c *ControlPlane) etcdEndpoints() []string {
+	all := c.etcd.Endpoints()
+	for _, e := range all {
+		if u, err := url.Parse(e); err == nil && u.Hostname() == c.NodeIP(c.Cluster.ControlPlane) {
+			return []string{e}
+		}
+	}
+	return all
 }
