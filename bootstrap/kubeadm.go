@@ -84,6 +84,28 @@ type InitConfiguration struct {
 	} `json:"localAPIEndpoint"`
 	NodeRegistration NodeRegistration `json:"nodeRegistration"`
 	Timeouts         Timeouts         `json:"timeouts"`
+	Patches          *Patches         `json:"patches,omitempty"`
+}
+
+// Patches points kubeadm at a directory of patches for its static pods.
+type Patches struct {
+	Directory string `json:"directory"`
+}
+
+// PatchesDir holds ProbePatches on the control plane.
+const PatchesDir = "/etc/k8slab/kubeadm-patches"
+
+// ProbePatches are kubeadm patches (file name → strategic merge patch)
+// that give the control-plane containers' liveness probes 30 s to answer
+// and 12 misses before the kubelet restarts them (kubeadm: 15 s, 8). On
+// emulated nodes under load a healthy kube-controller-manager missed its
+// probes, and each restart stopped CSR approval while workers joined.
+func ProbePatches() map[string]string {
+	out := map[string]string{}
+	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		out[c+"+strategic.yaml"] = "spec:\n  containers:\n  - name: " + c + "\n    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 12\n"
+	}
+	return out
 }
 
 // ClusterConfiguration is the cluster-wide part of kubeadm init.
@@ -221,6 +243,7 @@ func RenderInit(in InitInput) ([]byte, error) {
 		}},
 		NodeRegistration: nodeRegistration(in.ControlPlane, in.ControlPlaneIsWorker, in.IgnorePreflight),
 		Timeouts:         timeouts(in.Wait),
+		Patches:          &Patches{Directory: PatchesDir},
 	}
 	initCfg.LocalAPIEndpoint.AdvertiseAddress = in.ControlPlane.IP
 	initCfg.LocalAPIEndpoint.BindPort = APIServerPort

@@ -1,45 +1,86 @@
 package bootstrap
 
 import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// TestE2EKubeadmValidatesRenderedConfig runs the bundle's real kubeadm
-// (make e2e sets K8SLAB_BUNDLE) over every configuration k8slab renders.
-func TestE2EKubeadmValidatesRenderedConfig(t *testing.T) {
-	if os.Getenv("K8SLAB_E2E") == "" {
-		t.Skip("needs the bundle's kubeadm: run with make e2e")
+// TestE2EKubeadmTakesInitConfig hands the rendered init configuration and
+// the probe patches to the bundle's real kubeadm: it must accept the
+// config, issue ECDSA keys and write static pods with the relaxed liveness
+// probes. Only into temporary directories (the certificates directory is
+// set in the config; manifests go to kubeadm's dry-run directory).
+func TestE2EKubeadmTakesInitConfig(t *testing.T) {
+	bundle := os.Getenv("K8SLAB_BUNDLE")
+	if bundle == "" || (os.Getenv("K8SLAB_E2E") == "" && os.Getenv("K8SLAB_E2E_INSTALL") == "") {
+		t.Skip("needs the offline bundle's kubeadm: run with make e2e")
 	}
-	kubeadm := filepath.Join(os.Getenv("K8SLAB_BUNDLE"), "bin", "kubeadm")
-	validate := func(name string, cfg []byte) error {
-		f := filepath.Join(t.TempDir(), name+".yaml")
-		os.WriteFile(f, cfg, 0o644)
-		out, err := exec.Command(kubeadm, "config", "validate", "--config", f).CombinedOutput()
-		if err != nil {
-			return &exec.ExitError{Stderr: out}
-		}
-		return nil
-	}
-	external, _ := RenderInit(referenceInit())
-	stackedIn := referenceInit()
-	stackedIn.EtcdEndpoints, stackedIn.ProxyMode = nil, "iptables"
-	stacked, _ := RenderInit(stackedIn)
-	join, err := RenderJoin(JoinInput{Node: Node{Name: "kube-node3", IP: "172.31.4.11"}, APIServer: "172.31.3.11:6443",
-		Token: "abcdef.0123456789abcdef", CACertHash: "sha256:" + strings.Repeat("ab", 32), Wait: referenceInit().Wait})
+	kubeadm := filepath.Join(bundle, "bin", "kubeadm")
+	dir := t.TempDir()
+	cfg, err := RenderInit(InitInput{
+		ClusterName: "lab", KubernetesVersion: "v1.37.2", ControlPlane: Node{"kube-node1", "172.31.3.11"},
+		ServiceCIDR: "172.31.64.0/18", PodCIDR: "172.31.128.0/18", EtcdEndpoints: []string{"https://172.31.3.11:2379"},
+		Token: "abcdef.0123456789abcdef", ControlPlaneIsWorker: true, ProxyMode: "nftables", Wait: 40 * time.Minute,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string][]byte{"init-external-etcd": external, "init-stacked-etcd": stacked, "join": join} {
-		if err := validate(name, cfg); err != nil {
-			t.Errorf("kubeadm rejects %s: %s", name, err.(*exec.ExitError).Stderr)
+	patches, pki := filepath.Join(dir, "patches"), filepath.Join(dir, "pki")
+	os.MkdirAll(patches, 0o755)
+	for name, p := range ProbePatches() {
+		os.WriteFile(filepath.Join(patches, name), []byte(p), 0o644)
+	}
+	text := strings.Replace(string(cfg), PatchesDir, patches, 1)
+	text = strings.Replace(text, "kind: ClusterConfiguration\n", "kind: ClusterConfiguration\ncertificatesDir: "+pki+"\n", 1)
+	path := filepath.Join(dir, "init.yaml")
+	os.WriteFile(path, []byte(text), 0o600)
+	_, etcBefore := os.Stat("/etc/kubernetes")
+	run := func(args ...string) {
+		cmd := exec.Command(kubeadm, args...)
+		cmd.Env = append(os.Environ(), "KUBEADM_INIT_DRYRUN_DIR="+filepath.Join(dir, "dryrun"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kubeadm %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	// The validator is strict: a field kubeadm does not know fails.
-	if err := validate("bad", append(join, []byte("bogusField: 1\n")...)); err == nil {
-		t.Error("kubeadm accepted an unknown field: this check proves nothing")
+	run("init", "phase", "certs", "ca", "--config", path)
+	run("init", "phase", "control-plane", "all", "--config", path, "--dry-run")
+	if _, err := os.Stat("/etc/kubernetes"); os.IsNotExist(etcBefore) && err == nil {
+		t.Errorf("kubeadm wrote to this machine's /etc/kubernetes")
+	}
+
+	b, _ := os.ReadFile(filepath.Join(pki, "ca.key"))
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("ca.key: %q", b)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		if k, err2 := x509.ParseECPrivateKey(blk.Bytes); err2 == nil {
+			key = k
+		}
+	}
+	if k, ok := key.(*ecdsa.PrivateKey); !ok || k.Curve.Params().Name != "P-256" {
+		t.Errorf("CA key is %T (%s), want ECDSA P-256", key, blk.Type)
+	}
+	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		m, err := os.ReadFile(filepath.Join(dir, "dryrun", c+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := string(m)[strings.Index(string(m), "livenessProbe:"):]
+		live = live[:strings.Index(live, "name:")]
+		if !strings.Contains(live, "failureThreshold: 12") || !strings.Contains(live, "timeoutSeconds: 30") {
+			t.Errorf("%s liveness probe not patched:\n%s", c, live)
+		}
+		if c == "kube-apiserver" && !strings.Contains(string(m), "--etcd-servers=https://172.31.3.11:2379\n") {
+			t.Errorf("kube-apiserver etcd servers:\n%s", m)
+		}
 	}
 }

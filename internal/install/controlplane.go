@@ -3,7 +3,9 @@ package install
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,7 +141,12 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 	if err != nil {
 		return err
 	}
-	if _, err := provision.SyncFiles(ctx, t.Host, []provision.FileSpec{provision.Generated(initConfigPath, 0o600, string(cfg))}); err != nil {
+	files := []provision.FileSpec{provision.Generated(initConfigPath, 0o600, string(cfg))}
+	patches := bootstrap.ProbePatches()
+	for _, name := range slices.Sorted(maps.Keys(patches)) {
+		files = append(files, provision.Generated(bootstrap.PatchesDir+"/"+name, 0o644, patches[name]))
+	}
+	if _, err := provision.SyncFiles(ctx, t.Host, files); err != nil {
 		return err
 	}
 	cmd := "kubeadm init --config " + initConfigPath

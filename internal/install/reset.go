@@ -230,7 +230,7 @@ if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; 
 fi
 for m in $(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
 for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
-	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /root/.kube/config; do
+	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /etc/k8slab/kubeadm-patches /root/.kube/config; do
 	[ -e "$p" ] && { rm -rf "$p"; gone "$p"; }
 done
 rm -f /var/log/k8slab/k8slab-kubeadm-*
