@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8slab/k8slab/internal/lock"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
@@ -84,6 +86,8 @@ func labEnv(t *testing.T, lab *topology.Lab) (env []string, logDir string) {
 		"K8SLAB_SSH_KEY=" + lab.KeyFile(),
 		"K8SLAB_KNOWN_HOSTS=" + filepath.Join(t.TempDir(), "known_hosts"),
 		"K8SLAB_LOG_DIR=" + logDir,
+		// Labs of parallel tests share node addresses: each its own locks.
+		"K8SLAB_LOCK_DIR=" + t.TempDir(),
 	}, logDir
 }
 
@@ -243,6 +247,32 @@ func TestCLIOnLab(t *testing.T) {
 		}
 		if l := locks(); strings.Count(l, "none") != 4 {
 			t.Errorf("the run did not release its lock:\n%s", l)
+		}
+	})
+
+	t.Run("a run from this workstation: refused by the local lock before any SSH", func(t *testing.T) {
+		var dir string
+		for _, e := range env {
+			if v, ok := strings.CutPrefix(e, "K8SLAB_LOCK_DIR="); ok {
+				dir = v
+			}
+		}
+		// This test process stands in for a live k8slab run.
+		me := lock.Me("live-run", "install", time.Now())
+		release, err := lock.AcquireLocal(dir, []string{"172.31.4.12"}, me, lock.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		start := time.Now()
+		r := runCLI(t, lab, env, "install", "--only", "preflight")
+		took := time.Since(start)
+		if r.code != exitLocked || !strings.Contains(r.stderr, fmt.Sprintf("172.31.4.12: k8slab install (pid %d on ", os.Getpid())) {
+			t.Fatalf("exit %d, want %d naming this process:\n%s", r.code, exitLocked, r.stderr)
+		}
+		t.Logf("refused in %s", took)
+		if took > time.Second {
+			t.Errorf("the local lock refused the run after %s (want within 1 s)", took)
 		}
 	})
 

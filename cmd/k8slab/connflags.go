@@ -90,13 +90,31 @@ func (s *session) lock(ctx context.Context, command string, force bool) error {
 	rand.Read(id)
 	ws, _ := os.Hostname()
 	status := s.runner.StatusWriter()
-	release, err := lock.Acquire(ctx, s.hosts, lock.Me(hex.EncodeToString(id), command, time.Now()), lock.Options{
+	me := lock.Me(hex.EncodeToString(id), command, time.Now())
+	opts := lock.Options{
 		Force: force,
 		Alive: lock.LocalAlive(ws),
 		Stale: func(node string, h lock.Holder) {
 			fmt.Fprintf(status, "%s: taking over the lock of a run that is gone: %s\n", node, h)
 		},
-	})
+	}
+	var nodes []string
+	for _, h := range s.hosts {
+		nodes = append(nodes, h.Name())
+	}
+	releaseLocal, err := lock.AcquireLocal(lock.LocalDir(), nodes, me, opts)
+	if err == nil {
+		var release func(context.Context) error
+		release, err = lock.Acquire(ctx, s.hosts, me, opts)
+		if err != nil {
+			releaseLocal()
+		} else {
+			s.unlock = func(ctx context.Context) error {
+				defer releaseLocal()
+				return release(ctx)
+			}
+		}
+	}
 	var held *lock.HeldError
 	if errors.As(err, &held) {
 		return &exitError{exitLocked, err}
@@ -104,7 +122,6 @@ func (s *session) lock(ctx context.Context, command string, force bool) error {
 	if err != nil {
 		return &exitError{exitFailed, err}
 	}
-	s.unlock = release
 	return nil
 }
 

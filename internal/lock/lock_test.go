@@ -54,63 +54,93 @@ func TestLock(t *testing.T) {
 		{"killed local run: taken over", map[int]Holder{1: holder("run-k", me.Workstation, dead.Process.Pid, 1)}, Options{Alive: LocalAlive(me.Workstation)}, nil, 1},
 		{"--force-unlock", map[int]Holder{0: holder("run-b", "other-ws", 42, 1)}, Options{Force: true}, nil, 0},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
+	// The same cases for the node locks and for the workstation's copy.
+	type backend struct {
+		paths   []string
+		acquire func(Options) (func() error, error)
+	}
+	backends := map[string]func(t *testing.T) backend{
+		"nodes": func(t *testing.T) backend {
 			hs, dirs := nodes(t)
-			for i, h := range c.prior {
-				if err := os.WriteFile(filepath.Join(dirs[i], "lock"), []byte(h.encode()), 0o644); err != nil {
+			var b backend
+			for _, d := range dirs {
+				b.paths = append(b.paths, filepath.Join(d, "lock"))
+			}
+			b.acquire = func(o Options) (func() error, error) {
+				release, err := Acquire(ctx, hs, me, o)
+				return func() error { return release(ctx) }, err
+			}
+			return b
+		},
+		"local": func(t *testing.T) backend {
+			dir := t.TempDir()
+			b := backend{paths: []string{filepath.Join(dir, "n1.lock"), filepath.Join(dir, "n2.lock"), filepath.Join(dir, "n3.lock")}}
+			b.acquire = func(o Options) (func() error, error) {
+				release, err := AcquireLocal(dir, []string{"n1", "n2", "n3"}, me, o)
+				return func() error { release(); return nil }, err
+			}
+			return b
+		},
+	}
+	for _, kind := range []string{"nodes", "local"} {
+		for _, c := range cases {
+			t.Run(kind+"/"+c.name, func(t *testing.T) {
+				b := backends[kind](t)
+				for i, h := range c.prior {
+					if err := os.WriteFile(b.paths[i], []byte(h.encode()), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				stale := 0
+				c.opts.Stale = func(string, Holder) { stale++ }
+				release, err := b.acquire(c.opts)
+				if stale != c.stale {
+					t.Errorf("%d stale locks taken over, want %d", stale, c.stale)
+				}
+				if c.wantHeld != nil {
+					var he *HeldError
+					if !errors.As(err, &he) {
+						t.Fatalf("err = %v, want HeldError", err)
+					}
+					for _, n := range c.wantHeld {
+						if _, ok := he.Held[n]; !ok || !strings.Contains(err.Error(), n+": k8slab install (pid ") {
+							t.Errorf("error does not name %s's holder: %v", n, err)
+						}
+					}
+					for i, p := range b.paths {
+						data, _ := os.ReadFile(p)
+						if strings.Contains(string(data), "id=run-a") {
+							t.Errorf("node %d kept our lock after a refused acquire", i)
+						}
+						if h, ok := c.prior[i]; ok && !strings.Contains(string(data), "id="+h.ID) {
+							t.Errorf("node %d lost the other run's lock: %q", i, data)
+						}
+					}
+					return
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			stale := 0
-			c.opts.Stale = func(string, Holder) { stale++ }
-			release, err := Acquire(ctx, hs, me, c.opts)
-			if stale != c.stale {
-				t.Errorf("%d stale locks taken over, want %d", stale, c.stale)
-			}
-			if c.wantHeld != nil {
-				var he *HeldError
-				if !errors.As(err, &he) {
-					t.Fatalf("err = %v, want HeldError", err)
-				}
-				for _, n := range c.wantHeld {
-					if _, ok := he.Held[n]; !ok || !strings.Contains(err.Error(), n+": k8slab install (pid ") {
-						t.Errorf("error does not name %s's holder: %v", n, err)
+				for _, p := range b.paths {
+					data, _ := os.ReadFile(p)
+					if !strings.Contains(string(data), "id=run-a") {
+						t.Errorf("%s: lock %q", p, data)
 					}
 				}
-				for i, d := range dirs {
-					b, _ := os.ReadFile(filepath.Join(d, "lock"))
-					if strings.Contains(string(b), "id=run-a") {
-						t.Errorf("node %d kept our lock after a refused acquire", i)
+				// Release removes only our own lock.
+				os.WriteFile(b.paths[0], []byte(holder("run-c", "ws", 1, 1).encode()), 0o644)
+				if err := release(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := os.Stat(b.paths[0]); err != nil {
+					t.Errorf("release removed another run's lock")
+				}
+				for _, p := range b.paths[1:] {
+					if _, err := os.Stat(p); !os.IsNotExist(err) {
+						t.Errorf("%s: lock left after release", p)
 					}
-					if p, ok := c.prior[i]; ok && !strings.Contains(string(b), "id="+p.ID) {
-						t.Errorf("node %d lost the other run's lock: %q", i, b)
-					}
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range dirs {
-				b, _ := os.ReadFile(filepath.Join(d, "lock"))
-				if !strings.Contains(string(b), "id=run-a") {
-					t.Errorf("%s: lock %q", d, b)
-				}
-			}
-			// Release removes only our own lock.
-			os.WriteFile(filepath.Join(dirs[0], "lock"), []byte(holder("run-c", "ws", 1, 1).encode()), 0o644)
-			if err := release(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := os.Stat(filepath.Join(dirs[0], "lock")); err != nil {
-				t.Errorf("release removed another run's lock")
-			}
-			for _, d := range dirs[1:] {
-				if _, err := os.Stat(filepath.Join(d, "lock")); !os.IsNotExist(err) {
-					t.Errorf("%s: lock left after release", d)
-				}
-			}
-		})
+			})
+		}
 	}
 }
