@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -467,9 +468,25 @@ systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8
 		}
 	}
 
-	// ... and the reset nodes install again, unattended.
+	// ... and the reset nodes install again, unattended; a second k8slab
+	// started meanwhile is refused by the run lock within 1 s.
 	start := time.Now()
-	r = runCLI(t, lab, env, e.args...)
+	cmd := cliCmd(t, lab, env, e.args...)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderr, code := duringRun(t, cmd, "provision", func() {
+		start := time.Now()
+		r := runCLI(t, lab, env, with("--only", "preflight")...)
+		took := time.Since(start)
+		t.Logf("second k8slab during the install: exit %d in %s", r.code, took.Round(time.Millisecond))
+		if r.code != exitLocked || !strings.Contains(r.stderr, "another run holds the lock") {
+			t.Errorf("a concurrent run: exit %d, want %d\n%s", r.code, exitLocked, tail(r.stderr, 10))
+		}
+		if took > time.Second {
+			t.Errorf("the lock refused the concurrent run after %s (want within 1 s)", took)
+		}
+	}, false)
+	r = result{stdout.String(), stderr, code}
 	keepReport(t, "install-after-reset", r.stdout)
 	t.Logf("install after reset: %s\n%s", time.Since(start).Round(time.Second), tail(r.stderr, 20))
 	if r.code != 0 {
@@ -482,6 +499,14 @@ systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8
 // would) when its stderr shows a line containing marker, after calling
 // during.
 func killWhen(t *testing.T, cmd *exec.Cmd, marker string, during func()) string {
+	t.Helper()
+	stderr, _ := duringRun(t, cmd, marker, during, true)
+	return stderr
+}
+
+// duringRun starts cmd, calls during once its stderr shows marker, then
+// kills cmd or lets it finish; it returns cmd's stderr and exit code.
+func duringRun(t *testing.T, cmd *exec.Cmd, marker string, during func(), kill bool) (string, int) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
@@ -504,17 +529,25 @@ func killWhen(t *testing.T, cmd *exec.Cmd, marker string, during func()) string 
 	}()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait(); pw.Close() }()
+	var err error
 	select {
 	case <-found:
 		during()
-		cmd.Process.Kill()
-		<-done
-	case err := <-done:
+		if kill {
+			cmd.Process.Kill()
+		}
+		err = <-done
+	case err = <-done:
 		<-scanned
 		t.Fatalf("the run ended (%v) before %q:\n%s", err, marker, seen.String())
 	}
 	<-scanned
-	return seen.String()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	return seen.String(), code
 }
 
 func parseReport(t *testing.T, stdout string) installReport {
