@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 VM_DIR  ?= $(HOME)/.cache/k8slab/vm
 
-.PHONY: build deps vm-deps vm-image bundle lab lab-down test e2e e2e-install e2e-lifecycle bench vet clean
+.PHONY: build deps vm-deps vm-image bundle lab lab-down test e2e e2e-install e2e-installed bench vet clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/k8slab
@@ -46,12 +46,13 @@ e2e: deps vm-image bundle
 # reports of each run are kept in e2e-reports/.
 e2e-install: deps vm-image bundle
 	K8SLAB_E2E_INSTALL=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
-		$(GO) test -p 1 -count=1 -timeout 180m -run 'E2EProvision|E2EInstall|E2ELifecycle' -v ./provision/ ./cmd/k8slab/
+		$(GO) test -p 1 -count=1 -timeout 180m -run 'E2EProvision|E2EInstall|E2EReRuns|E2ELifecycle' -v ./provision/ ./cmd/k8slab/
 
-# The lifecycle alone, from the installed lab the last e2e-install saved.
-e2e-lifecycle: deps vm-image bundle
+# The tests that start from the installed lab the last e2e-install saved
+# (re-runs, then the lifecycle), without installing again.
+e2e-installed: deps vm-image bundle
 	K8SLAB_E2E_INSTALL=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
-		$(GO) test -count=1 -timeout 120m -run 'E2ELifecycle' -v ./cmd/k8slab/
+		$(GO) test -count=1 -timeout 120m -run 'E2EReRuns|E2ELifecycle' -v ./cmd/k8slab/
 
 # The main job on the default (GNS3 reference) lab: build the fabric,
 # then show facts from its four nodes across it.
