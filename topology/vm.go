@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"errors"
 	"bufio"
 	"context"
 	"crypto/sha1"
@@ -350,7 +351,48 @@ func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
 			return err
 		}
 	}
-	return nil
+	// Once more now that every node runs: a node set while the others
+	// were still being restored had drifted 4 s from them a minute later.
+	return l.syncClocks(ctx, pool)
+}
+
+// SyncClocks sets every node's clock to the workstation's. The VM lab has
+// no NTP server, and emulated guests under load lose seconds per hour;
+// tests that run for an hour call it periodically in NTP's place.
+func (l *Lab) SyncClocks(ctx context.Context) error {
+	pool, err := l.vmPool()
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return l.syncClocks(ctx, pool)
+}
+
+func (l *Lab) syncClocks(ctx context.Context, pool *ssh.Pool) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(l.Spec.Nodes))
+	for i, n := range l.Spec.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, _ := netip.ParsePrefix(n.Address)
+			c, err := pool.Host(ssh.Target{Host: p.Addr().String()})
+			if err == nil {
+				err = setClock(ctx, c)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: set clock: %w", n.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func setClock(ctx context.Context, h host.Host) error {
+	now := time.Now().UTC()
+	_, err := host.Output(ctx, h, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()))
+	return err
 }
 
 func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool) error {
@@ -363,15 +405,14 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	// The lab has no NTP: the workstation's clock is the reference. A
 	// resumed node's clock stopped at the snapshot, and a cold boot under
 	// emulation lags by seconds (9 s apart was seen; preflight allows 2).
-	setClock := func() error {
-		now := time.Now().UTC()
-		if _, err := host.Output(ctx, c, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())); err != nil {
+	clock := func() error {
+		if err := setClock(ctx, c); err != nil {
 			return fmt.Errorf("%s: set clock: %w", n.Name, err)
 		}
 		return nil
 	}
 	if resumed {
-		return setClock()
+		return clock()
 	}
 	// Snapshot only a fully started system, so every resume is identical.
 	// The SSH handshake itself can time out while another node is being
@@ -395,7 +436,7 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	if s := strings.TrimSpace(out); s != "running" && s != "degraded" {
 		return fmt.Errorf("%s: systemd is %q after boot", n.Name, s)
 	}
-	if err := setClock(); err != nil {
+	if err := clock(); err != nil {
 		return err
 	}
 	host.Output(ctx, c, "sync")

@@ -96,7 +96,26 @@ func upVMs(t testing.TB, vm *topology.VMOptions) *topology.Lab {
 	if err := vm.CheckImage(); err != nil {
 		t.Fatal(err) // make e2e builds the image first: missing is a failure
 	}
-	return up(t, vm, LabName())
+	lab := up(t, vm, LabName())
+	// In NTP's place: a test runs for up to an hour, and emulated nodes
+	// under load drift apart by seconds (preflight allows 2).
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+				if err := lab.SyncClocks(ctx); err != nil && ctx.Err() == nil {
+					t.Logf("syncing the nodes' clocks: %v", err)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return lab
 }
 
 // VMDir holds the VM image and the nodes' disks.
