@@ -1,10 +1,10 @@
 package topology
 
 import (
-	"errors"
 	"bufio"
 	"context"
 	"crypto/sha1"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
