@@ -146,25 +146,51 @@ func (c *Context) secret(token string) {
 	c.Runner.AddSecret(token, sec)
 }
 
-// kubeadm runs a detached kubeadm step. One that failed in its preflight
-// phase changed nothing on the node, so it is tried again, up to three
-// times with a growing pause: on the emulated lab, kubeadm join's CRI
-// check and its 10 s API requests timed out while the control plane was
-// busy with other joins.
-func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached) error {
+// kubeadm runs a kubeadm step detached on the node and follows it. A
+// step that failed in its preflight (nothing changed yet) is run again;
+// one that failed because the API server did not answer — an emulated
+// control plane restarts its API server while it starts up — is resumed
+// with resume (nil: not resumable). At most three attempts, with a
+// growing pause.
+func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached, resume *bootstrap.Detached) error {
 	progress := func(line string) { t.Status("%s: %s", d.Unit, line) }
-	err := d.Run(ctx, t.Host, c.Wait, progress)
-	for attempt := 1; attempt < 3 && err != nil && strings.Contains(err.Error(), "error execution phase preflight"); attempt++ {
-		pause := time.Duration(attempt) * 20 * time.Second
-		t.Status("%s: preflight failed (nothing changed), trying again in %s", d.Unit, pause)
+	return retryKubeadm(ctx, d, resume, 20*time.Second, func(d bootstrap.Detached) error {
+		return d.Run(ctx, t.Host, c.Wait, progress)
+	}, func(msg string) { t.Status("%s: %s", d.Unit, msg) })
+}
+
+func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.Detached, pause time.Duration, run func(bootstrap.Detached) error, status func(string)) error {
+	err := run(d)
+	for attempt := 1; attempt < 3 && err != nil; attempt++ {
+		next, why := d, "preflight failed (nothing changed)"
+		switch {
+		case strings.Contains(err.Error(), "error execution phase preflight"):
+		case resume != nil && apiUnreachable(err):
+			next, why = *resume, "the API server did not answer"
+		default:
+			return err
+		}
+		wait := time.Duration(attempt) * pause
+		status(fmt.Sprintf("%s, trying again in %s", why, wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(pause):
+		case <-time.After(wait):
 		}
-		err = d.Run(ctx, t.Host, c.Wait, progress)
+		err = run(next)
 	}
 	return err
+}
+
+// apiUnreachable: the error says the API server refused or timed out.
+func apiUnreachable(err error) bool {
+	s := err.Error()
+	for _, m := range []string{"connection refused", "TLS handshake timeout", "Client.Timeout exceeded", "context deadline exceeded", "i/o timeout"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // limiter admits at most cap() callers at once; a nil limiter admits all.

@@ -158,7 +158,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 	} else {
 		t.Status("kubeadm init (this takes minutes on emulated VMs)")
 	}
-	return c.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker})
+	return c.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker}, nil)
 }
 
 // waitReady polls the API server's /readyz through the SSH tunnel.

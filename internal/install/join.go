@@ -110,7 +110,10 @@ func (j *Join) Run(ctx context.Context) error {
 			t.Status("resuming an interrupted kubeadm join")
 			cmd += " --ignore-preflight-errors=all"
 		}
-		return j.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd})
+		// A join that lost the API server half-way resumes as an
+		// interrupted one does.
+		resume := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: "kubeadm join --config " + joinConfigPath + " --ignore-preflight-errors=all"}
+		return j.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd}, &resume)
 	})
 }
 
