@@ -259,7 +259,8 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 		// three parallel joins starved the one emulated API server.
 		"--wait-timeout", "40m", "--join-parallel", "1"}
 	e.with = func(extra ...string) []string { return append(slices.Clone(e.args), extra...) }
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Minute)
+	// The go test -timeout bounds the whole run; this only its SSH commands.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	t.Cleanup(cancel)
 	e.ctx = ctx
 	o := lab.SSHOptions()

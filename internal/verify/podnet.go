@@ -169,13 +169,16 @@ const (
 func (p *probeRun) setUp(ctx context.Context, server, client corev1.Node) error {
 	p.clientNode = client.Name
 	nss := p.kc.CoreV1().Namespaces()
-	// A killed earlier verify left its namespace: remove it.
+	// A killed earlier verify left its namespace: remove it (verify takes
+	// no lock, so one younger than any verify lasts may still be in use).
 	old, err := nss.List(ctx, metav1.ListOptions{LabelSelector: verifyLabel})
 	if err != nil {
 		return fmt.Errorf("listing earlier test namespaces: %w", err)
 	}
 	for _, ns := range old.Items {
-		nss.Delete(ctx, ns.Name, metav1.DeleteOptions{})
+		if time.Since(ns.CreationTimestamp.Time) > 5*p.timeout {
+			nss.Delete(ctx, ns.Name, metav1.DeleteOptions{})
+		}
 	}
 	ns, err := nss.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		GenerateName: "k8slab-verify-", Labels: map[string]string{verifyLabel: "true"}}}, metav1.CreateOptions{})

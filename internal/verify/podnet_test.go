@@ -161,17 +161,24 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 	}
 }
 
-// A namespace a killed verify left behind is removed by the next one.
+// A namespace a killed verify left behind is removed by the next one;
+// a recent one (a verify still running) and the user's are kept.
 func TestPodNetworkRemovesLeftovers(t *testing.T) {
 	kc := fakeAPI()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "k8slab-verify-old", Labels: map[string]string{verifyLabel: "true"}}}, metav1.CreateOptions{})
 	kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "users-own"}}, metav1.CreateOptions{})
+	// Another verify's, still running: kept.
+	kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "k8slab-verify-running", Labels: map[string]string{verifyLabel: "true"}, CreationTimestamp: metav1.Now()}}, metav1.CreateOptions{})
 	go simNetwork{dns: true, podNet: true, svcNet: true, enforcePolicy: true}.run(ctx, t, kc)
 	podNetwork(ctx, kc, withProbe(labNodes(corev1.ConditionTrue, "")), "", time.Second)
 	nss, _ := kc.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-	if len(nss.Items) != 1 || nss.Items[0].Name != "users-own" {
+	var names []string
+	for _, ns := range nss.Items {
+		names = append(names, ns.Name)
+	}
+	if !slices.Equal(names, []string{"k8slab-verify-running", "users-own"}) {
 		t.Errorf("namespaces after verify: %v", nss.Items)
 	}
 }
