@@ -336,20 +336,8 @@ func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
 		return err
 	}
 	defer pool.Close()
-	var wg sync.WaitGroup
-	errs := make([]error, len(l.Spec.Nodes))
-	for i, n := range l.Spec.Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = l.settleVM(ctx, pool, n, resumed[n.Name])
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	if err := l.eachNode(func(n Node) error { return l.settleVM(ctx, pool, n, resumed[n.Name]) }); err != nil {
+		return err
 	}
 	// Once more now that every node runs: a node set while the others
 	// were still being restored had drifted 4 s from them a minute later.
@@ -369,20 +357,28 @@ func (l *Lab) SyncClocks(ctx context.Context) error {
 }
 
 func (l *Lab) syncClocks(ctx context.Context, pool *ssh.Pool) error {
+	return l.eachNode(func(n Node) error {
+		p, _ := netip.ParsePrefix(n.Address)
+		c, err := pool.Host(ssh.Target{Host: p.Addr().String()})
+		if err == nil {
+			err = setClock(ctx, c)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: set clock: %w", n.Name, err)
+		}
+		return nil
+	})
+}
+
+// eachNode runs fn for every node in parallel and joins their errors.
+func (l *Lab) eachNode(fn func(Node) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(l.Spec.Nodes))
 	for i, n := range l.Spec.Nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, _ := netip.ParsePrefix(n.Address)
-			c, err := pool.Host(ssh.Target{Host: p.Addr().String()})
-			if err == nil {
-				err = setClock(ctx, c)
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: set clock: %w", n.Name, err)
-			}
+			errs[i] = fn(n)
 		}()
 	}
 	wg.Wait()

@@ -149,7 +149,7 @@ func TestE2EInstall(t *testing.T) {
 // k8slab is refused by the lock), and an incomplete Calico rollout exits 5.
 func TestE2EReRuns(t *testing.T) {
 	e, first := resumeInstalled(t)
-	lab, env, sh, args, with := e.lab, e.env, e.sh, e.args, e.with
+	lab, env, sh, args := e.lab, e.env, e.sh, e.args
 	kubeconfigDir := e.kubeconfigDir
 	kubectl := func(args string) string {
 		return sh("172.31.3.11", "kubectl --kubeconfig /etc/kubernetes/admin.conf "+args)
@@ -204,19 +204,7 @@ func TestE2EReRuns(t *testing.T) {
 	// (with the join itself, on the node) once it runs.
 	kubectl("delete node kube-node4 --wait=false")
 	sh("172.31.4.12", "kubeadm reset -f >/dev/null 2>&1; rm -f /etc/k8slab/kubeadm-join.yaml")
-	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: k8slab-kubeadm-join:", func() {
-		// Meanwhile a second k8slab is refused by the run lock.
-		start := time.Now()
-		r := runCLI(t, lab, env, with("--only", "preflight")...)
-		took := time.Since(start)
-		t.Logf("second k8slab during the install: exit %d in %s", r.code, took.Round(time.Millisecond))
-		if r.code != exitLocked || !strings.Contains(r.stderr, "another run holds the lock") {
-			t.Errorf("a concurrent run: exit %d, want %d\n%s", r.code, exitLocked, tail(r.stderr, 10))
-		}
-		if took > time.Second {
-			t.Errorf("the lock refused the concurrent run after %s (want within 1 s)", took)
-		}
-	})
+	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: k8slab-kubeadm-join:", e.lockRefusesAtOnce(t)) // meanwhile a second k8slab is refused
 	t.Logf("killed mid-join:\n%s", tail(killed, 10))
 	sh("172.31.4.12", "systemctl stop k8slab-kubeadm-join.service 2>/dev/null; true")
 	r3 := runCLI(t, lab, env, args...)
@@ -283,6 +271,23 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 		return strings.TrimSpace(out)
 	}
 	return e
+}
+
+// lockRefusesAtOnce returns a check, for while an install runs, that a
+// second k8slab is refused by the run lock within 1 s.
+func (e *e2e) lockRefusesAtOnce(t *testing.T) func() {
+	return func() {
+		start := time.Now()
+		r := runCLI(t, e.lab, e.env, e.with("--only", "preflight")...)
+		took := time.Since(start)
+		t.Logf("second k8slab during the install: exit %d in %s", r.code, took.Round(time.Millisecond))
+		if r.code != exitLocked || !strings.Contains(r.stderr, "another run holds the lock") {
+			t.Errorf("a concurrent run: exit %d, want %d\n%s", r.code, exitLocked, tail(r.stderr, 10))
+		}
+		if took > time.Second {
+			t.Errorf("the lock refused the concurrent run after %s (want within 1 s)", took)
+		}
+	}
 }
 
 // installedSnapshot holds the VMs right after a first install that passed
@@ -500,18 +505,7 @@ systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8
 	cmd := cliCmd(t, lab, env, e.args...)
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
-	stderr, code := duringRun(t, cmd, "provision", func() {
-		start := time.Now()
-		r := runCLI(t, lab, env, with("--only", "preflight")...)
-		took := time.Since(start)
-		t.Logf("second k8slab during the install: exit %d in %s", r.code, took.Round(time.Millisecond))
-		if r.code != exitLocked || !strings.Contains(r.stderr, "another run holds the lock") {
-			t.Errorf("a concurrent run: exit %d, want %d\n%s", r.code, exitLocked, tail(r.stderr, 10))
-		}
-		if took > time.Second {
-			t.Errorf("the lock refused the concurrent run after %s (want within 1 s)", took)
-		}
-	}, false)
+	stderr, code := duringRun(t, cmd, "provision", e.lockRefusesAtOnce(t), false)
 	r = result{stdout.String(), stderr, code}
 	keepReport(t, "install-after-reset", r.stdout)
 	t.Logf("install after reset: %s\n%s", time.Since(start).Round(time.Second), tail(r.stderr, 20))
