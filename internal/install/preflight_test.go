@@ -59,9 +59,14 @@ func TestPreflightChecks(t *testing.T) {
 		}, nil},
 		{"clock skew", func(p map[string]probe) {
 			n := p["172.31.3.12"]
-			n.skew = 3 * time.Second
+			n.skewLow, n.skewHigh = 3*time.Second, 3100*time.Millisecond // an exact reading: 3 s ahead
 			p["172.31.3.12"] = n
-		}, []string{"clocks differ by 3s"}},
+		}, []string{"clocks differ by at least 3s"}},
+		{"a slow answer is no skew: its reading may have been taken any time in the round trip", func(p map[string]probe) {
+			n := p["172.31.3.12"]
+			n.skewLow, n.skewHigh = -4*time.Second, 100*time.Millisecond
+			p["172.31.3.12"] = n
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
