@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -385,9 +386,34 @@ func (l *Lab) eachNode(fn func(Node) error) error {
 	return errors.Join(errs...)
 }
 
+// setClock sets a node's clock to the workstation's. Setting it to the
+// time the command was sent leaves it behind by the command's transport
+// delay, which on loaded emulated nodes differed by seconds between
+// nodes; so after that coarse set the offset is measured (the sample
+// with the shortest round trip of three, assuming its midpoint) and
+// corrected relative to the node's own clock, which no delay affects.
 func setClock(ctx context.Context, h host.Host) error {
 	now := time.Now().UTC()
-	_, err := host.Output(ctx, h, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()))
+	if _, err := host.Output(ctx, h, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())); err != nil {
+		return err
+	}
+	var offset, best time.Duration
+	for i := 0; i < 3; i++ {
+		sent := time.Now()
+		out, err := host.Output(ctx, h, "date +%s.%N")
+		rtt := time.Since(sent)
+		if err != nil {
+			return err
+		}
+		secs, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+		if err != nil {
+			return fmt.Errorf("reading the clock: %q", out)
+		}
+		if i == 0 || rtt < best {
+			best, offset = rtt, time.Unix(0, int64(secs*1e9)).Sub(sent.Add(rtt/2))
+		}
+	}
+	_, err := host.Output(ctx, h, fmt.Sprintf(`date -u -s "@$(awk -v n="$(date +%%s.%%N)" 'BEGIN { printf "%%.6f", n - %.6f }')" >/dev/null`, offset.Seconds()))
 	return err
 }
 
