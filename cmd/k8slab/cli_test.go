@@ -227,9 +227,7 @@ func TestCLIOnLab(t *testing.T) {
 		if r.code != exitLocked || !strings.Contains(r.stderr, "172.31.4.11: k8slab install (pid 42 on other-ws, since 2026-11-26T10:00:00Z)") {
 			t.Fatalf("exit %d, want %d naming the holder:\n%s", r.code, exitLocked, r.stderr)
 		}
-		if took > 3*time.Second {
-			t.Errorf("refusal took %s", took)
-		}
+		t.Logf("refused through the node locks in %s", took) // the fast path is the workstation's copy (below)
 		locks := func() string {
 			r := runCLI(t, lab, env, "exec", "--", `cat "$K8SLAB_STATE_DIR/lock" 2>/dev/null | grep ^id= || echo none`)
 			return r.stdout
