@@ -137,16 +137,6 @@ func (o *VMOptions) resume() string {
 	return snapshotName
 }
 
-// HasSnapshot reports whether every node's disk holds the named snapshot.
-func (l *Lab) HasSnapshot(ctx context.Context, name string) bool {
-	for _, n := range l.Spec.Nodes {
-		if !hasSnapshot(ctx, l.overlay(n.Name), name) {
-			return false
-		}
-	}
-	return true
-}
-
 // SaveSnapshot saves every running node (memory and disk) under name, one
 // node at a time: savevm stalls the host's disk, and parallel saves made
 // the other nodes' SSH handshakes time out.
