@@ -47,6 +47,7 @@ type VMOptions struct {
 const (
 	defaultVMMemoryMB = 2048
 	defaultVMCPUs     = 2
+	tcgCacheMB        = 2048
 	snapshotName      = "clean"
 )
 
@@ -225,7 +226,11 @@ func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]st
 		return nil, err
 	}
 	mask := net.CIDRMask(p.Bits(), 32)
-	accel := "tcg,thread=multi,tb-size=256"
+	// The translated-code cache must hold a control plane's working set:
+	// at 256 MiB the control-plane VM flushed it every ~15 s during
+	// kubeadm init (QEMU monitor `info jit`) and re-translated everything.
+	// The buffer is reserved, not resident, until code fills it.
+	accel := fmt.Sprintf("tcg,thread=multi,tb-size=%d", tcgCacheMB)
 	cpu := "max"
 	if accelName == "kvm" {
 		accel, cpu = "kvm", "host"
@@ -424,7 +429,19 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 		return nil
 	}
 	if resumed {
-		return clock()
+		// Four nodes restoring their memory at once keep the host's disk
+		// busy: the first handshake timed out after 10 s there.
+		for {
+			err := clock()
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+			l.logf("%v (retrying)", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(3 * time.Second):
+			}
+		}
 	}
 	// Snapshot only a fully started system, so every resume is identical.
 	// The SSH handshake itself can time out while another node is being
