@@ -27,12 +27,12 @@ type VMOptions struct {
 	// ImageDir holds base.qcow2, vmlinuz, initrd.img and the id_ed25519 key
 	// baked into the image (scripts/vm/build-image.sh).
 	ImageDir string
-	// DiskDir keeps each node's overlay disk and its "clean" snapshot; it
+	// DiskDir keeps each node's overlay disk and its first-boot snapshot; it
 	// outlives `lab down` so the next `lab up` boots in seconds.
 	DiskDir string
 	// Fresh ignores snapshots and boots every node from a new overlay.
 	Fresh bool
-	// Resume names the snapshot to boot from (default "clean", taken after
+	// Resume names the snapshot to boot from (default "clean-tsc", taken after
 	// the first boot). A lab saved later with SaveSnapshot (e.g. with an
 	// installed cluster) resumes there; a node without it is an error, so
 	// the nodes never come up from different points in time.
@@ -48,7 +48,9 @@ const (
 	defaultVMMemoryMB = 2048
 	defaultVMCPUs     = 2
 	tcgCacheMB        = 2048
-	snapshotName      = "clean"
+	// snapshotName changes with the guest kernel's command line, which a
+	// resumed snapshot would not apply: the new name forces a cold boot.
+	snapshotName = "clean-tsc"
 )
 
 func (o *VMOptions) bootTimeout() time.Duration {
@@ -184,7 +186,9 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 	}
 	for i, n := range l.Spec.Nodes {
 		disk := l.overlay(n.Name)
-		if _, err := os.Stat(disk); err == nil && l.VM.Fresh {
+		// A cold boot starts from the base image: the overlay of a disk
+		// without the snapshot holds whatever the last run left on it.
+		if _, err := os.Stat(disk); err == nil && (l.VM.Fresh || l.VM.resume() == snapshotName && !hasSnapshot(ctx, disk, snapshotName)) {
 			os.Remove(disk)
 		}
 		if _, err := os.Stat(disk); os.IsNotExist(err) {
@@ -243,7 +247,12 @@ func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]st
 		cpus = defaultVMCPUs
 	}
 	dir := l.memberDir(n.Name)
-	cmdline := fmt.Sprintf("root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname=%s ip=%s::%s:%s:%s:eth0:off",
+	// Under TCG the kernel's boot-time TSC sync check fails (vCPUs are
+	// threads that run at uneven speed) and it falls back to the HPET: then
+	// every clock_gettime — which Go's runtime calls constantly — is a
+	// syscall plus an emulated MMIO read under QEMU's global lock. TCG's
+	// TSC is the host's invariant TSC, so it can be trusted.
+	cmdline := fmt.Sprintf("root=/dev/vda rw console=ttyS0 net.ifnames=0 tsc=reliable clocksource=tsc systemd.hostname=%s ip=%s::%s:%s:%s:eth0:off",
 		n.Name, p.Addr(), n.Gateway, net.IP(mask).String(), n.Name)
 	args := []string{
 		"qemu-system-x86_64", "-name", n.Name, "-machine", "pc", "-accel", accel, "-cpu", cpu,
