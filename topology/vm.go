@@ -440,36 +440,20 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	if resumed {
 		// Four nodes restoring their memory at once keep the host's disk
 		// busy: the first handshake timed out after 10 s there.
-		for {
-			err := clock()
-			if err == nil || ctx.Err() != nil {
-				return err
-			}
-			l.logf("%v (retrying)", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(3 * time.Second):
-			}
-		}
+		return l.untilOK(ctx, clock)
 	}
 	// Snapshot only a fully started system, so every resume is identical.
 	// The SSH handshake itself can time out while another node is being
 	// snapshotted (savevm stalls the host's disk): retry until the boot
 	// timeout, as the port wait before did.
 	var out string
-	for {
-		out, err = host.Output(ctx, c, "systemctl is-system-running --wait || true")
-		if err == nil || ctx.Err() != nil {
-			break
+	if err := l.untilOK(ctx, func() (err error) {
+		if out, err = host.Output(ctx, c, "systemctl is-system-running --wait || true"); err != nil {
+			return fmt.Errorf("%s: waiting for systemd: %w", n.Name, err)
 		}
-		l.logf("%s: waiting for systemd: %v (retrying)", n.Name, err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(3 * time.Second):
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("%s: waiting for systemd: %w", n.Name, err)
+		return nil
+	}); err != nil {
+		return err
 	}
 	if s := strings.TrimSpace(out); s != "running" && s != "degraded" {
 		return fmt.Errorf("%s: systemd is %q after boot", n.Name, s)
@@ -481,4 +465,19 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	c.Close()
 	l.logf("%s: booted (%s); saving snapshot %q", n.Name, strings.TrimSpace(out), snapshotName)
 	return l.savevm(ctx, n.Name, snapshotName)
+}
+
+// untilOK retries fn every 3 s until it succeeds or ctx ends.
+func (l *Lab) untilOK(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		l.logf("%v (retrying)", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(3 * time.Second):
+		}
+	}
 }
