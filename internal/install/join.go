@@ -105,15 +105,16 @@ func (j *Join) Run(ctx context.Context) error {
 			return err
 		}
 		defer release()
-		cmd := "kubeadm join --config " + joinConfigPath
+		join := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: "kubeadm join --config " + joinConfigPath}
+		// An interrupted join, or one that lost the API server half-way,
+		// goes on past the preflight that its own first half would fail.
+		resume := join
+		resume.Command += " --ignore-preflight-errors=all"
 		if states[node] == "partial" {
 			t.Status("resuming an interrupted kubeadm join")
-			cmd += " --ignore-preflight-errors=all"
+			join = resume
 		}
-		// A join that lost the API server half-way resumes as an
-		// interrupted one does.
-		resume := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: "kubeadm join --config " + joinConfigPath + " --ignore-preflight-errors=all"}
-		return j.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: cmd}, &resume)
+		return j.kubeadm(ctx, t, join, &resume)
 	})
 }
 
