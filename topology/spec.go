@@ -85,6 +85,10 @@ type Node struct {
 	// MemoryMB and CPUs size the node when it is a VM (default 2048, 2).
 	MemoryMB int `json:"memoryMB,omitempty"`
 	CPUs     int `json:"cpus,omitempty"`
+	// Nice (0-19) lowers a VM's CPU priority: emulated VMs share few host
+	// cores, and a starved control plane fails its own liveness probes
+	// while nodes that mostly wait for it keep the cores busy.
+	Nice int `json:"nice,omitempty"`
 }
 
 // Login is how nodes accept logins: the GNS3 image logs in as root/gns3;
@@ -222,6 +226,9 @@ func (s *Spec) Validate() error {
 		}
 		if subnets[n.Connect] != p.Masked() {
 			return fmt.Errorf("%s (%s).address: %s is not in %s's subnet %s", f, n.Name, n.Address, n.Connect, subnets[n.Connect])
+		}
+		if n.Nice < 0 || n.Nice > 19 {
+			return fmt.Errorf("%s (%s).nice: %d is outside 0-19", f, n.Name, n.Nice)
 		}
 	}
 	// Every routed port is wired exactly once, so no interface is left

@@ -211,8 +211,12 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 			return nil, err
 		}
 		leaf, _, _ := strings.Cut(n.Connect, "/")
-		p, err := startDaemon(n.Name, "qemu", filepath.Join(dir, "qemu.log"),
-			append([]string{"ip", "netns", "exec", l.NS(leaf)}, args...))
+		launch := []string{"ip", "netns", "exec", l.NS(leaf)}
+		if n.Nice > 0 {
+			// nice execs QEMU, so every vCPU thread inherits it.
+			launch = append(launch, "nice", "-n", fmt.Sprint(n.Nice))
+		}
+		p, err := startDaemon(n.Name, "qemu", filepath.Join(dir, "qemu.log"), append(launch, args...))
 		if err != nil {
 			return nil, err
 		}
