@@ -76,6 +76,25 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 	if strings.Join(h.Members, ",") != "m1,m2,m3" || h.Leader == "" || !strings.HasPrefix(h.Version, "3.7.") {
 		t.Errorf("health: %+v", h)
 	}
+	// Leadership moves to a chosen member (the control plane's, at
+	// install): to a follower, then again to the same one (a no-op).
+	to := "m1"
+	if h.Leader == "m1" {
+		to = "m3"
+	}
+	from, err := MoveEtcdLeader(ctx, in.ClientEndpoints(), pki, nil, to)
+	if err != nil || from != h.Leader {
+		t.Fatalf("moving the leader %s -> %s: from %q, %v", h.Leader, to, from, err)
+	}
+	if h, err = CheckEtcd(ctx, in.ClientEndpoints(), pki, 3, nil); err != nil || h.Leader != to {
+		t.Errorf("after the move: leader %q, want %s (%v)", h.Leader, to, err)
+	}
+	if from, err := MoveEtcdLeader(ctx, in.ClientEndpoints(), pki, nil, to); err != nil || from != "" {
+		t.Errorf("moving the leader to the leader: from %q, %v; want a no-op", from, err)
+	}
+	if _, err := MoveEtcdLeader(ctx, in.ClientEndpoints(), pki, nil, "m9"); err == nil || !strings.Contains(err.Error(), "no member named m9") {
+		t.Errorf("moving to an unknown member: %v", err)
+	}
 	// A snapshot (reset takes one before deleting etcd's data) holds the
 	// keyspace and ends with etcd's sha256 of the rest.
 	cli, err := etcdClient(in.ClientEndpoints(), pki, nil)

@@ -44,7 +44,7 @@ func TestValidateRejects(t *testing.T) {
 		{"duplicate node address", "172.31.3.12/24", "172.31.3.11/24", "already used by"},
 		{"node outside its bridge subnet", "{name: kube-node4, address: 172.31.4.12/24, gateway: 172.31.4.1", "{name: kube-node4, address: 172.31.5.12/24, gateway: 172.31.5.1", "is not in leaf2/br0's subnet"},
 		{"gateway off-subnet", "address: 172.31.3.12/24, gateway: 172.31.3.1", "address: 172.31.3.12/24, gateway: 172.31.9.1", "gateway: 172.31.9.1 is not in 172.31.3.0/24"},
-		{"node on a routed port", "connect: leaf2/br0, nice: 5}\n  - {name: kube-node4", "connect: leaf2/eth0, nice: 5}\n  - {name: kube-node4", "is not a bridge"},
+		{"node on a routed port", "connect: leaf2/br0}\n  - {name: kube-node4", "connect: leaf2/eth0}\n  - {name: kube-node4", "is not a bridge"},
 		{"dangling interface", "connect: spine/eth2}", "}", "router spine interface eth2: not connected"},
 		{"link declared on both sides", "{name: eth1, address: 172.31.1.1/24}", "{name: eth1, address: 172.31.1.1/24, connect: leaf1/eth0}", "already wired"},
 		{"link across subnets", "{name: eth0, address: 172.31.2.2/24, connect: spine/eth2}", "{name: eth0, address: 172.31.7.2/24, connect: spine/eth2}", "different subnets"},
@@ -52,7 +52,7 @@ func TestValidateRejects(t *testing.T) {
 		{"missing asn", "asn: 65002\n", "asn: 0\n", "asn: missing"},
 		{"interface name too long", "{name: eth1, address: 172.31.1.1/24}", "{name: eth1-to-leaf-number-1, address: 172.31.1.1/24}", "not a valid interface name"},
 		{"duplicate member", "name: leaf2\n", "name: leaf1\n", `"leaf1" is used twice`},
-		{"nice out of range", "connect: leaf2/br0, nice: 5}\n  - {name: kube-node4", "connect: leaf2/br0, nice: 20}\n  - {name: kube-node4", "(kube-node3).nice: 20 is outside 0-19"},
+		{"nice out of range", "connect: leaf2/br0, nice: 10}", "connect: leaf2/br0, nice: 20}", "(kube-node4).nice: 20 is outside 0-19"},
 		{"sudo password without password", "{name: labuser, password: labuser, sudo: password}", "{name: labuser, sudo: password}", "needs a password"},
 	}
 	for _, tt := range tests {

@@ -220,6 +220,15 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 		if err != nil {
 			return nil, err
 		}
+		if n.Nice > 0 {
+			// With the kernel's autogroups on, each session is one
+			// scheduling group and a thread's nice counts only inside
+			// it; QEMU runs in a session of its own, so the group's nice
+			// is what yields to the control plane (seen: 100 % -> 150 %).
+			if err := os.WriteFile(fmt.Sprintf("/proc/%d/autogroup", p.PID), []byte(fmt.Sprint(n.Nice)), 0); err != nil && !os.IsNotExist(err) {
+				l.logf("%s: autogroup nice: %v", n.Name, err)
+			}
+		}
 		l.state.Procs = append(l.state.Procs, p)
 		if err := l.save(); err != nil {
 			return nil, err

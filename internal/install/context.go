@@ -171,7 +171,9 @@ func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.D
 			return err
 		}
 		wait := time.Duration(attempt) * pause
-		status(fmt.Sprintf("%s, trying again in %s", why, wait))
+		// The follower shows only the log's newest line at each poll, so
+		// the failing line itself is said here or nowhere.
+		status(fmt.Sprintf("%s (%s), trying again in %s", why, failedLine(err), wait))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -180,6 +182,17 @@ func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.D
 		err = run(next)
 	}
 	return err
+}
+
+// failedLine is the line of a kubeadm error that names what failed.
+func failedLine(err error) string {
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	for _, l := range lines {
+		if strings.Contains(l, "error execution phase") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // apiUnreachable: the error says the API server refused or timed out.

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -222,7 +223,7 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		cancel()
 		if err == nil {
 			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
-			return nil
+			return e.leadFromControlPlane(ctx, pki, endpoints, dial)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("etcd not healthy after %s: %w", e.Wait, err)
@@ -233,4 +234,27 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		case <-time.After(3 * time.Second):
 		}
 	}
+}
+
+// leadFromControlPlane moves etcd's leadership to the control plane's
+// member: kube-apiserver talks to that member, and every write it makes
+// otherwise waits on a round trip to another node. A lab showed the
+// cost: with the leader on a starved VM, every API request stalled.
+// Leadership can move again later (an election after a restart); this
+// is an optimisation, so a failure is reported, not fatal.
+func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error)) error {
+	if !slices.Contains(e.Cluster.Etcd, e.Cluster.ControlPlane) {
+		return nil
+	}
+	to := e.Facts(e.Cluster.ControlPlane).Hostname
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	from, err := bootstrap.MoveEtcdLeader(cctx, endpoints, pki, dial, to)
+	switch {
+	case err != nil:
+		fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader stays where it is: %v\n", err)
+	case from != "":
+		fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader moved from %s to %s (the control plane's member)\n", from, to)
+	}
+	return nil
 }
