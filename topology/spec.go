@@ -86,7 +86,7 @@ type Node struct {
 	MemoryMB int `json:"memoryMB,omitempty"`
 	CPUs     int `json:"cpus,omitempty"`
 	// Nice (0-19) lowers a VM's CPU priority: emulated VMs share few host
-	// cores, and a starved control plane fails its own liveness probes
+	// cores, and a starved kube-apiserver misses its own start-up timeouts
 	// while nodes that mostly wait for it keep the cores busy.
 	Nice int `json:"nice,omitempty"`
 }
