@@ -52,7 +52,7 @@ func TestValidateRejects(t *testing.T) {
 		{"missing asn", "asn: 65002\n", "asn: 0\n", "asn: missing"},
 		{"interface name too long", "{name: eth1, address: 172.31.1.1/24}", "{name: eth1-to-leaf-number-1, address: 172.31.1.1/24}", "not a valid interface name"},
 		{"duplicate member", "name: leaf2\n", "name: leaf1\n", `"leaf1" is used twice`},
-		{"nice out of range", "connect: leaf2/br0, nice: 10}", "connect: leaf2/br0, nice: 20}", "(kube-node4).nice: 20 is outside 0-19"},
+		{"nice out of range", "connect: leaf2/br0}\nlogin:", "connect: leaf2/br0, nice: 20}\nlogin:", "(kube-node4).nice: 20 is outside 0-19"},
 		{"sudo password without password", "{name: labuser, password: labuser, sudo: password}", "{name: labuser, sudo: password}", "needs a password"},
 	}
 	for _, tt := range tests {
