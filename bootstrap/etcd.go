@@ -256,10 +256,10 @@ func MoveEtcdLeader(ctx context.Context, endpoints []string, pki *EtcdPKI, dial 
 	if err != nil {
 		return "", fmt.Errorf("etcd status: %w", err)
 	}
-	leader := byID[st.Leader]
 	if st.Leader == target {
 		return "", nil
 	}
+	leader := byID[st.Leader]
 	if leader == nil || len(leader.ClientURLs) == 0 {
 		return "", fmt.Errorf("etcd: leader %x is not a known member", st.Leader)
 	}

@@ -223,7 +223,8 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		cancel()
 		if err == nil {
 			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
-			return e.leadFromControlPlane(ctx, pki, endpoints, dial)
+			e.leadFromControlPlane(ctx, pki, endpoints, dial, h.Leader)
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("etcd not healthy after %s: %w", e.Wait, err)
@@ -241,12 +242,14 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 // otherwise waits on a round trip to another node. A lab showed the
 // cost: with the leader on a starved VM, every API request stalled.
 // Leadership can move again later (an election after a restart); this
-// is an optimisation, so a failure is reported, not fatal.
-func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error)) error {
-	if !slices.Contains(e.Cluster.Etcd, e.Cluster.ControlPlane) {
-		return nil
-	}
+// is an optimisation, so a failure is reported, not fatal. leader is the
+// health check's answer: when it is already right (every re-run), no
+// second client is dialled through SSH.
+func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error), leader string) {
 	to := e.Facts(e.Cluster.ControlPlane).Hostname
+	if leader == to || !slices.Contains(e.Cluster.Etcd, e.Cluster.ControlPlane) {
+		return
+	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	from, err := bootstrap.MoveEtcdLeader(cctx, endpoints, pki, dial, to)
@@ -256,5 +259,4 @@ func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI,
 	case from != "":
 		fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader moved from %s to %s (the control plane's member)\n", from, to)
 	}
-	return nil
 }
