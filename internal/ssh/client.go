@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/k8slab/k8slab/internal/host"
@@ -65,7 +66,7 @@ func (c *Client) connect(ctx context.Context) (*xssh.Client, error) {
 	if c.conn != nil {
 		return c.conn, nil
 	}
-	conn, err := c.pool.handshake(ctx, c.ep)
+	conn, read, err := c.pool.handshake(ctx, c.ep)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +80,7 @@ func (c *Client) connect(ctx context.Context) (*xssh.Client, error) {
 	}
 	c.conn = conn
 	c.dials++
-	go c.keepalive(conn)
+	go c.keepalive(conn, read)
 	return conn, nil
 }
 
@@ -111,11 +112,11 @@ func (c *Client) Close() error {
 
 // keepalive closes a connection whose peer stopped answering, which turns
 // a silently cut link into a prompt "connection lost" instead of a hang.
-func (c *Client) keepalive(conn *xssh.Client) {
+func (c *Client) keepalive(conn *xssh.Client, read *countingConn) {
 	interval := c.pool.opts.KeepAlive
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	missed := 0
+	alive := liveness{read: read.n.Load}
 	closed := make(chan struct{})
 	go func() { conn.Wait(); close(closed) }()
 	for {
@@ -135,10 +136,9 @@ func (c *Client) keepalive(conn *xssh.Client) {
 				c.drop(conn)
 				return
 			}
-			missed = 0
+			alive.answered()
 		case <-time.After(interval):
-			missed++
-			if missed >= 3 {
+			if alive.unanswered() {
 				c.drop(conn)
 				return
 			}
@@ -146,6 +146,41 @@ func (c *Client) keepalive(conn *xssh.Client) {
 			return
 		}
 	}
+}
+
+// liveness decides when a peer is gone: three probes in a row unanswered
+// with nothing at all received meanwhile. A starved node busy receiving a
+// large upload answers probes only after the data queued before them, yet
+// keeps acknowledging that data; counting those probes as missed dropped a
+// working connection mid-upload (seen on a niced VM).
+type liveness struct {
+	read   func() int64 // bytes received on the connection so far
+	last   int64
+	missed int
+}
+
+func (l *liveness) answered() { l.missed, l.last = 0, l.read() }
+
+// unanswered records a probe that got no reply in time; true: give up.
+func (l *liveness) unanswered() bool {
+	if n := l.read(); n != l.last {
+		l.last, l.missed = n, 0
+		return false
+	}
+	l.missed++
+	return l.missed >= 3
+}
+
+// countingConn counts the bytes read from the peer for liveness.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // session opens a session, redialling once when the connection turns out

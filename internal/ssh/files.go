@@ -5,19 +5,50 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path"
 	"sync/atomic"
 	"time"
 
 	"github.com/k8slab/k8slab/internal/host"
+	"github.com/pkg/sftp"
 )
 
 // Upload writes r to f.Path atomically: readers of f.Path see the old file
-// or the whole new one, never half a binary.
+// or the whole new one, never half a binary. A seekable r is sent once
+// more over a new connection when the first dies under the transfer: a
+// provisioning run lost a 40 MB binary that way on a starved VM.
 func (c *Client) Upload(ctx context.Context, f host.File, r io.Reader) error {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	err = c.upload(ctx, f, r)
+	s, seekable := r.(io.Seeker)
+	if err == nil || !seekable || ctx.Err() != nil || !lost(err) {
+		return err
+	}
+	c.drop(conn)
+	if _, serr := s.Seek(0, io.SeekStart); serr != nil {
+		return err
+	}
+	if rerr := c.upload(ctx, f, r); rerr != nil {
+		return fmt.Errorf("%w (the first attempt lost its connection: %v)", rerr, err)
+	}
+	return nil
+}
+
+// lost: the error says the transport went away, not that the node refused.
+func lost(err error) bool {
+	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.EOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, ErrConnectionLost)
+}
+
+func (c *Client) upload(ctx context.Context, f host.File, r io.Reader) error {
 	if f.Mode == 0 {
 		f.Mode = 0o644
 	}

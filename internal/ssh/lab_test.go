@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -419,6 +420,62 @@ func TestLabLargeUploadIsAtomicWithProgress(t *testing.T) {
 	}
 	if calls == 0 || last != int64(len(data)) {
 		t.Errorf("progress: %d calls, last %d of %d", calls, last, len(data))
+	}
+}
+
+// cutAt reads like bytes.Reader and, the first time the transfer passes
+// at, closes the connection under it.
+type cutAt struct {
+	*bytes.Reader
+	at   int64
+	cut  func()
+	once sync.Once
+}
+
+func (r *cutAt) Read(b []byte) (int, error) {
+	n, err := r.Reader.Read(b)
+	if r.Reader.Size()-int64(r.Reader.Len()) >= r.at {
+		r.once.Do(r.cut)
+	}
+	return n, err
+}
+
+func TestLabUploadSurvivesALostConnection(t *testing.T) {
+	lab := labtest.Up(t)
+	ctx := context.Background()
+	o := labOptions(t, lab)
+	var mu sync.Mutex
+	var conns []net.Conn
+	o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := lab.Dialer().DialContext(ctx, network, addr)
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		return c, err
+	}
+	_, cs := clients(t, o, "172.31.3.12")
+	data := make([]byte, 24<<20)
+	rand.Read(data)
+	r := &cutAt{Reader: bytes.NewReader(data), at: 8 << 20, cut: func() {
+		mu.Lock()
+		conns[0].Close()
+		mu.Unlock()
+	}}
+	dir := "/tmp/" + lab.Spec.Name + "-upload-cut"
+	defer os.RemoveAll(dir)
+	if err := cs[0].Upload(ctx, host.File{Path: dir + "/big.bin", Mode: 0o644, Size: int64(len(data))}, r); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	out, err := host.Output(ctx, cs[0], "sha256sum "+dir+"/big.bin | cut -d' ' -f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != hex.EncodeToString(sum[:]) {
+		t.Errorf("remote file differs from what was sent")
+	}
+	if d := cs[0].Dials(); d != 2 {
+		t.Errorf("%d connections, want 2 (the cut one and one redial)", d)
 	}
 }
 

@@ -176,17 +176,18 @@ func (p *Pool) dialTCP(ctx context.Context, ep Endpoint) (net.Conn, error) {
 
 // handshake dials and authenticates, bounded by DialTimeout as a whole:
 // a node that accepts TCP but never speaks SSH must not hang the run.
-func (p *Pool) handshake(ctx context.Context, ep Endpoint) (*xssh.Client, error) {
+func (p *Pool) handshake(ctx context.Context, ep Endpoint) (*xssh.Client, *countingConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.DialTimeout)
 	defer cancel()
 	methods, tried, err := p.keys.authFor(ep, p.opts.Password)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	conn, err := p.dialTCP(ctx, ep)
+	tcp, err := p.dialTCP(ctx, ep)
 	if err != nil {
-		return nil, classifyDial(ctx, err, p.opts.DialTimeout)
+		return nil, nil, classifyDial(ctx, err, p.opts.DialTimeout)
 	}
+	conn := &countingConn{Conn: tcp}
 	cfg := &xssh.ClientConfig{
 		User:              ep.User,
 		Auth:              methods,
@@ -209,13 +210,13 @@ func (p *Pool) handshake(ctx context.Context, ep Endpoint) (*xssh.Client, error)
 	case r := <-done:
 		if r.err != nil {
 			conn.Close()
-			return nil, classifyHandshake(r.err, ep, tried)
+			return nil, nil, classifyHandshake(r.err, ep, tried)
 		}
-		return xssh.NewClient(r.c, r.ch, r.req), nil
+		return xssh.NewClient(r.c, r.ch, r.req), conn, nil
 	case <-ctx.Done():
 		conn.Close()
 		<-done
-		return nil, classifyDial(ctx, ctx.Err(), p.opts.DialTimeout)
+		return nil, nil, classifyDial(ctx, ctx.Err(), p.opts.DialTimeout)
 	}
 }
 
