@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +120,62 @@ func TestE2EKubeadmValidatesRenderedConfig(t *testing.T) {
 	// The validator is strict: a field kubeadm does not know fails.
 	if err := validate("bad", append(join, []byte("bogusField: 1\n")...)); err == nil {
 		t.Error("kubeadm accepted an unknown field: this check proves nothing")
+	}
+}
+
+// TestE2EKubeadmRunsInitInTwoParts runs the bundle's real kubeadm with
+// both InitCommands in dry-run, inside a private mount and network
+// namespace whose /etc/kubernetes, /var/lib/kubelet and /etc/k8slab are
+// empty tmpfs: kubeadm must accept the skip lists (it rejects unknown
+// phases and unmet phase dependencies), the first must write only
+// kube-apiserver's manifest and the second the other two.
+func TestE2EKubeadmRunsInitInTwoParts(t *testing.T) {
+	bundle := os.Getenv("K8SLAB_BUNDLE")
+	if bundle == "" || (os.Getenv("K8SLAB_E2E") == "" && os.Getenv("K8SLAB_E2E_INSTALL") == "") {
+		t.Skip("needs the offline bundle's kubeadm: run with make e2e")
+	}
+	dir := t.TempDir()
+	cfg, err := RenderInit(referenceInit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "init.yaml")
+	os.WriteFile(path, cfg, 0o600)
+	first, rest := InitCommands(path)
+	kubeadm := filepath.Join(bundle, "bin", "kubeadm")
+	dry := filepath.Join(dir, "dryrun")
+	script := fmt.Sprintf(`set -e
+mount --make-rprivate /
+for d in /etc/kubernetes /var/lib/kubelet /etc/k8slab; do mkdir -p $d; mount -t tmpfs tmpfs $d; done
+mkdir -p %[1]s
+export KUBEADM_INIT_DRYRUN_DIR=%[2]s PATH=%[3]s:$PATH
+%[4]s --dry-run --ignore-preflight-errors=all
+ls %[2]s > %[2]s.first
+%[5]s --dry-run
+ls %[2]s > %[2]s.rest
+`, PatchesDir, dry, filepath.Dir(kubeadm), first, rest)
+	out, err := exec.Command("unshare", "--mount", "--net", "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		after      string
+		want, none []string
+	}{
+		{".first", []string{"kube-apiserver.yaml", "admin.conf", "config.yaml"}, []string{"kube-controller-manager.yaml", "kube-scheduler.yaml"}},
+		{".rest", []string{"kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"}, nil},
+	} {
+		b, _ := os.ReadFile(dry + tt.after)
+		files := strings.Fields(string(b))
+		for _, f := range tt.want {
+			if !slices.Contains(files, f) {
+				t.Errorf("after the %s command: no %s in %v", tt.after[1:], f, files)
+			}
+		}
+		for _, f := range tt.none {
+			if slices.Contains(files, f) {
+				t.Errorf("after the %s command: %s was written already", tt.after[1:], f)
+			}
+		}
 	}
 }

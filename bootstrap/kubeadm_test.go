@@ -167,3 +167,33 @@ func TestCACertHashMatchesOpenSSL(t *testing.T) {
 		t.Error("garbage accepted")
 	}
 }
+
+func TestInitCommandsSplitAtTheAPIServer(t *testing.T) {
+	first, rest := InitCommands("/etc/k8slab/kubeadm-init.yaml")
+	skips := func(cmd string) map[string]bool {
+		const prefix = "kubeadm init --config /etc/k8slab/kubeadm-init.yaml --skip-phases="
+		if !strings.HasPrefix(cmd, prefix) {
+			t.Fatalf("command %q", cmd)
+		}
+		out := map[string]bool{}
+		for _, p := range strings.Split(strings.TrimPrefix(cmd, prefix), ",") {
+			out[p] = true
+		}
+		return out
+	}
+	a, b := skips(first), skips(rest)
+	// kubeadm v1.37's init phases and control-plane's sub-phases: each
+	// runs in exactly one of the two commands.
+	for _, p := range []string{"preflight", "certs", "kubeconfig", "etcd", "control-plane/apiserver",
+		"control-plane/controller-manager", "control-plane/scheduler", "kubelet-start", "wait-control-plane",
+		"upload-config", "upload-certs", "mark-control-plane", "bootstrap-token", "kubelet-finalize", "addon", "show-join-command"} {
+		if a[p] == b[p] {
+			t.Errorf("phase %s: skipped by the first command %v, by the second %v; want exactly one to run it", p, a[p], b[p])
+		}
+	}
+	for _, p := range []string{"control-plane/controller-manager", "control-plane/scheduler", "wait-control-plane"} {
+		if !a[p] {
+			t.Errorf("the first command runs %s: it must start the API server alone and not wait for the others", p)
+		}
+	}
+}

@@ -39,7 +39,7 @@ func (c *ControlPlane) Plan() []phase.Step {
 		etcd = "external etcd " + strings.Join(eps, ",")
 	}
 	return []phase.Step{{Node: c.Cluster.ControlPlane, Action: fmt.Sprintf(
-		"kubeadm init %s (service %s, pods %s, %s, kube-proxy %s), fetch admin.conf",
+		"kubeadm init %s (service %s, pods %s, %s, kube-proxy %s; kube-apiserver first, controller-manager and scheduler once it is ready), fetch admin.conf",
 		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode())}}
 }
 
@@ -149,16 +149,37 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 	if _, err := provision.SyncFiles(ctx, t.Host, files); err != nil {
 		return err
 	}
-	cmd := "kubeadm init --config " + initConfigPath
-	if state == initPartial {
-		// kubeadm reuses the certificates and kubeconfigs it wrote; only
-		// its preflight objects to the files being there.
-		t.Status("resuming an interrupted kubeadm init")
-		cmd += " --ignore-preflight-errors=all"
-	} else {
-		t.Status("kubeadm init (this takes minutes on emulated VMs)")
+	h := t.Host
+	first, rest := bootstrap.InitCommands(initConfigPath)
+	if state != initAPIServerStarted {
+		if state == initPartial {
+			// kubeadm reuses the certificates and kubeconfigs it wrote; only
+			// its preflight objects to the files being there.
+			t.Status("resuming an interrupted kubeadm init")
+			first += " --ignore-preflight-errors=all"
+		} else {
+			t.Status("kubeadm init, kube-apiserver first (this takes minutes on emulated VMs)")
+		}
+		if err := c.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: first + " && touch " + apiServerStartedMarker}, nil); err != nil {
+			return err
+		}
 	}
-	return c.kubeadm(ctx, t, bootstrap.Detached{Unit: "k8slab-kubeadm-init", Command: cmd + " && touch " + initDoneMarker}, nil)
+	admin, err := h.ReadFile(ctx, adminConfPath)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.adminConf = admin
+	c.mu.Unlock()
+	t.Status("waiting for kube-apiserver before starting kube-controller-manager and kube-scheduler")
+	if err := c.waitReady(ctx, t); err != nil {
+		return err
+	}
+	// Every phase of the second part can run again (kubeadm creates or
+	// updates its objects), so an API server that drops out is resumed.
+	finish := bootstrap.Detached{Unit: "k8slab-kubeadm-init-rest", Command: rest + " && touch " + initDoneMarker}
+	t.Status("kubeadm init: kube-controller-manager, kube-scheduler and the rest")
+	return c.kubeadm(ctx, t, finish, &finish)
 }
 
 // waitReady polls the API server's /readyz through the SSH tunnel.
@@ -188,14 +209,19 @@ func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
 }
 
 // initDoneMarker is written only when kubeadm init exits 0: admin.conf
-// alone appears half-way through init.
-const initDoneMarker = "/etc/k8slab/kubeadm-init.done"
+// alone appears half-way through init. apiServerStartedMarker: its first
+// part (InitCommands) exited 0.
+const (
+	initDoneMarker         = "/etc/k8slab/kubeadm-init.done"
+	apiServerStartedMarker = "/etc/k8slab/kubeadm-init-apiserver.done"
+)
 
 type initStatus int
 
 const (
-	initNone    initStatus = iota
-	initPartial            // an earlier init was interrupted or failed
+	initNone             initStatus = iota
+	initPartial                     // an earlier init was interrupted or failed
+	initAPIServerStarted            // the first part finished; the second did not
 	initDone
 )
 
@@ -203,13 +229,15 @@ const (
 // re-run cannot wipe a working cluster) from an interrupted init (resumed)
 // and a fresh node.
 func initState(ctx context.Context, h host.Host) (initStatus, error) {
-	out, err := host.Output(ctx, h, fmt.Sprintf(`if [ -f %s ]; then echo done; elif [ -e /etc/kubernetes/manifests/kube-apiserver.yaml ] || [ -f %s ]; then echo partial; else echo none; fi`, initDoneMarker, adminConfPath))
+	out, err := host.Output(ctx, h, fmt.Sprintf(`if [ -f %s ]; then echo done; elif [ -f %s ]; then echo apiserver; elif [ -e /etc/kubernetes/manifests/kube-apiserver.yaml ] || [ -f %s ]; then echo partial; else echo none; fi`, initDoneMarker, apiServerStartedMarker, adminConfPath))
 	if err != nil {
 		return initNone, err
 	}
 	switch strings.TrimSpace(out) {
 	case "done":
 		return initDone, nil
+	case "apiserver":
+		return initAPIServerStarted, nil
 	case "partial":
 		return initPartial, nil
 	}

@@ -217,7 +217,7 @@ if [ "${K8SLAB_LAB_NODE:-}" = namespace ]; then
 	exit 1
 fi
 gone() { echo "removed=$1"; }
-for u in k8slab-kubeadm-init k8slab-kubeadm-join; do
+for u in k8slab-kubeadm-init k8slab-kubeadm-init-rest k8slab-kubeadm-join; do
 	systemctl is-active -q $u.service && { systemctl stop $u.service; gone "running $u"; }
 	systemctl reset-failed $u.service 2>/dev/null
 done
@@ -230,7 +230,7 @@ if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; 
 fi
 for m in $(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
 for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
-	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /etc/k8slab/kubeadm-patches /root/.kube/config; do
+	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /etc/k8slab/kubeadm-init-apiserver.done /etc/k8slab/kubeadm-patches /root/.kube/config; do
 	[ -e "$p" ] && { rm -rf "$p"; gone "$p"; }
 done
 rm -f /var/log/k8slab/k8slab-kubeadm-*
