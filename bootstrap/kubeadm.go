@@ -98,14 +98,20 @@ type Patches struct {
 const PatchesDir = "/etc/k8slab/kubeadm-patches"
 
 // ProbePatches are kubeadm patches (file name → strategic merge patch)
-// that give the control-plane containers' liveness probes 30 s to answer
-// and 12 misses before the kubelet restarts them (kubeadm: 15 s, 8). On
-// emulated nodes under load a healthy kube-controller-manager missed its
-// probes, and each restart stopped CSR approval while workers joined.
+// that give the control-plane containers' startup and liveness probes 30 s
+// to answer and 60 misses (10 min) before the kubelet restarts them
+// (kubeadm: 15 s, 24 and 8). Restarting a starved component never made it
+// faster: on emulated nodes a healthy kube-controller-manager missed its
+// probes and each restart stopped CSR approval while workers joined, and
+// a kube-apiserver killed by its liveness probe while a worker joined
+// (12 misses) came back into a crash loop — its clients' reconnects
+// overran the new process until its post-start hooks timed out.
 func ProbePatches() map[string]string {
 	out := map[string]string{}
 	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
-		out[c+"+strategic.yaml"] = "spec:\n  containers:\n  - name: " + c + "\n    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 12\n"
+		out[c+"+strategic.yaml"] = "spec:\n  containers:\n  - name: " + c + "\n" +
+			"    startupProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" +
+			"    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n"
 	}
 	return out
 }

@@ -76,10 +76,24 @@ func TestE2EKubeadmTakesInitConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		live := string(m)[strings.Index(string(m), "livenessProbe:"):]
-		live = live[:strings.Index(live, "name:")]
-		if !strings.Contains(live, "failureThreshold: 12") || !strings.Contains(live, "timeoutSeconds: 30") {
-			t.Errorf("%s liveness probe not patched:\n%s", c, live)
+		for _, probe := range []string{"livenessProbe:", "startupProbe:"} {
+			i := strings.Index(string(m), probe)
+			if i < 0 {
+				t.Errorf("%s has no %s", c, probe)
+				continue
+			}
+			// The probe's block: the lines indented below its key.
+			var block []string
+			for _, l := range strings.Split(string(m)[i:], "\n")[1:] {
+				if !strings.HasPrefix(l, "      ") {
+					break
+				}
+				block = append(block, l)
+			}
+			p := strings.Join(block, "\n")
+			if !strings.Contains(p, "failureThreshold: 60") || !strings.Contains(p, "timeoutSeconds: 30") {
+				t.Errorf("%s %s not patched:\n%s", c, probe, p)
+			}
 		}
 		if c == "kube-apiserver" && !strings.Contains(string(m), "--etcd-servers=https://172.31.3.11:2379\n") {
 			t.Errorf("kube-apiserver etcd servers:\n%s", m)
