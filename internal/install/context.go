@@ -151,29 +151,41 @@ func (c *Context) secret(token string) {
 // one that failed because the API server did not answer — an emulated
 // control plane restarts its API server while it starts up — is resumed
 // with resume (nil: not resumable). At most three attempts, with a
-// growing pause.
+// growing pause; except that a preflight which failed only because the
+// API server did not answer in time is tried again for as long as the
+// wait (--wait-timeout) allows: kubeadm join's preflight reads three
+// ConfigMaps with fixed 10 s timeouts, which a loaded emulated control
+// plane missed three times in a row for one worker while it served the
+// others.
 func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached, resume *bootstrap.Detached) error {
 	progress := func(line string) { t.Status("%s: %s", d.Unit, line) }
-	return retryKubeadm(ctx, d, resume, 20*time.Second, func(d bootstrap.Detached) error {
+	start := time.Now()
+	timeLeft := func(pause time.Duration) bool { return time.Since(start)+pause < c.Wait }
+	return retryKubeadm(ctx, d, resume, 20*time.Second, timeLeft, func(d bootstrap.Detached) error {
 		return d.Run(ctx, t.Host, c.Wait, progress)
 	}, func(msg string) { t.Status("%s: %s", d.Unit, msg) })
 }
 
-func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.Detached, pause time.Duration, run func(bootstrap.Detached) error, status func(string)) error {
+func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.Detached, pause time.Duration, timeLeft func(pause time.Duration) bool, run func(bootstrap.Detached) error, status func(string)) error {
 	err := run(d)
-	for attempt := 1; attempt < 3 && err != nil; attempt++ {
+	for attempt := 1; err != nil; attempt++ {
+		preflight := strings.Contains(err.Error(), "error execution phase preflight")
+		wait := min(time.Duration(attempt)*pause, 2*time.Minute)
 		next, why := d, "preflight failed (nothing changed)"
 		switch {
-		case strings.Contains(err.Error(), "error execution phase preflight"):
+		case preflight && apiUnreachable(err) && timeLeft(wait):
+			why = "preflight: the API server did not answer in time (nothing changed)"
+		case attempt >= 3:
+			return err
+		case preflight:
 		case resume != nil && apiUnreachable(err):
 			next, why = *resume, "the API server did not answer"
 		default:
 			return err
 		}
-		wait := time.Duration(attempt) * pause
 		// The follower shows only the log's newest line at each poll, so
 		// the failing line itself is said here or nowhere.
-		status(fmt.Sprintf("%s (%s), trying again in %s", why, failedLine(err), wait))
+		status(fmt.Sprintf("%s (%s), trying again in %s (attempt %d)", why, failedLine(err), wait, attempt+1))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -181,7 +193,7 @@ func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.D
 		}
 		err = run(next)
 	}
-	return err
+	return nil
 }
 
 // failedLine is the line of a kubeadm error that names what failed.
