@@ -6,13 +6,15 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	corev1 "k8s.io/api/core/v1"
 	"net"
 	"sort"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -149,11 +151,55 @@ func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured) err
 		ri = c.Dyn.Resource(mapping.resource).Namespace(ns)
 	}
 	force := true
-	_, err = ri.Patch(ctx, o.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
+	err = retryTransient(ctx, 10*time.Minute, 2*time.Second, func() error {
+		_, err := ri.Patch(ctx, o.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
 	}
 	return nil
+}
+
+// retryTransient calls fn again, with a pause doubling from first up to
+// 30 s, while it fails in a way that says "not now" rather than "no" and
+// budget lasts. Server-side apply is idempotent, so a request that timed
+// out on the server and may have been applied is safe to send again. A
+// loaded emulated control plane answered a CRD's apply with its own 60 s
+// timeout after four nodes had joined, and the install failed on it.
+func retryTransient(ctx context.Context, budget, first time.Duration, fn func() error) error {
+	start, pause := time.Now(), first
+	for {
+		err := fn()
+		if err == nil || !transient(err) || time.Since(start)+pause > budget {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+	}
+}
+
+// transient: the API server (or the way to it) was overloaded or away.
+func transient(err error) bool {
+	if apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	s := strings.ToLower(err.Error())
+	for _, m := range []string{"connection refused", "connection reset", "tls handshake timeout", "eof", "http2: client connection lost"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
 
 type metaMapping struct {
