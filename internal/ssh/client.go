@@ -151,8 +151,8 @@ func (c *Client) keepalive(conn *xssh.Client, read *countingConn) {
 // liveness decides when a peer is gone: three probes in a row unanswered
 // with nothing at all received meanwhile. A starved node busy receiving a
 // large upload answers probes only after the data queued before them, yet
-// keeps acknowledging that data; counting those probes as missed dropped a
-// working connection mid-upload (seen on a niced VM).
+// keeps acknowledging that data; counting those probes as missed is the
+// likely cause of a connection dropped mid-upload on a niced VM.
 type liveness struct {
 	read   func() int64 // bytes received on the connection so far
 	last   int64
