@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -390,20 +389,11 @@ func dedupe(in []string) []string {
 // left in CLOSE-WAIT, 7 restarts, init 14 min). Started after /readyz, every
 // control-plane container came up at its first attempt (3.8 min).
 func InitCommands(configPath string) (apiServer, rest string) {
-	// kubeadm v1.37's init phases, in its order.
-	initPhases := []string{"preflight", "certs", "kubeconfig", "etcd", "control-plane", "kubelet-start",
-		"wait-control-plane", "upload-config", "upload-certs", "mark-control-plane", "bootstrap-token",
-		"kubelet-finalize", "addon", "show-join-command"}
-	split := slices.Index(initPhases, "kubelet-start") + 1
-	first := []string{"control-plane/controller-manager", "control-plane/scheduler"}
-	first = append(first, initPhases[split:]...)
-	var second []string
-	for _, p := range initPhases[:split] {
-		if p == "control-plane" {
-			p = "control-plane/apiserver"
-		}
-		second = append(second, p)
-	}
+	// Between them the two run each of kubeadm v1.37's init phases once.
+	first := []string{"control-plane/controller-manager", "control-plane/scheduler", "wait-control-plane",
+		"upload-config", "upload-certs", "mark-control-plane", "bootstrap-token", "kubelet-finalize", "addon",
+		"show-join-command"}
+	second := []string{"preflight", "certs", "kubeconfig", "etcd", "control-plane/apiserver", "kubelet-start"}
 	cmd := "kubeadm init --config " + configPath + " --skip-phases="
 	return cmd + strings.Join(first, ","), cmd + strings.Join(second, ",")
 }

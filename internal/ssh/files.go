@@ -27,13 +27,19 @@ func (c *Client) Upload(ctx context.Context, f host.File, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	err = c.upload(ctx, f, r)
 	s, seekable := r.(io.Seeker)
+	var from int64
+	if seekable {
+		if from, err = s.Seek(0, io.SeekCurrent); err != nil {
+			seekable = false
+		}
+	}
+	err = c.upload(ctx, f, r)
 	if err == nil || !seekable || ctx.Err() != nil || !lost(err) {
 		return err
 	}
 	c.drop(conn)
-	if _, serr := s.Seek(0, io.SeekStart); serr != nil {
+	if _, serr := s.Seek(from, io.SeekStart); serr != nil {
 		return err
 	}
 	if rerr := c.upload(ctx, f, r); rerr != nil {
