@@ -219,7 +219,7 @@ func TestE2EReRuns(t *testing.T) {
 	// offline lab) is reported per node and exits 5.
 	r4 := runCLI(t, lab, env, "install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
 		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", kubeconfigDir, "--name", "lab",
-		"--only", "control-plane,calico", "--wait-timeout", "40s")
+		"--only", "control-plane,rollout", "--wait-timeout", "40s")
 	if r4.code != 5 || !strings.Contains(r4.stderr+r4.stdout, "quay.io/calico/") || !strings.Contains(r4.stderr+r4.stdout, "kube-node3: calico-node") {
 		t.Errorf("--wait without Calico images: exit %d, want 5 with a per-node report\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
 	}

@@ -1,49 +1,31 @@
 package install
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-
-	"context"
 	"fmt"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/phase"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // Calico applies the release manifest, patched for the cluster, and
 // k8slab's own Calico resources, by server-side apply through the control
-// plane's SSH connection; then it waits for calico-node on every node.
+// plane's SSH connection. It runs before the workers join, as kubeadm's
+// own guide orders it: the API server then serves the control plane only,
+// where after four joins one CRD took minutes on the emulated lab. The
+// rollout phase waits for calico-node once every node is in.
 type Calico struct{ *Context }
 
 func (*Calico) Name() string { return "calico" }
-
-// RolloutIncomplete means everything was applied but calico-node or the
-// nodes did not become ready in time; Nodes says why, per node.
-type RolloutIncomplete struct {
-	Nodes []calico.NodeReport
-	Wait  time.Duration
-}
-
-func (e *RolloutIncomplete) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Calico did not become ready within %s:", e.Wait)
-	for _, n := range e.Nodes {
-		fmt.Fprintf(&b, "\n  %s: calico-node %s", n.Node, n.Calico)
-		if !n.Ready {
-			fmt.Fprintf(&b, "; node NotReady (%s)", n.Problem)
-		}
-	}
-	return b.String()
-}
 
 func (c *Calico) options() calico.Options {
 	return calico.Options{PodCIDR: c.Cluster.PodCIDR, BlockSize: c.Cluster.Calico.BlockSize,
@@ -94,42 +76,19 @@ func (c *Calico) Run(ctx context.Context) error {
 		fmt.Fprintf(status, "calico: nothing to do (the same %d objects were applied before)\n", len(all))
 	} else {
 		fmt.Fprintf(status, "calico: applying %d objects of the %s manifest and %d of k8slab's\n", len(objs), c.Cluster.Calico.Version, len(own))
-		if err := cl.Apply(ctx, all); err != nil {
+		start := time.Now()
+		err := cl.Apply(ctx, all, func(done, total int, o *unstructured.Unstructured, took time.Duration) {
+			fmt.Fprintf(status, "calico: %d/%d applied: %s %s (%s, %s since the first)\n", done, total, o.GetKind(), o.GetName(),
+				took.Round(100*time.Millisecond), time.Since(start).Round(time.Second))
+		})
+		if err != nil {
 			return err
 		}
 		if err := c.recordApplied(ctx, cl, sum); err != nil {
 			return err
 		}
 	}
-	if !c.WaitRollout {
-		reports, desired, _, err := calico.Rollout(ctx, cl.Kube)
-		if err == nil {
-			fmt.Fprintf(status, "calico: applied (not waiting): calico-node desired on %d nodes\n", desired)
-			for _, r := range reports {
-				fmt.Fprintf(status, "  %s: calico-node %s, ready %v\n", r.Node, r.Calico, r.Ready)
-			}
-		}
-		return err
-	}
-	deadline := time.Now().Add(c.Wait)
-	for {
-		reports, desired, done, err := calico.Rollout(ctx, cl.Kube)
-		if err == nil && done {
-			fmt.Fprintf(status, "calico: calico-node running on all %d nodes, all nodes Ready; NetworkPolicy is enforced by Calico\n", desired)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return err
-			}
-			return &RolloutIncomplete{Nodes: reports, Wait: c.Wait}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Second):
-		}
-	}
+	return nil
 }
 
 // kubeClient reaches the API server through the control plane's SSH
@@ -178,5 +137,5 @@ func (c *Calico) recordApplied(ctx context.Context, cl *kube.Client, sum string)
 		"metadata": map[string]any{"name": appliedRecord, "namespace": metav1.NamespaceSystem},
 		"data":     map[string]any{"sha256": sum, "calico-version": c.Cluster.Calico.Version},
 	}}
-	return cl.Apply(ctx, []*unstructured.Unstructured{cm})
+	return cl.Apply(ctx, []*unstructured.Unstructured{cm}, nil)
 }

@@ -105,8 +105,9 @@ func Phases(c *Context) []phase.Phase {
 		&Provision{c},
 		etcd,
 		&ControlPlane{c, etcd},
-		&Join{c},
 		&Calico{c},
+		&Join{c},
+		&Rollout{c},
 		&Kubeconfig{c},
 	}
 }

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -38,6 +40,13 @@ type Client struct {
 	Dyn    dynamic.Interface
 	Kube   kubernetes.Interface
 	mapper *restmapper.DeferredDiscoveryRESTMapper
+
+	refreshMu sync.Mutex
+	refreshed time.Time
+	// poll is the pause between looks for a kind not yet served, for at
+	// most servedWithin: seconds after its CRD on a quiet API server,
+	// minutes on a saturated one.
+	poll, servedWithin time.Duration
 }
 
 // NewClient builds clients from an admin kubeconfig.
@@ -68,7 +77,7 @@ func newClient(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Dyn: dyn, Kube: kube, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))}, nil
+	return &Client{Dyn: dyn, Kube: kube, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)), poll: 2 * time.Second, servedWithin: 10 * time.Minute}, nil
 }
 
 // Objects decodes a multi-document manifest into objects.
@@ -104,38 +113,72 @@ func ToObjects(typed []any) ([]*unstructured.Unstructured, error) {
 	return out, nil
 }
 
-// Apply server-side-applies objects in order: CRDs first, and the objects
-// of a CRD's kinds only once the API server serves them.
-func (c *Client) Apply(ctx context.Context, objs []*unstructured.Unstructured) error {
-	sort.SliceStable(objs, func(i, j int) bool {
-		return objs[i].GetKind() == "CustomResourceDefinition" && objs[j].GetKind() != "CustomResourceDefinition"
-	})
+// Applied is told about each object Apply has applied, and how long that
+// took: on a saturated control plane one CRD took minutes, and a phase
+// that says nothing for twenty minutes cannot be told from a hung one.
+type Applied func(done, total int, o *unstructured.Unstructured, took time.Duration)
+
+// applyParallel bounds the requests in flight: the API server spends most
+// of a CRD's apply waiting for etcd and its own controllers, so a few at
+// once overlap those waits without piling up requests that time out.
+const applyParallel = 4
+
+// Apply server-side-applies objects in two waves: CRDs and Namespaces
+// first, then everything else once the API server serves the kinds it
+// needs. Within a wave the objects do not depend on each other.
+func (c *Client) Apply(ctx context.Context, objs []*unstructured.Unstructured, report Applied) error {
+	var first, rest []*unstructured.Unstructured
 	for _, o := range objs {
-		if err := c.applyOne(ctx, o); err != nil {
-			return err
+		if k := o.GetKind(); k == "CustomResourceDefinition" || k == "Namespace" {
+			first = append(first, o)
+		} else {
+			rest = append(rest, o)
 		}
 	}
-	return nil
+	done, total := 0, len(objs)
+	var mu sync.Mutex
+	wave := func(objs []*unstructured.Unstructured) error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.SetLimit(applyParallel)
+		for _, o := range objs {
+			g.Go(func() error {
+				start := time.Now()
+				if err := c.applyOne(ctx, o); err != nil {
+					return err
+				}
+				if report != nil {
+					mu.Lock()
+					done++
+					report(done, total, o, time.Since(start))
+					mu.Unlock()
+				}
+				return nil
+			})
+		}
+		return g.Wait()
+	}
+	if err := wave(first); err != nil {
+		return err
+	}
+	return wave(rest)
 }
 
 func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured) error {
 	gvk := o.GroupVersionKind()
 	var mapping *metaMapping
-	for attempt := 0; ; attempt++ {
-		m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	for start := time.Now(); ; {
+		m, err := c.mapping(gvk)
 		if err == nil {
-			mapping = &metaMapping{m.Resource, m.Scope.Name() == "namespace"}
+			mapping = m
 			break
 		}
-		// A CRD just applied is served a moment later.
-		if attempt > 60 {
+		if time.Since(start) > c.servedWithin {
 			return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
 		}
-		c.mapper.Reset()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(c.poll):
 		}
 	}
 	data, err := json.Marshal(o.Object)
@@ -200,6 +243,32 @@ func transient(err error) bool {
 		}
 	}
 	return false
+}
+
+// mapping asks the cached discovery; a kind it does not know makes it
+// refresh once, shared by every goroutine that is waiting for a CRD.
+func (c *Client) mapping(gvk schema.GroupVersionKind) (*metaMapping, error) {
+	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		c.refresh()
+		if m, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			return nil, err
+		}
+	}
+	return &metaMapping{m.Resource, m.Scope.Name() == "namespace"}, nil
+}
+
+// refresh drops the discovery cache at most twice per poll, however many
+// objects wait for their kinds: each refresh costs the API server a full
+// discovery.
+func (c *Client) refresh() {
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	if time.Since(c.refreshed) < c.poll/2 {
+		return
+	}
+	c.mapper.Reset()
+	c.refreshed = time.Now()
 }
 
 type metaMapping struct {
