@@ -101,8 +101,12 @@ func EtcdEnv(in EtcdClusterInput, name string) (string, error) {
 		"ETCD_PEER_CLIENT_CERT_AUTH=true",
 		"ETCD_PEER_TRUSTED_CA_FILE=" + pki + "/ca.crt",
 		// Lab VMs are slow: leader elections must not flap under load.
+		// kubespray's defaults; at 2500 ms a follower called an election
+		// whenever the control-plane VM, busy with a join, sent its
+		// heartbeats a second late, and the leadership left the API
+		// server's own member.
 		"ETCD_HEARTBEAT_INTERVAL=250",
-		"ETCD_ELECTION_TIMEOUT=2500",
+		"ETCD_ELECTION_TIMEOUT=5000",
 	}
 	return strings.Join(lines, "\n") + "\n", nil
 }

@@ -246,8 +246,20 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 // health check's answer: when it is already right (every re-run), no
 // second client is dialled through SSH.
 func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error), leader string) {
-	to := e.Facts(e.Cluster.ControlPlane).Hostname
-	if leader == to || !slices.Contains(e.Cluster.Etcd, e.Cluster.ControlPlane) {
+	if leader == e.Facts(e.Cluster.ControlPlane).Hostname {
+		return
+	}
+	e.leaderHome(ctx, pki, endpoints, dial)
+}
+
+// leaderHome moves etcd's leadership back to the control plane's member
+// when it is elsewhere; the join phase calls it before each join too,
+// since a join loads the control plane and elections follow (a lab saw
+// the leader move to kube-node2 during one join and kube-apiserver stall
+// and restart while kube-node2 itself joined next).
+func (c *Context) leaderHome(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error)) {
+	to := c.Facts(c.Cluster.ControlPlane).Hostname
+	if !slices.Contains(c.Cluster.Etcd, c.Cluster.ControlPlane) || len(c.Cluster.Etcd) < 2 {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -255,8 +267,8 @@ func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI,
 	from, err := bootstrap.MoveEtcdLeader(cctx, endpoints, pki, dial, to)
 	switch {
 	case err != nil:
-		fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader stays where it is: %v\n", err)
+		fmt.Fprintf(c.Runner.StatusWriter(), "etcd: leader stays where it is: %v\n", err)
 	case from != "":
-		fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader moved from %s to %s (the control plane's member)\n", from, to)
+		fmt.Fprintf(c.Runner.StatusWriter(), "etcd: leader moved from %s to %s (the control plane's member)\n", from, to)
 	}
 }

@@ -87,6 +87,11 @@ func (j *Join) Run(ctx context.Context) error {
 		return err
 	}
 	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
+	etcd, err := NewEtcdAccess(ctx, j.Cluster, j.Hosts)
+	if err != nil {
+		// Only the leader's place depends on it: joins go on.
+		fmt.Fprintf(j.Runner.StatusWriter(), "etcd: cannot check its leader before the joins: %v\n", err)
+	}
 	slots := newLimiter(j.JoinParallel)
 	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
 		h := t.Host
@@ -105,6 +110,9 @@ func (j *Join) Run(ctx context.Context) error {
 			return err
 		}
 		defer release()
+		if etcd != nil {
+			j.leaderHome(ctx, etcd.PKI, etcd.Endpoints, etcd.Dial)
+		}
 		join := bootstrap.Detached{Unit: "k8slab-kubeadm-join", Command: "kubeadm join --config " + joinConfigPath}
 		// An interrupted join, or one that lost the API server half-way,
 		// goes on past the preflight that its own first half would fail.
