@@ -104,9 +104,7 @@ func TestE2EInstall(t *testing.T) {
 		t.Errorf("--fix-machine-id: kube-node2's machine-id is %q (node1 %s)", id2, id1)
 	}
 
-	kubectl := func(args string) string {
-		return sh("172.31.3.11", "kubectl --kubeconfig /etc/kubernetes/admin.conf "+args)
-	}
+	kubectl := e.kubectl
 	nodes := kubectl(`get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.addresses[?(@.type=="InternalIP")].address} {end}'`)
 	for _, want := range []string{"kube-node1=172.31.3.11", "kube-node2=172.31.3.12", "kube-node3=172.31.4.11", "kube-node4=172.31.4.12"} {
 		if !strings.Contains(nodes, want) {
@@ -151,9 +149,7 @@ func TestE2EReRuns(t *testing.T) {
 	e, first := resumeInstalled(t)
 	lab, env, sh, args := e.lab, e.env, e.sh, e.args
 	kubeconfigDir := e.kubeconfigDir
-	kubectl := func(args string) string {
-		return sh("172.31.3.11", "kubectl --kubeconfig /etc/kubernetes/admin.conf "+args)
-	}
+	kubectl := e.kubectl
 	// The snapshot may come from an earlier build or bundle (e.g. one
 	// without verify's test image): converge once, then measure the no-op.
 	if r := runCLI(t, lab, env, args...); r.code != 0 {
@@ -236,6 +232,10 @@ type e2e struct {
 	args          []string
 	sh            func(addr, cmd string) string
 	with          func(extra ...string) []string
+	// kubectl runs kubectl on the control plane, where one call took
+	// over 2 min (the SSH commands' limit) on the saturated emulated API
+	// server right after the install: it has 10 min and retries.
+	kubectl func(args string) string
 }
 
 func newE2E(t *testing.T, lab *topology.Lab) *e2e {
@@ -259,7 +259,13 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	}
 	t.Cleanup(func() { pool.Close() })
 	e.pool = pool
-	e.sh = func(addr, cmd string) string {
+	o.CommandTimeout = 10 * time.Minute
+	slow, err := ssh.NewPool(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slow.Close() })
+	run := func(pool *ssh.Pool, addr, cmd string) string {
 		c, err := pool.Host(ssh.Target{Host: addr})
 		if err != nil {
 			t.Fatal(err)
@@ -269,6 +275,13 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 			t.Fatalf("%s: %s: %v", addr, cmd, err)
 		}
 		return strings.TrimSpace(out)
+	}
+	e.sh = func(addr, cmd string) string { return run(pool, addr, cmd) }
+	e.kubectl = func(args string) string {
+		return run(slow, "172.31.3.11", `for i in 1 2 3 4 5 6; do
+	out=$(kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=90s `+args+`) && { printf '%s' "$out"; exit 0; }
+	sleep 10
+done; exit 1`)
 	}
 	return e
 }
