@@ -252,7 +252,9 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	t.Cleanup(cancel)
 	e.ctx = ctx
 	o := lab.SSHOptions()
-	o.CommandTimeout = 2 * time.Minute
+	// An SSH handshake with the saturated control-plane VM outlived the
+	// default 10 s right after an install that had succeeded.
+	o.CommandTimeout, o.DialTimeout = 2*time.Minute, time.Minute
 	pool, err := ssh.NewPool(o)
 	if err != nil {
 		t.Fatal(err)
