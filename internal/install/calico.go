@@ -21,8 +21,8 @@ import (
 // k8slab's own Calico resources, by server-side apply through the control
 // plane's SSH connection. It runs before the workers join, as kubeadm's
 // own guide orders it: the API server then serves the control plane only,
-// where after four joins one CRD took minutes on the emulated lab. The
-// rollout phase waits for calico-node once every node is in.
+// where after four joins CRDs took about a minute each on the emulated
+// lab. The rollout phase waits for calico-node once every node is in.
 type Calico struct{ *Context }
 
 func (*Calico) Name() string { return "calico" }

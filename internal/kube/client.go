@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -114,13 +113,13 @@ func ToObjects(typed []any) ([]*unstructured.Unstructured, error) {
 }
 
 // Applied is told about each object Apply has applied, and how long that
-// took: on a saturated control plane one CRD took minutes, and a phase
-// that says nothing for twenty minutes cannot be told from a hung one.
+// took: on a saturated control plane CRDs took about a minute each, and a
+// phase that says nothing for twenty minutes cannot be told from a hung one.
 type Applied func(done, total int, o *unstructured.Unstructured, took time.Duration)
 
-// applyParallel bounds the requests in flight: the API server spends most
-// of a CRD's apply waiting for etcd and its own controllers, so a few at
-// once overlap those waits without piling up requests that time out.
+// applyParallel bounds the requests in flight: a few at once overlap the
+// round trips (SSH tunnel, API server, etcd) without piling up requests
+// on a loaded API server until they time out.
 const applyParallel = 4
 
 // Apply server-side-applies objects in two waves: CRDs and Namespaces
