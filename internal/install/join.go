@@ -87,10 +87,13 @@ func (j *Join) Run(ctx context.Context) error {
 		return err
 	}
 	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
-	etcd, err := NewEtcdAccess(ctx, j.Cluster, j.Hosts)
-	if err != nil {
-		// Only the leader's place depends on it: joins go on.
-		fmt.Fprintf(j.Runner.StatusWriter(), "etcd: cannot check its leader before the joins: %v\n", err)
+	// A single (stacked) etcd member always leads: nothing to keep home.
+	var etcd *EtcdAccess
+	if len(j.Cluster.Etcd) > 1 {
+		if etcd, err = NewEtcdAccess(ctx, j.Cluster, j.Hosts); err != nil {
+			// Only the leader's place depends on it: joins go on.
+			fmt.Fprintf(j.Runner.StatusWriter(), "etcd: cannot check its leader before the joins: %v\n", err)
+		}
 	}
 	slots := newLimiter(j.JoinParallel)
 	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
