@@ -362,22 +362,50 @@ func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
 	return l.syncClocks(ctx, pool)
 }
 
-// SyncClocks sets every node's clock to the workstation's. The VM lab has
-// no NTP server, and emulated guests under load lose seconds per hour;
-// tests that run for an hour call it periodically in NTP's place.
-func (l *Lab) SyncClocks(ctx context.Context) error {
-	pool, err := l.vmPool()
+// KeepClocks sets every node's clock to the workstation's every period
+// until ctx ends, reporting failures. The VM lab has no NTP server, and
+// emulated guests under load lose seconds per hour. It keeps one SSH
+// connection per node: a fresh handshake per node and minute was itself
+// work for a saturated control-plane VM, whose sshd then missed a 10 s
+// dial limit for half an hour.
+func (l *Lab) KeepClocks(ctx context.Context, every time.Duration, report func(error)) error {
+	o := l.SSHOptions()
+	o.CommandTimeout, o.DialTimeout = 2*time.Minute, time.Minute
+	pool, err := ssh.NewPool(o)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	return l.syncClocks(ctx, pool)
+	clients := map[string]host.Host{}
+	for _, n := range l.Spec.Nodes {
+		p, _ := netip.ParsePrefix(n.Address)
+		if clients[n.Name], err = pool.Host(ssh.Target{Host: p.Addr().String()}); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+		err := l.setClocks(ctx, func(n Node) (host.Host, error) { return clients[n.Name], nil })
+		if err != nil && ctx.Err() == nil {
+			report(err)
+		}
+	}
 }
 
 func (l *Lab) syncClocks(ctx context.Context, pool *ssh.Pool) error {
-	return l.eachNode(func(n Node) error {
+	return l.setClocks(ctx, func(n Node) (host.Host, error) {
 		p, _ := netip.ParsePrefix(n.Address)
-		c, err := pool.Host(ssh.Target{Host: p.Addr().String()})
+		return pool.Host(ssh.Target{Host: p.Addr().String()})
+	})
+}
+
+func (l *Lab) setClocks(ctx context.Context, hostOf func(Node) (host.Host, error)) error {
+	return l.eachNode(func(n Node) error {
+		c, err := hostOf(n)
 		if err == nil {
 			err = setClock(ctx, c)
 		}

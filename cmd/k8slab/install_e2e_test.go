@@ -261,13 +261,13 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	}
 	t.Cleanup(func() { pool.Close() })
 	e.pool = pool
-	o.CommandTimeout = 10 * time.Minute
+	o.CommandTimeout = 15 * time.Minute
 	slow, err := ssh.NewPool(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { slow.Close() })
-	run := func(pool *ssh.Pool, addr, cmd string) string {
+	e.sh = func(addr, cmd string) string {
 		c, err := pool.Host(ssh.Target{Host: addr})
 		if err != nil {
 			t.Fatal(err)
@@ -278,12 +278,29 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 		}
 		return strings.TrimSpace(out)
 	}
-	e.sh = func(addr, cmd string) string { return run(pool, addr, cmd) }
+	// kubectl retries for 10 min: after an install the emulated
+	// kube-apiserver was once restarted and took minutes to answer TLS
+	// handshakes again (kubectl allows 10 s each). If it still fails, the
+	// control plane's state is logged before the test stops.
 	e.kubectl = func(args string) string {
-		return run(slow, "172.31.3.11", `for i in 1 2 3 4 5 6; do
+		c, err := slow.Host(ssh.Target{Host: "172.31.3.11"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := host.Output(ctx, c, `end=$(($(date +%s) + 600))
+while :; do
 	out=$(kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=90s `+args+`) && { printf '%s' "$out"; exit 0; }
+	[ "$(date +%s)" -lt "$end" ] || exit 1
 	sleep 10
-done; exit 1`)
+done`)
+		if err != nil {
+			diag, derr := host.Output(ctx, c, `uptime; free -m; crictl ps -a --name 'kube-(apiserver|controller|scheduler)'
+journalctl -k --no-pager | grep -iE 'out of memory|oom|killed process' | tail -n 5
+journalctl -u kubelet --no-pager --since -20min | grep -E 'kube-apiserver' | grep -iE 'probe|kill|back-off' | tail -n 8
+crictl logs --tail 15 $(crictl ps -a --name kube-apiserver -q | sed -n 2p) 2>&1 | tail -n 15`)
+			t.Fatalf("kubectl %s on the control plane: %v\ncontrol plane: %v\n%s", args, err, derr, diag)
+		}
+		return strings.TrimSpace(out)
 	}
 	return e
 }

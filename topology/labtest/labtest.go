@@ -103,15 +103,9 @@ func upVMs(t testing.TB, vm *topology.VMOptions) *topology.Lab {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Minute):
-				if err := lab.SyncClocks(ctx); err != nil && ctx.Err() == nil {
-					t.Logf("syncing the nodes' clocks: %v", err)
-				}
-			}
+		err := lab.KeepClocks(ctx, time.Minute, func(err error) { t.Logf("syncing the nodes' clocks: %v", err) })
+		if err != nil {
+			t.Logf("keeping the nodes' clocks: %v", err)
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
