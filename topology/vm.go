@@ -339,7 +339,8 @@ func (l *Lab) SSHOptions() ssh.Options {
 
 func (l *Lab) vmPool() (*ssh.Pool, error) {
 	o := l.SSHOptions()
-	o.CommandTimeout = 2 * time.Minute
+	// Four nodes restoring their memory at once answered handshakes late.
+	o.CommandTimeout, o.DialTimeout = 2*time.Minute, time.Minute
 	return ssh.NewPool(o)
 }
 
@@ -359,7 +360,8 @@ func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
 	}
 	// Once more now that every node runs: a node set while the others
 	// were still being restored had drifted 4 s from them a minute later.
-	return l.syncClocks(ctx, pool)
+	// Right after four resumed nodes settle, handshakes still time out.
+	return l.untilOK(ctx, func() error { return l.syncClocks(ctx, pool) })
 }
 
 // KeepClocks sets every node's clock to the workstation's every period
