@@ -371,9 +371,7 @@ func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
 // work for a saturated control-plane VM, whose sshd then missed a 10 s
 // dial limit for half an hour.
 func (l *Lab) KeepClocks(ctx context.Context, every time.Duration, report func(error)) error {
-	o := l.SSHOptions()
-	o.CommandTimeout, o.DialTimeout = 2*time.Minute, time.Minute
-	pool, err := ssh.NewPool(o)
+	pool, err := l.vmPool()
 	if err != nil {
 		return err
 	}
