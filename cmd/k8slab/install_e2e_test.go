@@ -281,7 +281,9 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	// kubectl retries for 10 min: after an install the emulated
 	// kube-apiserver was once restarted and took minutes to answer TLS
 	// handshakes again (kubectl allows 10 s each). If it still fails, the
-	// control plane's state is logged before the test stops.
+	// control plane's load, memory, OOM kills and how each kube-apiserver
+	// start ended (its pod logs: exited containers were already removed,
+	// and the kubelet's journal did not say why one stopped) are logged.
 	e.kubectl = func(args string) string {
 		c, err := slow.Host(ssh.Target{Host: "172.31.3.11"})
 		if err != nil {
@@ -296,8 +298,7 @@ done`)
 		if err != nil {
 			diag, derr := host.Output(ctx, c, `uptime; free -m; crictl ps -a --name 'kube-(apiserver|controller|scheduler)'
 journalctl -k --no-pager | grep -iE 'out of memory|oom|killed process' | tail -n 5
-journalctl -u kubelet --no-pager --since -20min | grep -E 'kube-apiserver' | grep -iE 'probe|kill|back-off' | tail -n 8
-crictl logs --tail 15 $(crictl ps -a --name kube-apiserver -q | sed -n 2p) 2>&1 | tail -n 15`)
+for f in /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log; do echo "== $f"; tail -n 4 "$f"; done`)
 			t.Fatalf("kubectl %s on the control plane: %v\ncontrol plane: %v\n%s", args, err, derr, diag)
 		}
 		return strings.TrimSpace(out)
