@@ -57,7 +57,7 @@ func connFlags() []cli.Flag {
 		&cli.StringFlag{Name: "ssh-config", Value: "~/.ssh/config", Usage: "OpenSSH client config to honour (Host aliases, HostName, User, Port, IdentityFile, ProxyJump)"},
 		&cli.IntFlag{Name: "parallel", Value: 32, Usage: "how many nodes to work on at once"},
 		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "limit for each remote command (0: none)"},
-		&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "limit for connecting and authenticating"},
+		&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "limit for connecting and authenticating (emulated or overloaded labs may need a minute)", EnvVars: []string{"K8SLAB_CONNECT_TIMEOUT"}},
 		&cli.StringFlag{Name: "output", Value: "text", Usage: "text | json"},
 		&cli.StringFlag{Name: "log-dir", Value: defaultLogDir(), Usage: "per-run logs go to `DIR`/<timestamp>/<host>.log", EnvVars: []string{"K8SLAB_LOG_DIR"}},
 	}
