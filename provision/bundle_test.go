@@ -1,10 +1,12 @@
 package provision
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReleaseImagesMatchKubeadm(t *testing.T) {
@@ -102,5 +104,67 @@ func TestLoadBundleRequiresEveryReleaseFile(t *testing.T) {
 	WriteBundleManifest(dir, Bundle{Release: r})
 	if _, err := LoadBundle(dir); err == nil || !strings.Contains(err.Error(), "cni/portmap: not in the bundle") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLoadBundleCached(t *testing.T) {
+	tests := []struct {
+		name string
+		// change runs between a first cached load and a second one.
+		change  func(t *testing.T, dir, sums string)
+		wantErr string
+	}{
+		{name: "unchanged", change: func(*testing.T, string, string) {}},
+		{
+			name: "a binary rewritten in place is hashed again",
+			change: func(t *testing.T, dir, _ string) {
+				p := filepath.Join(dir, "bin/kubelet")
+				os.WriteFile(p, []byte("evil"), 0o755)
+				later := time.Now().Add(time.Minute)
+				os.Chtimes(p, later, later)
+			},
+			wantErr: "bin/kubelet: sha256 ",
+		},
+		{
+			name: "the cache trusts size and modification time (as make does)",
+			change: func(t *testing.T, dir, _ string) {
+				p := filepath.Join(dir, "bin/kubelet")
+				fi, _ := os.Stat(p)
+				b, _ := os.ReadFile(p)
+				b[0] ^= 0xff
+				os.WriteFile(p, b, 0o755)
+				os.Chtimes(p, fi.ModTime(), fi.ModTime())
+			},
+		},
+		{
+			name:    "a removed file is still missing",
+			change:  func(t *testing.T, dir, _ string) { os.Remove(filepath.Join(dir, "bin/runc")) },
+			wantErr: "bin/runc: missing",
+		},
+		{
+			name:   "a damaged cache is ignored",
+			change: func(t *testing.T, _, sums string) { os.WriteFile(sums, []byte("{not json"), 0o644) },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, _ := fakeBundle(t)
+			sums := filepath.Join(t.TempDir(), "cache", "sums.json")
+			if _, err := LoadBundleCached(dir, sums); err != nil {
+				t.Fatal(err)
+			}
+			var cached map[string]cachedSum
+			if b, err := os.ReadFile(sums); err != nil || json.Unmarshal(b, &cached) != nil || len(cached) < 10 {
+				t.Fatalf("cache after the first load: %d entries, %v", len(cached), err)
+			}
+			tt.change(t, dir, sums)
+			_, err := LoadBundleCached(dir, sums)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("got %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }

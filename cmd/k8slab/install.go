@@ -94,7 +94,7 @@ func loadCluster(c *cli.Context) (*cluster.Config, *provision.Bundle, error) {
 	var bundle *provision.Bundle
 	if cfg.Artifacts != "" {
 		var err error
-		if bundle, err = provision.LoadBundle(expand(cfg.Artifacts)); err != nil {
+		if bundle, err = provision.LoadBundleCached(expand(cfg.Artifacts), expand("~/.cache/k8slab/bundle-sums.json")); err != nil {
 			return nil, nil, badInput("%v", err)
 		}
 		if bundle.Release.Kubernetes != cfg.KubernetesVersion {
