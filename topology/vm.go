@@ -435,8 +435,12 @@ func (l *Lab) eachNode(fn func(Node) error) error {
 // time the command was sent leaves it behind by the command's transport
 // delay, which on loaded emulated nodes differed by seconds between
 // nodes; so after that coarse set the offset is measured (the sample
-// with the shortest round trip of three, assuming its midpoint) and
-// corrected relative to the node's own clock, which no delay affects.
+// with the shortest round trip of three) and corrected relative to the
+// node's own clock, which no delay affects. The reading is taken as made
+// at the end of its round trip, not the midpoint: on the saturated
+// emulated control plane the shell and date took seconds to start after
+// the command arrived while the line came back at once, and the midpoint
+// left that node ~4.5 s behind the others (preflight refused the lab).
 func setClock(ctx context.Context, h host.Host) error {
 	now := time.Now().UTC()
 	if _, err := host.Output(ctx, h, fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())); err != nil {
@@ -455,7 +459,7 @@ func setClock(ctx context.Context, h host.Host) error {
 			return fmt.Errorf("reading the clock: %q", out)
 		}
 		if i == 0 || rtt < best {
-			best, offset = rtt, time.Unix(0, int64(secs*1e9)).Sub(sent.Add(rtt/2))
+			best, offset = rtt, time.Unix(0, int64(secs*1e9)).Sub(sent.Add(rtt))
 		}
 	}
 	_, err := host.Output(ctx, h, fmt.Sprintf(`date -u -s "@$(awk -v n="$(date +%%s.%%N)" 'BEGIN { printf "%%.6f", n - %.6f }')" >/dev/null`, offset.Seconds()))

@@ -434,15 +434,16 @@ func keepReport(t *testing.T, name, json string) {
 func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 	t.Helper()
 	lab, env, sh, with := e.lab, e.env, e.sh, e.with
-	// The snapshot's kubelets last posted status before it was saved: let
-	// every node post again before verify judges them.
+	// A resumed snapshot's kubelets last posted status before it was
+	// saved, and a re-joined node needs a moment: let every node post
+	// again before verify judges them.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		r := runCLI(t, lab, env, "verify")
 		if r.code == 0 || time.Now().After(deadline) {
 			break
 		}
-		t.Logf("resumed lab not settled yet (verify exit %d); retrying", r.code)
+		t.Logf("lab not settled yet (verify exit %d); retrying", r.code)
 		time.Sleep(15 * time.Second)
 	}
 	judge := func(step string, code int, stdout, stderr string) {
