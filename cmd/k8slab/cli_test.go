@@ -322,6 +322,7 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 		{"install: not a bundle", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--artifacts", "/nonexistent"}, "--artifacts /nonexistent"},
 		{"install: negative join parallelism", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--join-parallel", "-1"}, "--join-parallel"},
 		{"verify: zero pod timeout", []string{"verify", "--nodes", "172.31.3.11", "--pod-timeout", "0s"}, "--pod-timeout: must be positive"},
+		{"verify: zero API wait", []string{"verify", "--nodes", "172.31.3.11", "--api-wait", "0s"}, "--api-wait: must be positive"},
 		{"install: bad mirror", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--mirror", "nope"}, `--mirror "nope"`},
 	}
 	for _, tt := range tests {

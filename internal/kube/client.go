@@ -193,7 +193,7 @@ func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured) err
 		ri = c.Dyn.Resource(mapping.resource).Namespace(ns)
 	}
 	force := true
-	err = retryTransient(ctx, 10*time.Minute, 2*time.Second, func() error {
+	err = RetryTransient(ctx, 10*time.Minute, 2*time.Second, func() error {
 		_, err := ri.Patch(ctx, o.GetName(), "application/apply-patch+yaml", data, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
 		return err
 	})
@@ -203,13 +203,13 @@ func (c *Client) applyOne(ctx context.Context, o *unstructured.Unstructured) err
 	return nil
 }
 
-// retryTransient calls fn again, with a pause doubling from first up to
+// RetryTransient calls fn again, with a pause doubling from first up to
 // 30 s, while it fails in a way that says "not now" rather than "no" and
 // budget lasts. Server-side apply is idempotent, so a request that timed
 // out on the server and may have been applied is safe to send again. A
 // loaded emulated control plane answered a CRD's apply with its own 60 s
 // timeout after four nodes had joined, and the install failed on it.
-func retryTransient(ctx context.Context, budget, first time.Duration, fn func() error) error {
+func RetryTransient(ctx context.Context, budget, first time.Duration, fn func() error) error {
 	start, pause := time.Now(), first
 	for {
 		err := fn()

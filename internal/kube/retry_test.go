@@ -55,7 +55,7 @@ func TestRetryTransient(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			calls := 0
-			err := retryTransient(context.Background(), tt.budget, time.Millisecond, func() error {
+			err := RetryTransient(context.Background(), tt.budget, time.Millisecond, func() error {
 				calls++
 				return tt.results[calls-1]
 			})

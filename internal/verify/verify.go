@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 )
 
 // Status of a check.
@@ -49,21 +50,33 @@ type Cluster struct {
 	Etcd   Etcd
 	// PodTimeout bounds each test pod's start and verdict (default 4 min).
 	PodTimeout time.Duration
+	// APIWait is how long the API server's reads may fail in a way that
+	// says "not now" (timeouts, refused connections) before verify judges
+	// it down (default 2 min): right after an install the emulated
+	// control plane timed out TLS handshakes and answered a minute later.
+	APIWait time.Duration
 }
 
-// Run performs every check. It returns them all, failures included; err
-// is only for a cluster it could not ask at all.
-func Run(ctx context.Context, c Cluster) ([]Check, error) {
-	nodes, err := c.Kube.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing nodes: %w", err)
+const apiCheck = "API server answers"
+
+// Run performs every check and returns them all, failures included. An
+// API server that does not answer is a failed check, not an error: the
+// checks that need it say SKIP, etcd (reached over SSH) is still judged.
+func Run(ctx context.Context, c Cluster) []Check {
+	wait := c.APIWait
+	if wait == 0 {
+		wait = 2 * time.Minute
 	}
-	pods, err := c.Kube.Kube.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{})
+	nodes, pods, err := readCluster(ctx, c.Kube.Kube, wait)
 	if err != nil {
-		return nil, fmt.Errorf("listing kube-system pods: %w", err)
+		return []Check{
+			{apiCheck, Fail, err.Error()},
+			{"nodes, pods, Service, IPPool and pod network", Skip, "the API server did not answer"},
+			etcdCheck(ctx, c),
+		}
 	}
 	calicoDown := calicoProblem(ctx, c.Kube)
-	var out []Check
+	out := []Check{{apiCheck, Pass, fmt.Sprintf("%d nodes, %d kube-system pods", len(nodes.Items), len(pods.Items))}}
 	out = append(out, nodeChecks(c.Config, nodes.Items, calicoDown)...)
 	out = append(out, podChecks(c.Config, nodes.Items, pods.Items, calicoDown)...)
 	out = append(out, etcdCheck(ctx, c))
@@ -74,7 +87,22 @@ func Run(ctx context.Context, c Cluster) ([]Check, error) {
 		timeout = defaultPodTimeout
 	}
 	out = append(out, podNetwork(ctx, c.Kube.Kube, nodes.Items, calicoDown, timeout)...)
-	return out, nil
+	return out
+}
+
+// readCluster lists the nodes and kube-system pods, asking again while
+// the API server says "not now" and wait lasts.
+func readCluster(ctx context.Context, k kubernetes.Interface, wait time.Duration) (nodes *corev1.NodeList, pods *corev1.PodList, err error) {
+	err = kube.RetryTransient(ctx, wait, 2*time.Second, func() (err error) {
+		if nodes, err = k.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+			return fmt.Errorf("listing nodes: %w", err)
+		}
+		if pods, err = k.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{}); err != nil {
+			return fmt.Errorf("listing kube-system pods: %w", err)
+		}
+		return nil
+	})
+	return nodes, pods, err
 }
 
 // Failed counts the failing checks.
