@@ -437,7 +437,7 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 	// A resumed snapshot's kubelets last posted status before it was
 	// saved, and a re-joined node needs a moment: let every node post
 	// again before verify judges them.
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		r := runCLI(t, lab, env, "verify")
 		if r.code == 0 || time.Now().After(deadline) {
