@@ -18,8 +18,9 @@ func reinstallCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reinstall",
 		Usage: "reset Kubernetes (keeping OS preparation, containerd, binaries, images) and install again",
+		// installContext reads --force (reinstall follows the record, so
+		// it never differs); --fix-machine-id comes with clusterFlags.
 		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
-			&cli.BoolFlag{Name: "fix-machine-id", Hidden: true},
 			&cli.BoolFlag{Name: "force", Hidden: true}),
 		Action: func(c *cli.Context) error {
 			mirrors, err := parseMirrors(c.StringSlice("mirror"))
