@@ -72,7 +72,7 @@ func TestE2EAllInOneLab(t *testing.T) {
 		return
 	}
 	reRuns(t, e, first, false)
-	lifecycle(t, e, first)
+	lifecycle(t, e, first, false)
 }
 
 // installFresh installs the user's cluster on fresh VMs and checks it the
@@ -386,7 +386,7 @@ func saveInstalled(t *testing.T, ctx context.Context, lab *topology.Lab, first t
 // node turns verify red, reinstall, verify, reset, install again.
 func TestE2ELifecycle(t *testing.T) {
 	e, first := resumeInstalled(t)
-	lifecycle(t, e, first)
+	lifecycle(t, e, first, true)
 }
 
 // resumeInstalled brings the lab up from TestE2EInstall's snapshot and
@@ -428,24 +428,13 @@ func keepReport(t *testing.T, name, json string) {
 	}
 }
 
-// lifecycle is the lab engineer's loop on the installed cluster: verify,
-// a broken node turns verify red, reinstall, verify, reset, install again
-// (with a concurrent k8slab refused by the lock).
-func lifecycle(t *testing.T, e *e2e, first time.Duration) {
+// lifecycle is the lab engineer's loop on the installed cluster: verify
+// (not on a resumed snapshot), reinstall, verify, a broken node turns
+// verify red, reset, install again (with a concurrent k8slab refused by
+// the lock).
+func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	t.Helper()
 	lab, env, sh, with := e.lab, e.env, e.sh, e.with
-	// A resumed snapshot's kubelets last posted status before it was
-	// saved, and a re-joined node needs a moment: let every node post
-	// again before verify judges them.
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		r := runCLI(t, lab, env, "verify")
-		if r.code == 0 || time.Now().After(deadline) {
-			break
-		}
-		t.Logf("lab not settled yet (verify exit %d); retrying", r.code)
-		time.Sleep(15 * time.Second)
-	}
 	judge := func(step string, code int, stdout, stderr string) {
 		keepReport(t, "verify-"+step, stdout)
 		var rep verifyReport
@@ -470,32 +459,22 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 		r := runCLI(t, lab, env, "verify", "--output", "json")
 		judge(step, r.code, r.stdout, r.stderr)
 	}
-	verifyOK("after-install")
-
-	// With only the control plane named, the record supplies the rest.
-	dir := t.TempDir()
-	if r := runCLI(t, lab, env, "kubeconfig", "--nodes", "172.31.3.11", "--kubeconfig-dir", dir); r.code != 0 {
-		t.Errorf("kubeconfig --nodes <control plane>: exit %d\n%s", r.code, tail(r.stderr, 10))
-	} else if b, err := os.ReadFile(filepath.Join(dir, "lab.kubeconfig")); err != nil || !strings.Contains(string(b), "server: https://172.31.3.11:6443") {
-		t.Errorf("kubeconfig from the record: %v\n%s", err, b)
-	}
-
-	// A broken node (kubelet stopped) turns verify red, naming the node.
-	sh("172.31.4.11", "systemctl stop kubelet")
-	deadline = time.Now().Add(4 * time.Minute)
-	for {
-		r := runCLI(t, lab, env, "verify")
-		if r.code == exitVerifyFailed && strings.Contains(r.stdout, "FAIL  kubelet posting status on every node") && strings.Contains(r.stdout, "kube-node3 (172.31.4.11)") {
-			t.Logf("verify with kube-node3's kubelet stopped:\n%s", r.stdout)
-			break
+	// A control plane resumed from the snapshot had its kube-apiserver
+	// restarted for minutes (etcd requests timed out; runs K, N, P): a
+	// verdict on it says more about the resume than about the install.
+	// The reinstall below starts it afresh.
+	if resumed {
+		t.Log("verify after-install: not judged on a resumed snapshot (judged after the reinstall)")
+	} else {
+		// A re-joined node needs a moment: let every node post its status
+		// again before verify judges them.
+		deadline := time.Now().Add(5 * time.Minute)
+		for r := runCLI(t, lab, env, "verify"); r.code != 0 && time.Now().Before(deadline); r = runCLI(t, lab, env, "verify") {
+			t.Logf("lab not settled yet (verify exit %d); retrying", r.code)
+			time.Sleep(15 * time.Second)
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("verify did not turn red with kubelet stopped on kube-node3: exit %d\n%s", r.code, r.stdout)
-			break
-		}
-		time.Sleep(15 * time.Second)
+		verifyOK("after-install")
 	}
-	sh("172.31.4.11", "systemctl start kubelet")
 
 	// reinstall: reset (Kubernetes only) + install, provisioning skipped;
 	// run as a regression cycle would (scripts/regression.sh 1).
@@ -539,6 +518,31 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration) {
 		t.Errorf("reinstall took %s, more than half of the first install's %s", reinstall, first)
 	}
 	judge("after-reinstall", rcs[1], readOut("cycle-1-verify.json"), readOut("cycle-1-verify.log"))
+
+	// With only the control plane named, the record supplies the rest.
+	dir := t.TempDir()
+	if r := runCLI(t, lab, env, "kubeconfig", "--nodes", "172.31.3.11", "--kubeconfig-dir", dir); r.code != 0 {
+		t.Errorf("kubeconfig --nodes <control plane>: exit %d\n%s", r.code, tail(r.stderr, 10))
+	} else if b, err := os.ReadFile(filepath.Join(dir, "lab.kubeconfig")); err != nil || !strings.Contains(string(b), "server: https://172.31.3.11:6443") {
+		t.Errorf("kubeconfig from the record: %v\n%s", err, b)
+	}
+
+	// A broken node (kubelet stopped) turns verify red, naming the node.
+	sh("172.31.4.11", "systemctl stop kubelet")
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		r := runCLI(t, lab, env, "verify")
+		if r.code == exitVerifyFailed && strings.Contains(r.stdout, "FAIL  kubelet posting status on every node") && strings.Contains(r.stdout, "kube-node3 (172.31.4.11)") {
+			t.Logf("verify with kube-node3's kubelet stopped:\n%s", r.stdout)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("verify did not turn red with kubelet stopped on kube-node3: exit %d\n%s", r.code, r.stdout)
+			break
+		}
+		time.Sleep(15 * time.Second)
+	}
+	sh("172.31.4.11", "systemctl start kubelet")
 
 	// reset leaves no Kubernetes or Calico interface, rule, unit or file;
 	// containerd and the imported images stay.
