@@ -562,7 +562,8 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 		left := sh(n, `ip -o link show | grep -E 'cali|tunl0|vxlan.calico|kube-ipvs0' | cut -d: -f2;
 nft list ruleset | grep -cE 'KUBE-|kube-proxy|cali' ;
 systemctl list-units --all --plain --no-legend | grep -E '^(kubelet|etcd|k8slab-kubeadm)[^ ]* +[^ ]+ +active' ;
-for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/etcd /etc/etcd /etc/systemd/system/etcd.service; do [ -e $p ] && echo $p; done;
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/etcd /etc/systemd/system/etcd.service; do [ -e $p ] && echo $p; done;
+ls -A /etc/cni/net.d 2>/dev/null;
 systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8s.io`)
 		lines := strings.Split(left, "\n")
 		images, _ := strconv.Atoi(lines[len(lines)-1])

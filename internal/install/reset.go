@@ -141,7 +141,7 @@ func (*ResetNodes) Name() string { return "reset" }
 func (r *ResetNodes) Destroys(node string) []string {
 	out := []string{
 		"kubeadm reset -f; kubelet stopped; pods and their containers removed",
-		"/etc/kubernetes, /var/lib/kubelet, /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
+		"/etc/kubernetes, /var/lib/kubelet, the CNI configuration in /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
 		"Calico and kube-proxy interfaces (cali*, tunl0, vxlan.calico, kube-ipvs0) and rules (nft table kube-proxy, KUBE-*/cali-* iptables chains)",
 	}
 	if r.isEtcdMember(node) {
@@ -229,11 +229,12 @@ if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; 
 	[ -n "$(crictl pods -q 2>/dev/null)" ] && { crictl rmp -fa >/dev/null 2>&1; gone "pod sandboxes"; }
 fi
 for m in $(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
-for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
+for p in /etc/kubernetes /var/lib/kubelet /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
 	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /etc/k8slab/kubeadm-init-apiserver.done /etc/k8slab/kubeadm-patches /root/.kube/config; do
 	[ -e "$p" ] && { rm -rf "$p"; gone "$p"; }
 done
 rm -f /var/log/k8slab/k8slab-kubeadm-*
+` + cniConfRemoveScript + `
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) ip link delete "$l" 2>/dev/null && gone "link $l";; esac
 done
@@ -285,6 +286,18 @@ done
 nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
 systemctl is-active -q kubelet && echo "left=kubelet running"
 systemctl is-active -q etcd && echo "left=etcd running"
-for p in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d; do [ -e "$p" ] && echo "left=$p"; done
+for p in /etc/kubernetes /var/lib/kubelet; do [ -e "$p" ] && echo "left=$p"; done
+` + cniConfCheckScript + `
 true
 `
+
+// containerd's CRI plugin watches /etc/cni/net.d and makes it again, empty,
+// as soon as it is removed (all four VMs, run Q): the CNI configuration in
+// it is what reset removes and checks, the directory stays.
+const (
+	cniConfRemoveScript = `if [ -n "$(ls -A /etc/cni/net.d 2>/dev/null)" ]; then
+	find /etc/cni/net.d -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+	gone "CNI configuration in /etc/cni/net.d"
+fi`
+	cniConfCheckScript = `for f in $(ls -A /etc/cni/net.d 2>/dev/null); do echo "left=/etc/cni/net.d/$f"; done`
+)
