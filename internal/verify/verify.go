@@ -243,6 +243,13 @@ func podState(p corev1.Pod) string {
 	if p.Status.Phase == "" {
 		return "Pending (no kubelet has taken it)"
 	}
+	// "Running" alone read like a pass in a FAIL line (run R: the
+	// reinstalled kube-apiserver failed its readiness probe).
+	for _, cs := range p.Status.ContainerStatuses {
+		if p.Status.Phase == corev1.PodRunning && !cs.Ready {
+			return fmt.Sprintf("Running, %s not ready (%d restarts)", cs.Name, cs.RestartCount)
+		}
+	}
 	return string(p.Status.Phase)
 }
 
