@@ -245,9 +245,11 @@ func podState(p corev1.Pod) string {
 	}
 	// "Running" alone read like a pass in a FAIL line (run R: the
 	// reinstalled kube-apiserver failed its readiness probe).
-	for _, cs := range p.Status.ContainerStatuses {
-		if p.Status.Phase == corev1.PodRunning && !cs.Ready {
-			return fmt.Sprintf("Running, %s not ready (%d restarts)", cs.Name, cs.RestartCount)
+	if p.Status.Phase == corev1.PodRunning {
+		for _, cs := range p.Status.ContainerStatuses {
+			if !cs.Ready {
+				return fmt.Sprintf("Running, %s not ready (%d restarts)", cs.Name, cs.RestartCount)
+			}
 		}
 	}
 	return string(p.Status.Phase)
