@@ -79,19 +79,34 @@ type session struct {
 	clients []*ssh.Client
 	runner  *run.Runner
 	json    bool
-	unlock  func(context.Context) error
+	// The run lock: this process as its holder, and how to let go of it
+	// on the nodes and on this workstation.
+	me          lock.Holder
+	lockOpts    lock.Options
+	unlock      func(context.Context) error
+	unlockLocal func()
 }
 
 // lock takes the run lock on every node (commands that change nodes);
 // Close releases it. A holder that is this workstation's dead process
 // (a killed run) is taken over with a note; a live one is exit code 4.
 func (s *session) lock(ctx context.Context, command string, force bool) error {
+	if err := s.lockLocal(command, force); err != nil {
+		return err
+	}
+	return s.lockNodes(ctx)
+}
+
+// lockLocal takes this workstation's copy of the lock, which needs no
+// connection: a second run from here is refused before it does any work
+// (install still has a bundle to verify and every node to reach).
+func (s *session) lockLocal(command string, force bool) error {
 	id := make([]byte, 8)
 	rand.Read(id)
 	ws, _ := os.Hostname()
 	status := s.runner.StatusWriter()
-	me := lock.Me(hex.EncodeToString(id), command, time.Now())
-	opts := lock.Options{
+	s.me = lock.Me(hex.EncodeToString(id), command, time.Now())
+	s.lockOpts = lock.Options{
 		Force: force,
 		Alive: lock.LocalAlive(ws),
 		Stale: func(node string, h lock.Holder) {
@@ -102,27 +117,30 @@ func (s *session) lock(ctx context.Context, command string, force bool) error {
 	for _, h := range s.hosts {
 		nodes = append(nodes, h.Name())
 	}
-	releaseLocal, err := lock.AcquireLocal(lock.LocalDir(), nodes, me, opts)
-	if err == nil {
-		var release func(context.Context) error
-		release, err = lock.Acquire(ctx, s.hosts, me, opts)
-		if err != nil {
-			releaseLocal()
-		} else {
-			s.unlock = func(ctx context.Context) error {
-				defer releaseLocal()
-				return release(ctx)
-			}
-		}
+	release, err := lock.AcquireLocal(lock.LocalDir(), nodes, s.me, s.lockOpts)
+	if err != nil {
+		return lockExit(err)
 	}
+	s.unlockLocal = release
+	return nil
+}
+
+// lockNodes takes the lock on every node, after lockLocal.
+func (s *session) lockNodes(ctx context.Context) error {
+	release, err := lock.Acquire(ctx, s.hosts, s.me, s.lockOpts)
+	if err != nil {
+		return lockExit(err)
+	}
+	s.unlock = release
+	return nil
+}
+
+func lockExit(err error) error {
 	var held *lock.HeldError
 	if errors.As(err, &held) {
 		return &exitError{exitLocked, err}
 	}
-	if err != nil {
-		return &exitError{exitFailed, err}
-	}
-	return nil
+	return &exitError{exitFailed, err}
 }
 
 // names maps each node's address to the name its transport uses.
@@ -135,6 +153,15 @@ func (s *session) names() map[string]string {
 	return names
 }
 
+// abandon closes a session that found bad input after it opened: the
+// run did nothing, so it leaves no run directory either.
+func (s *session) abandon() {
+	s.Close()
+	if s.runner != nil && s.runner.RunDir() != "" {
+		os.RemoveAll(s.runner.RunDir())
+	}
+}
+
 func (s *session) Close() {
 	if s.unlock != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -142,6 +169,9 @@ func (s *session) Close() {
 			fmt.Fprintf(os.Stderr, "warning: %v\n", err)
 		}
 		cancel()
+	}
+	if s.unlockLocal != nil {
+		s.unlockLocal()
 	}
 	if s.runner != nil {
 		s.runner.Close()

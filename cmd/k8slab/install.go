@@ -45,14 +45,28 @@ func clusterFlags() []cli.Flag {
 // loadCluster builds the cluster description from the file and flags and
 // checks all of it; any problem is bad input, before any node is touched.
 func loadCluster(c *cli.Context) (*cluster.Config, *provision.Bundle, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	bundle, err := loadBundle(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, bundle, nil
+}
+
+// loadConfig is loadCluster without the bundle, whose checksums take
+// seconds on a cold cache.
+func loadConfig(c *cli.Context) (*cluster.Config, error) {
 	cfg := &cluster.Config{}
 	if f := c.String("file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, nil, badInput("--file: %v", err)
+			return nil, badInput("--file: %v", err)
 		}
 		if cfg, err = cluster.Parse(b); err != nil {
-			return nil, nil, badInput("--file %s: %v", f, err)
+			return nil, badInput("--file %s: %v", f, err)
 		}
 	}
 	list := func(s string) []string {
@@ -89,19 +103,25 @@ func loadCluster(c *cli.Context) (*cluster.Config, *provision.Bundle, error) {
 	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
-		return nil, nil, badInput("%v", err)
+		return nil, badInput("%v", err)
 	}
-	var bundle *provision.Bundle
-	if cfg.Artifacts != "" {
-		var err error
-		if bundle, err = provision.LoadBundleCached(expand(cfg.Artifacts), expand("~/.cache/k8slab/bundle-sums.json")); err != nil {
-			return nil, nil, badInput("%v", err)
-		}
-		if bundle.Release.Kubernetes != cfg.KubernetesVersion {
-			return nil, nil, badInput("--artifacts: the bundle is for Kubernetes %s, not %s", bundle.Release.Kubernetes, cfg.KubernetesVersion)
-		}
+	return cfg, nil
+}
+
+// loadBundle verifies the --artifacts bundle against its manifest (nil
+// without --artifacts).
+func loadBundle(cfg *cluster.Config) (*provision.Bundle, error) {
+	if cfg.Artifacts == "" {
+		return nil, nil
 	}
-	return cfg, bundle, nil
+	bundle, err := provision.LoadBundleCached(expand(cfg.Artifacts), expand("~/.cache/k8slab/bundle-sums.json"))
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	if bundle.Release.Kubernetes != cfg.KubernetesVersion {
+		return nil, badInput("--artifacts: the bundle is for Kubernetes %s, not %s", bundle.Release.Kubernetes, cfg.KubernetesVersion)
+	}
+	return bundle, nil
 }
 
 // canonical rewrites role lists to the names the transport uses, so a
@@ -125,7 +145,7 @@ func canonical(cfg *cluster.Config, names map[string]string) {
 }
 
 func installSetup(c *cli.Context, command string) (*session, *install.Context, *phase.Manager, error) {
-	cfg, bundle, err := loadCluster(c)
+	cfg, err := loadConfig(c)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -144,7 +164,18 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := s.lock(c.Context, command, c.Bool("force-unlock")); err != nil {
+	// A concurrent run is refused before the bundle's checksums; bad
+	// input is still found before any node is touched (the node locks).
+	if err := s.lockLocal(command, c.Bool("force-unlock")); err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	bundle, err := loadBundle(cfg)
+	if err != nil {
+		s.abandon()
+		return nil, nil, nil, err
+	}
+	if err := s.lockNodes(c.Context); err != nil {
 		s.Close()
 		return nil, nil, nil, err
 	}

@@ -50,7 +50,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 		}
 		rec.Artifacts = cfg.Artifacts
 		if bundle != nil && bundle.Release.Kubernetes != rec.KubernetesVersion {
-			s.Close()
+			s.abandon()
 			return nil, nil, nil, badInput("--artifacts: the bundle is for Kubernetes %s, the cluster on %s runs %s", bundle.Release.Kubernetes, cl.Name(), rec.KubernetesVersion)
 		}
 		cfg = rec
