@@ -105,10 +105,10 @@ func forceUnlockFlag() cli.Flag {
 // printDestroys says, per node, what the reset phases will destroy.
 func printDestroys(cfg *cluster.Config, phases []phase.Phase) {
 	fmt.Fprintf(os.Stderr, "reset of cluster %s destroys:\n", cfg.Name)
-	for _, p := range phases {
-		if r, ok := p.(*install.ResetNodes); ok {
-			for _, n := range cfg.Nodes {
-				fmt.Fprintf(os.Stderr, "  %s:\n", n)
+	for _, n := range cfg.Nodes {
+		fmt.Fprintf(os.Stderr, "  %s:\n", n)
+		for _, p := range phases {
+			if r, ok := p.(*install.ResetNodes); ok {
 				for _, d := range r.Destroys(n) {
 					fmt.Fprintf(os.Stderr, "    - %s\n", d)
 				}

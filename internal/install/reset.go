@@ -25,10 +25,22 @@ type ResetOptions struct {
 	NoBackup bool
 }
 
-// ResetPhases undo an installation: etcd is backed up first, then every
-// node is reset in parallel.
+// ResetPhases undo an installation. External etcd is snapshotted after
+// Kubernetes is gone from every node and before its own data goes: the
+// snapshot then comes from an etcd that no API server writes to, on nodes
+// whose kubelets are stopped (85 s on the busy emulated lab, run R).
+// kubeadm reset removes a stacked etcd with the rest of the control
+// plane, so that one is snapshotted first.
 func ResetPhases(c *Context, o ResetOptions) []phase.Phase {
-	return []phase.Phase{&EtcdBackup{c, o}, &ResetNodes{c, o}}
+	kube, backup := &ResetNodes{c, o, resetKubernetes}, &EtcdBackup{c, o}
+	ps := []phase.Phase{backup, kube}
+	if !c.Cluster.StackedEtcd() {
+		ps = []phase.Phase{kube, backup, &ResetNodes{c, o, resetEtcd}}
+	}
+	if o.All {
+		ps = append(ps, &ResetNodes{c, o, resetProvisioned})
+	}
+	return ps
 }
 
 // EtcdBackup saves a snapshot of etcd in the run directory before reset
@@ -127,30 +139,44 @@ func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]ho
 	return acc, nil
 }
 
-// ResetNodes undoes Kubernetes on every node: kubeadm reset, then what
-// kubeadm reset leaves behind (kubeadm #1822): CNI config, Calico's
-// interfaces, kube-proxy's and Calico's rules, the external etcd.
+// ResetNodes undoes one part of an installation on the nodes it has:
+// Kubernetes (kubeadm reset, then what kubeadm reset leaves behind,
+// kubeadm #1822: CNI config, Calico's interfaces, kube-proxy's and
+// Calico's rules), the external etcd, or (--all) what provisioning put
+// there.
 type ResetNodes struct {
 	*Context
 	opts ResetOptions
+	part resetPart
 }
 
-func (*ResetNodes) Name() string { return "reset" }
+type resetPart int
 
-// Destroys lists what reset removes on a node, for the confirmation.
+const (
+	resetKubernetes resetPart = iota
+	resetEtcd
+	resetProvisioned
+)
+
+func (r *ResetNodes) Name() string {
+	return [...]string{"reset", "reset-etcd", "reset-provisioned"}[r.part]
+}
+
+// Destroys lists what this part removes on a node, for the confirmation.
 func (r *ResetNodes) Destroys(node string) []string {
-	out := []string{
-		"kubeadm reset -f; kubelet stopped; pods and their containers removed",
-		"/etc/kubernetes, /var/lib/kubelet, the CNI configuration in /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
-		"Calico and kube-proxy interfaces (cali*, tunl0, vxlan.calico, kube-ipvs0) and rules (nft table kube-proxy, KUBE-*/cali-* iptables chains)",
+	switch {
+	case r.part == resetKubernetes:
+		return []string{
+			"kubeadm reset -f; kubelet stopped; pods and their containers removed",
+			"/etc/kubernetes, /var/lib/kubelet, the CNI configuration in /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
+			"Calico and kube-proxy interfaces (cali*, tunl0, vxlan.calico, kube-ipvs0) and rules (nft table kube-proxy, KUBE-*/cali-* iptables chains)",
+		}
+	case r.part == resetEtcd && r.isEtcdMember(node):
+		return []string{"etcd service, " + bootstrap.EtcdPKIDir + " and its data " + bootstrap.EtcdDataDir}
+	case r.part == resetProvisioned:
+		return []string{"containerd and every image, the Kubernetes/etcd/CNI binaries and units, k8slab's OS settings files, /etc/k8slab, /var/lib/k8slab"}
 	}
-	if r.isEtcdMember(node) {
-		out = append(out, "etcd service, "+bootstrap.EtcdPKIDir+" and its data "+bootstrap.EtcdDataDir)
-	}
-	if r.opts.All {
-		out = append(out, "containerd and every image, the Kubernetes/etcd/CNI binaries and units, k8slab's OS settings files, /etc/k8slab, /var/lib/k8slab")
-	}
-	return out
+	return nil
 }
 
 func (r *ResetNodes) isEtcdMember(node string) bool {
@@ -165,9 +191,19 @@ func (r *ResetNodes) isEtcdMember(node string) bool {
 	return false
 }
 
+func (r *ResetNodes) nodes() []string {
+	var out []string
+	for _, n := range r.Cluster.Nodes {
+		if len(r.Destroys(n)) > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func (r *ResetNodes) Plan() []phase.Step {
 	var steps []phase.Step
-	for _, n := range r.Cluster.Nodes {
+	for _, n := range r.nodes() {
 		for _, a := range r.Destroys(n) {
 			steps = append(steps, phase.Step{Node: n, Action: "remove " + a})
 		}
@@ -176,17 +212,15 @@ func (r *ResetNodes) Plan() []phase.Step {
 }
 
 func (r *ResetNodes) Run(ctx context.Context) error {
-	return r.each(ctx, "reset", r.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
-		script := resetScript
-		if r.isEtcdMember(node) {
-			script += resetEtcdScript
-		}
-		if r.opts.All {
-			script += resetAllScript
-		}
-		out, err := host.Output(ctx, t.Host, script+resetCheckScript)
+	script := [...]string{
+		resetScript + resetCheckScript,
+		resetEtcdScript + resetEtcdCheckScript,
+		resetAllScript,
+	}[r.part]
+	return r.each(ctx, r.Name(), r.nodes(), nil, func(ctx context.Context, node string, t *run.Task) error {
+		out, err := host.Output(ctx, t.Host, resetPrelude+script+"\ntrue\n")
 		if err != nil {
-			return fmt.Errorf("reset: %w", err)
+			return fmt.Errorf("%s: %w", r.Name(), err)
 		}
 		var removed, left []string
 		for _, l := range strings.Split(out, "\n") {
@@ -199,7 +233,7 @@ func (r *ResetNodes) Run(ctx context.Context) error {
 			}
 		}
 		if len(left) > 0 {
-			return fmt.Errorf("reset left behind: %s", strings.Join(left, "; "))
+			return fmt.Errorf("%s left behind: %s", r.Name(), strings.Join(left, "; "))
 		}
 		if len(removed) == 0 {
 			t.Status("nothing to do")
@@ -210,14 +244,17 @@ func (r *ResetNodes) Run(ctx context.Context) error {
 	})
 }
 
-// resetScript prints removed=<what> for everything it found and removed.
-const resetScript = `set +e
+// resetPrelude starts every part: each prints removed=<what> for
+// everything it found and removed, left=<what> for what its check found.
+const resetPrelude = `set +e
 if [ "${K8SLAB_LAB_NODE:-}" = namespace ]; then
 	echo "refused: a namespace-lab node shares the workstation's filesystem; reset would change the workstation itself" >&2
 	exit 1
 fi
 gone() { echo "removed=$1"; }
-for u in k8slab-kubeadm-init k8slab-kubeadm-init-rest k8slab-kubeadm-join; do
+`
+
+const resetScript = `for u in k8slab-kubeadm-init k8slab-kubeadm-init-rest k8slab-kubeadm-join; do
 	systemctl is-active -q $u.service && { systemctl stop $u.service; gone "running $u"; }
 	systemctl reset-failed $u.service 2>/dev/null
 done
@@ -285,11 +322,11 @@ const resetCheckScript = `for l in $(ip -o link show | awk -F': ' '{print $2}' |
 done
 nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
 systemctl is-active -q kubelet && echo "left=kubelet running"
-systemctl is-active -q etcd && echo "left=etcd running"
 for p in /etc/kubernetes /var/lib/kubelet; do [ -e "$p" ] && echo "left=$p"; done
-` + cniConfCheckScript + `
-true
-`
+` + cniConfCheckScript
+
+const resetEtcdCheckScript = `systemctl is-active -q etcd && echo "left=etcd running"
+[ -e /var/lib/etcd ] && echo "left=/var/lib/etcd"`
 
 // containerd's CRI plugin watches /etc/cni/net.d and makes it again, empty,
 // as soon as it is removed (all four VMs, run Q): the CNI configuration in

@@ -4,8 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/k8slab/k8slab/internal/cluster"
 )
 
 // TestCNIConfReset runs reset's CNI-configuration snippets with this
@@ -60,5 +63,59 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResetPhases pins the order that keeps a backup possible: external
+// etcd is snapshotted after Kubernetes is gone (a quiet etcd) and before
+// its data goes; kubeadm reset takes a stacked etcd with it, so that one
+// is snapshotted first. Each part names only the nodes it changes.
+func TestResetPhases(t *testing.T) {
+	nodes := []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"}
+	tests := []struct {
+		name   string
+		etcd   []string
+		all    bool
+		phases []string
+		// nodes each ResetNodes phase acts on, by phase name
+		acts map[string]int
+	}{
+		{"external etcd", nodes[:3], false, []string{"reset", "etcd-backup", "reset-etcd"}, map[string]int{"reset": 4, "reset-etcd": 3}},
+		{"external etcd, --all", nodes[:3], true, []string{"reset", "etcd-backup", "reset-etcd", "reset-provisioned"}, map[string]int{"reset": 4, "reset-etcd": 3, "reset-provisioned": 4}},
+		{"stacked etcd", nodes[:1], false, []string{"etcd-backup", "reset"}, map[string]int{"reset": 4}},
+		{"stacked etcd, --all", nodes[:1], true, []string{"etcd-backup", "reset", "reset-provisioned"}, map[string]int{"reset": 4, "reset-provisioned": 4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := &cluster.Config{Nodes: nodes, ControlPlane: nodes[0], Etcd: tt.etcd, Workers: nodes}
+			var names []string
+			for _, p := range ResetPhases(&Context{Cluster: cfg}, ResetOptions{All: tt.all}) {
+				names = append(names, p.Name())
+				if r, ok := p.(*ResetNodes); ok {
+					if got := len(r.nodes()); got != tt.acts[p.Name()] {
+						t.Errorf("%s acts on %d nodes (%v), want %d", p.Name(), got, r.nodes(), tt.acts[p.Name()])
+					}
+					if got := len(r.Plan()); got == 0 {
+						t.Errorf("%s plans nothing", p.Name())
+					}
+				}
+			}
+			if !slices.Equal(names, tt.phases) {
+				t.Errorf("phases %v, want %v", names, tt.phases)
+			}
+		})
+	}
+}
+
+// TestResetScriptsParse has the shell check every part's script as sent.
+func TestResetScriptsParse(t *testing.T) {
+	for name, s := range map[string]string{
+		"reset":             resetScript + resetCheckScript,
+		"reset-etcd":        resetEtcdScript + resetEtcdCheckScript,
+		"reset-provisioned": resetAllScript,
+	} {
+		if out, err := exec.Command("sh", "-n", "-c", resetPrelude+s+"\ntrue\n").CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", name, err, out)
+		}
 	}
 }
