@@ -105,10 +105,8 @@ func Phases(c *Context) []phase.Phase {
 		&Provision{c},
 		etcd,
 		&ControlPlane{c, etcd},
-		// Calico's objects and the joins need only the API server: the
-		// joins (minutes each on the emulated lab) no longer wait for the
-		// apply, and calico-node lands on each node as it joins.
-		phase.Together{&Calico{c}, &Join{c}},
+		&Calico{c},
+		&Join{c},
 		&Rollout{c},
 		&Kubeconfig{c},
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -29,34 +28,6 @@ type Planner interface {
 // out: read-only phases whose results the others need (preflight's facts).
 type Always interface {
 	Always() bool
-}
-
-// Together is a place in the order where several phases run at the same
-// time: each needs what the phases before it did and none needs the
-// others (Calico's objects and the joins both need only the API server).
-// Each member keeps its own name, --only selection and result.
-type Together []Phase
-
-func (g Together) Name() string {
-	names := make([]string, len(g))
-	for i, p := range g {
-		names[i] = p.Name()
-	}
-	return strings.Join(names, "+")
-}
-
-// Run runs the members as a Manager would, at the same time.
-func (g Together) Run(ctx context.Context) error {
-	_, err := (&Manager{Phases: []Phase{g}}).Run(ctx)
-	return err
-}
-
-// members is a place in the order as the phases in it.
-func members(p Phase) []Phase {
-	if g, ok := p.(Together); ok {
-		return g
-	}
-	return []Phase{p}
 }
 
 // Step is one planned action on one node ("" for the cluster as a whole).
@@ -86,11 +57,9 @@ type Manager struct {
 func (m *Manager) Validate() error {
 	known := map[string]bool{}
 	var names []string
-	for _, place := range m.Phases {
-		for _, p := range members(place) {
-			known[p.Name()] = true
-			names = append(names, p.Name())
-		}
+	for _, p := range m.Phases {
+		known[p.Name()] = true
+		names = append(names, p.Name())
 	}
 	for _, o := range m.Only {
 		if !known[o] {
@@ -120,45 +89,22 @@ func (m *Manager) Run(ctx context.Context) ([]Result, error) {
 		now = time.Now
 	}
 	var results []Result
-	for _, place := range m.Phases {
-		var run []Phase
-		for _, p := range members(place) {
-			if m.selected(p) {
-				run = append(run, p)
-			}
-		}
-		if len(run) == 0 {
+	for _, p := range m.Phases {
+		if !m.selected(p) {
 			continue
 		}
+		start := now()
 		if m.Log != nil {
-			if len(run) == 1 {
-				fmt.Fprintf(m.Log, "==> %s\n", run[0].Name())
-			} else {
-				fmt.Fprintf(m.Log, "==> %s (at the same time)\n", Together(run).Name())
-			}
+			fmt.Fprintf(m.Log, "==> %s\n", p.Name())
 		}
-		rs := make([]Result, len(run))
-		errs := make([]error, len(run))
-		var wg sync.WaitGroup
-		for i, p := range run {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				start := now()
-				errs[i] = p.Run(ctx)
-				rs[i] = Result{Phase: p.Name(), Status: "ok", DurationMS: now().Sub(start).Milliseconds()}
-				if errs[i] != nil {
-					rs[i].Status, rs[i].Error = "failed", errs[i].Error()
-				}
-			}()
+		err := p.Run(ctx)
+		r := Result{Phase: p.Name(), Status: "ok", DurationMS: now().Sub(start).Milliseconds()}
+		if err != nil {
+			r.Status, r.Error = "failed", err.Error()
+			results = append(results, r)
+			return results, fmt.Errorf("phase %s: %w", p.Name(), err)
 		}
-		wg.Wait()
-		results = append(results, rs...)
-		for i, err := range errs {
-			if err != nil {
-				return results, fmt.Errorf("phase %s: %w", run[i].Name(), err)
-			}
-		}
+		results = append(results, r)
 	}
 	return results, nil
 }
@@ -166,24 +112,18 @@ func (m *Manager) Run(ctx context.Context) ([]Result, error) {
 // Plan lists every selected phase's steps, grouped by node.
 func (m *Manager) Plan() map[string][]string {
 	out := map[string][]string{}
-	for _, place := range m.Phases {
-		for _, p := range members(place) {
-			m.plan(p, out)
+	for _, p := range m.Phases {
+		if !m.selected(p) {
+			continue
+		}
+		pl, ok := p.(Planner)
+		if !ok {
+			out[""] = append(out[""], p.Name())
+			continue
+		}
+		for _, s := range pl.Plan() {
+			out[s.Node] = append(out[s.Node], p.Name()+": "+s.Action)
 		}
 	}
 	return out
-}
-
-func (m *Manager) plan(p Phase, out map[string][]string) {
-	if !m.selected(p) {
-		return
-	}
-	pl, ok := p.(Planner)
-	if !ok {
-		out[""] = append(out[""], p.Name())
-		return
-	}
-	for _, s := range pl.Plan() {
-		out[s.Node] = append(out[s.Node], p.Name()+": "+s.Action)
-	}
 }

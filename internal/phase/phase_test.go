@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 )
 
 type fake struct {
@@ -70,84 +69,5 @@ func TestManager(t *testing.T) {
 	m := &Manager{Phases: []Phase{fake{name: "a", ran: new([]string)}}}
 	if p := m.Plan(); len(p["n1"]) != 1 || p["n1"][0] != "a: do a" {
 		t.Errorf("plan: %v", p)
-	}
-}
-
-// meets is a phase that finishes only once every other member of its
-// Together has started: run one after the other, they would never finish.
-type meets struct {
-	name    string
-	started chan string
-	n       int
-	err     error
-}
-
-func (m meets) Name() string { return m.name }
-func (m meets) Run(ctx context.Context) error {
-	m.started <- m.name
-	for seen := 1; seen < m.n; {
-		select {
-		case <-m.started:
-			seen++
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return m.err
-}
-func (m meets) Plan() []Step { return []Step{{Node: "n1", Action: "do " + m.name}} }
-
-func TestTogether(t *testing.T) {
-	tests := []struct {
-		name        string
-		only        []string
-		failAt      string
-		wantResults string
-		wantErr     string
-	}{
-		{name: "both at once, results in order", wantResults: "cp:ok calico:ok join:ok rollout:ok"},
-		{name: "--only one member", only: []string{"join"}, wantResults: "join:ok"},
-		{name: "a failing member: the other finishes, the run stops", failAt: "calico", wantResults: "cp:ok calico:failed join:ok", wantErr: "phase calico: boom"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			var ran []string
-			n := 2
-			if len(tt.only) > 0 {
-				n = 1
-			}
-			started := make(chan string, 4)
-			mk := func(name string) Phase {
-				var err error
-				if name == tt.failAt {
-					err = errors.New("boom")
-				}
-				return meets{name: name, started: started, n: n, err: err}
-			}
-			m := &Manager{Phases: []Phase{fake{name: "cp", ran: &ran}, Together{mk("calico"), mk("join")}, fake{name: "rollout", ran: &ran}}, Only: tt.only}
-			if err := m.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			results, err := m.Run(ctx)
-			var got []string
-			for _, r := range results {
-				got = append(got, r.Phase+":"+r.Status)
-			}
-			if strings.Join(got, " ") != tt.wantResults {
-				t.Errorf("results %v, want %s", got, tt.wantResults)
-			}
-			if (err == nil) != (tt.wantErr == "") || err != nil && err.Error() != tt.wantErr {
-				t.Errorf("err = %v, want %q", err, tt.wantErr)
-			}
-		})
-	}
-	m := &Manager{Phases: []Phase{Together{meets{name: "calico"}, meets{name: "join"}}}}
-	if plan := m.Plan()["n1"]; strings.Join(plan, ",") != "calico: do calico,join: do join" {
-		t.Errorf("plan: %v", plan)
-	}
-	if err := (&Manager{Phases: m.Phases, Only: []string{"calico+join"}}).Validate(); err == nil {
-		t.Error("--only calico+join: accepted; the members are the phases")
 	}
 }
