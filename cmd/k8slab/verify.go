@@ -21,12 +21,16 @@ func verifyCommand() *cli.Command {
 		Usage: "check the installed cluster: named checks, each PASS, FAIL or SKIP with a reason",
 		Flags: append(append(connFlags(), clusterFlags()...),
 			&cli.DurationFlag{Name: "pod-timeout", Value: 4 * time.Minute, Usage: "limit for each test pod to start and give its verdict (emulated nodes take minutes)"},
-			&cli.DurationFlag{Name: "api-wait", Value: 2 * time.Minute, Usage: "how long the API server may time out or refuse before verify judges it down"}),
+			&cli.DurationFlag{Name: "api-wait", Value: 2 * time.Minute, Usage: "how long the API server may time out or refuse before verify judges it down"},
+			&cli.DurationFlag{Name: "settle", Value: 2 * time.Minute, Usage: "how long node and pod checks may take to pass after a fresh (re)install (0: judge the first reading)"}),
 		Action: func(c *cli.Context) error {
 			for _, f := range []string{"pod-timeout", "api-wait"} {
 				if c.Duration(f) <= 0 {
 					return badInput("--%s: must be positive, got %s", f, c.Duration(f))
 				}
+			}
+			if c.Duration("settle") < 0 {
+				return badInput("--settle: must be 0 or more, got %s", c.Duration("settle"))
 			}
 			s, cfg, _, err := recordedSession(c, "verify", false)
 			if err != nil {
@@ -39,7 +43,7 @@ func verifyCommand() *cli.Command {
 			}
 			// The API server's answer, then the test pods in turn: server,
 			// clients, deny, allow.
-			ctx, cancel := context.WithTimeout(c.Context, 2*time.Minute+c.Duration("api-wait")+4*c.Duration("pod-timeout"))
+			ctx, cancel := context.WithTimeout(c.Context, 2*time.Minute+c.Duration("api-wait")+c.Duration("settle")+4*c.Duration("pod-timeout"))
 			defer cancel()
 			cp := hosts[cfg.ControlPlane]
 			admin, err := cp.ReadFile(ctx, "/etc/kubernetes/admin.conf")
@@ -50,7 +54,7 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return &exitError{exitFailed, err}
 			}
-			target := verify.Cluster{Config: cfg, Kube: kc, PodTimeout: c.Duration("pod-timeout"), APIWait: c.Duration("api-wait")}
+			target := verify.Cluster{Config: cfg, Kube: kc, PodTimeout: c.Duration("pod-timeout"), APIWait: c.Duration("api-wait"), Settle: c.Duration("settle")}
 			acc, err := install.NewEtcdAccess(ctx, cfg, hosts)
 			if err != nil {
 				return &exitError{exitFailed, err}

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/internal/kube"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
@@ -71,5 +73,65 @@ func TestRunJudgesAnAPIServerThatDoesNotAnswer(t *testing.T) {
 	}
 	if Failed(checks) != 1 || len(checks) != 3 {
 		t.Errorf("checks: %+v", checks)
+	}
+}
+
+// TestRunSettles: while a node or pod check fails, the cluster is read
+// again until --settle is over; what held only after that wait says so,
+// and a failure that lasts is still judged FAIL.
+func TestRunSettles(t *testing.T) {
+	tests := []struct {
+		name      string
+		unknown   int // readings in which kube-node3 has stopped posting status
+		settle    time.Duration
+		want      Status
+		wantReads int
+		wantNote  bool
+	}{
+		{"healthy at once: read once", 0, time.Minute, Pass, 1, false},
+		{"a node that catches up within --settle", 2, time.Minute, Pass, 3, true},
+		{"--settle 0 judges the first reading", 2, 0, Fail, 1, false},
+		{"a node that never catches up: FAIL when --settle is over", 1000, 50 * time.Millisecond, Fail, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kc := fake.NewClientset()
+			reads := 0
+			kc.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+				reads++
+				nodes := labNodes(corev1.ConditionTrue, "")
+				if reads <= tt.unknown {
+					nodes[2] = node("kube-node3", "172.31.4.11", false, corev1.ConditionUnknown, "Kubelet stopped posting node status.")
+				}
+				return true, &corev1.NodeList{Items: nodes}, nil
+			})
+			for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+				p := pod(c+"-kube-node1", true, corev1.PodRunning, "")
+				p.Namespace = metav1.NamespaceSystem
+				if _, err := kc.CoreV1().Pods(metav1.NamespaceSystem).Create(context.Background(), &p, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, _, checks, err := settle(context.Background(), Cluster{Config: labConfig(), Kube: &kube.Client{Kube: kc},
+				Settle: tt.settle, settleEvery: 10 * time.Millisecond}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got Check
+			for _, c := range checks {
+				if c.Name == "kubelet posting status on every node" {
+					got = c
+				}
+			}
+			if got.Status != tt.want {
+				t.Errorf("%s: %s (%s), want %s", got.Name, got.Status, got.Reason, tt.want)
+			}
+			if tt.wantReads > 0 && reads != tt.wantReads {
+				t.Errorf("read the nodes %d times, want %d", reads, tt.wantReads)
+			}
+			if note := strings.Contains(got.Reason, "of --settle)"); note != tt.wantNote {
+				t.Errorf("reason %q: says it waited %v, want %v", got.Reason, note, tt.wantNote)
+			}
+		})
 	}
 }

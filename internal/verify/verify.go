@@ -55,6 +55,15 @@ type Cluster struct {
 	// it down (default 2 min): right after an install the emulated
 	// control plane timed out TLS handshakes and answered a minute later.
 	APIWait time.Duration
+	// Settle is how long the node and pod checks may take to pass: they
+	// are read again every few seconds while one fails (0: the first
+	// reading is judged). A control plane that has just been initialized
+	// answers before all of it is Ready (run R: kube-apiserver's readiness
+	// probe, a joined node's first status).
+	Settle time.Duration
+	// settleEvery is how often a settling cluster is read again (default
+	// 5 s; tests make it short).
+	settleEvery time.Duration
 }
 
 const apiCheck = "API server answers"
@@ -67,7 +76,7 @@ func Run(ctx context.Context, c Cluster) []Check {
 	if wait == 0 {
 		wait = 2 * time.Minute
 	}
-	nodes, pods, err := readCluster(ctx, c.Kube.Kube, wait)
+	nodes, pods, calicoDown, state, err := settle(ctx, c, wait)
 	if err != nil {
 		return []Check{
 			{apiCheck, Fail, err.Error()},
@@ -75,10 +84,8 @@ func Run(ctx context.Context, c Cluster) []Check {
 			etcdCheck(ctx, c),
 		}
 	}
-	calicoDown := calicoProblem(ctx, c.Kube)
 	out := []Check{{apiCheck, Pass, fmt.Sprintf("%d nodes, %d kube-system pods", len(nodes.Items), len(pods.Items))}}
-	out = append(out, nodeChecks(c.Config, nodes.Items, calicoDown)...)
-	out = append(out, podChecks(c.Config, nodes.Items, pods.Items, calicoDown)...)
+	out = append(out, state...)
 	out = append(out, etcdCheck(ctx, c))
 	out = append(out, serviceCheck(ctx, c))
 	out = append(out, ippoolCheck(ctx, c))
@@ -88,6 +95,33 @@ func Run(ctx context.Context, c Cluster) []Check {
 	}
 	out = append(out, podNetwork(ctx, c.Kube.Kube, nodes.Items, calicoDown, timeout)...)
 	return out
+}
+
+// settle reads the cluster and judges its nodes and pods, again while a
+// check fails and c.Settle lasts.
+func settle(ctx context.Context, c Cluster, wait time.Duration) (nodes *corev1.NodeList, pods *corev1.PodList, calicoDown string, state []Check, err error) {
+	every := c.settleEvery
+	if every == 0 {
+		every = 5 * time.Second
+	}
+	start := time.Now()
+	for {
+		if nodes, pods, err = readCluster(ctx, c.Kube.Kube, wait); err != nil {
+			return nil, nil, "", nil, err
+		}
+		calicoDown = calicoProblem(ctx, c.Kube)
+		state = append(nodeChecks(c.Config, nodes.Items, calicoDown), podChecks(c.Config, nodes.Items, pods.Items, calicoDown)...)
+		if Failed(state) == 0 || time.Since(start)+every > c.Settle || sleep(ctx, every) != nil {
+			break
+		}
+	}
+	if took := time.Since(start); took >= every {
+		// Say so: these held only after the cluster was given time.
+		for i := range state {
+			state[i].Reason += fmt.Sprintf(" (read after %s of --settle)", took.Round(time.Millisecond))
+		}
+	}
+	return nodes, pods, calicoDown, state, nil
 }
 
 // readCluster lists the nodes and kube-system pods, asking again while
@@ -103,6 +137,15 @@ func readCluster(ctx context.Context, k kubernetes.Interface, wait time.Duration
 		return nil
 	})
 	return nodes, pods, err
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // Failed counts the failing checks.
