@@ -159,8 +159,9 @@ func (c *Context) secret(token string) {
 // plane missed three times in a row for one worker while it served the
 // others.
 func (c *Context) kubeadm(ctx context.Context, t *run.Task, d bootstrap.Detached, resume *bootstrap.Detached) error {
-	progress := func(line string) { t.Status("%s: %s", d.Unit, line) }
 	start := time.Now()
+	// When each line came is what tells where minutes went on a slow node.
+	progress := func(line string) { t.Status("%s: %s (at %s)", d.Unit, line, time.Since(start).Round(time.Second)) }
 	timeLeft := func(pause time.Duration) bool { return time.Since(start)+pause < c.Wait }
 	return retryKubeadm(ctx, d, resume, 20*time.Second, timeLeft, func(d bootstrap.Detached) error {
 		return d.Run(ctx, t.Host, c.Wait, progress)
