@@ -73,6 +73,14 @@ func (c *Context) NodeIP(node string) string {
 	return c.nodeIP[node]
 }
 
+// nodeIPs is NodeIP as a list (none before preflight).
+func (c *Context) nodeIPs(node string) []string {
+	if ip := c.NodeIP(node); ip != "" {
+		return []string{ip}
+	}
+	return nil
+}
+
 func (c *Context) setFacts(node string, f provision.Facts, ip string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -127,11 +127,11 @@ func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]ho
 	if err != nil {
 		return nil, err
 	}
-	d, err := tunnel(h)
+	dial, err := etcdDial(cfg.Etcd, hosts, nil)
 	if err != nil {
 		return nil, err
 	}
-	acc := &EtcdAccess{Node: node, PKI: pki, Dial: tcpVia(d)}
+	acc := &EtcdAccess{Node: node, PKI: pki, Dial: dial}
 	for _, e := range cfg.Etcd {
 		t, _ := ssh.ParseTarget(e)
 		acc.Endpoints = append(acc.Endpoints, "https://"+net.JoinHostPort(t.Host, "2379"))
