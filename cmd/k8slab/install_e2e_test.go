@@ -71,7 +71,14 @@ func TestE2EAllInOneLab(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	reRuns(t, e, first, false)
+	// K8SLAB_E2E_ALL=lifecycle leaves the re-runs out: the lifecycle then
+	// starts on a control plane nothing has loaded since its install
+	// (session 10: kube-apiserver crash-looped on TLS handshake timeouts
+	// 25 min after the install, during the re-runs, and took the rest of
+	// the run with it).
+	if os.Getenv("K8SLAB_E2E_ALL") != "lifecycle" {
+		reRuns(t, e, first, false)
+	}
 	lifecycle(t, e, first, false)
 }
 

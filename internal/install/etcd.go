@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
@@ -141,6 +142,7 @@ func (e *Etcd) Run(ctx context.Context) error {
 		return err
 	}
 	in := e.input()
+	var touched atomic.Bool // a member was (re)started by this run
 	err = e.each(ctx, "etcd", e.Cluster.Etcd, nil, func(ctx context.Context, node string, t *run.Task) error {
 		name := e.Facts(node).Hostname
 		files := []provision.FileSpec{
@@ -173,14 +175,20 @@ func (e *Etcd) Run(ctx context.Context) error {
 			return err
 		}
 		// --no-block: a new member waits for quorum, which needs the others.
-		cmd := "systemctl is-active -q etcd || { systemctl daemon-reload && systemctl enable -q etcd && systemctl start --no-block etcd; }"
+		cmd := "systemctl is-active -q etcd || { systemctl daemon-reload && systemctl enable -q etcd && systemctl start --no-block etcd && echo started; }"
 		if len(changed) > 0 {
-			cmd = "systemctl daemon-reload && systemctl enable -q etcd && systemctl restart --no-block etcd"
+			cmd = "systemctl daemon-reload && systemctl enable -q etcd && systemctl restart --no-block etcd && echo started"
 			t.Status("changed: %s", strings.Join(changed, ", "))
-		} else {
+		}
+		out, err := host.Output(ctx, t.Host, cmd)
+		if strings.Contains(out, "started") {
+			touched.Store(true)
+			if len(changed) == 0 {
+				t.Status("started etcd (it was not running)")
+			}
+		} else if err == nil {
 			t.Status("nothing to do")
 		}
-		_, err = host.Output(ctx, t.Host, cmd)
 		return err
 	})
 	if err != nil {
@@ -189,7 +197,7 @@ func (e *Etcd) Run(ctx context.Context) error {
 	if err := e.installClientCert(ctx, pki); err != nil {
 		return err
 	}
-	return e.waitHealthy(ctx, pki, in.ClientEndpoints())
+	return e.waitHealthy(ctx, pki, in.ClientEndpoints(), touched.Load())
 }
 
 // loadOrCreateCA reuses the cluster's etcd CA from any member that has it.
@@ -240,7 +248,11 @@ func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) er
 
 // waitHealthy asks etcd itself (client v3, through the first member's SSH
 // connection: no port needs to be open to the workstation).
-func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string) error {
+// Leadership is moved home (leadFromControlPlane) only when this run
+// started a member: moving it on a re-run that changed nothing made the
+// API server's etcd checks fail for a while, and the emulated
+// kube-apiserver restarted and never came back (session 10).
+func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, moveLeader bool) error {
 	dial, err := etcdDial(e.Cluster.Etcd, e.Hosts, e.nodeIPs)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
@@ -252,7 +264,11 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		cancel()
 		if err == nil {
 			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
-			e.leadFromControlPlane(ctx, pki, endpoints, dial, h.Leader)
+			if moveLeader {
+				e.leadFromControlPlane(ctx, pki, endpoints, dial, h.Leader)
+			} else if h.Leader != e.Facts(e.Cluster.ControlPlane).Hostname {
+				fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader stays on %s: nothing was started, a working cluster is not disturbed\n", h.Leader)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
