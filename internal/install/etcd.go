@@ -248,7 +248,7 @@ func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) er
 
 // waitHealthy asks etcd itself (client v3, through the first member's SSH
 // connection: no port needs to be open to the workstation).
-// Leadership is moved home (leadFromControlPlane) only when this run
+// Leadership is moved home (leaderMoves) only when this run
 // started a member: moving it on a re-run that changed nothing made the
 // API server's etcd checks fail for a while, and the emulated
 // kube-apiserver restarted and never came back (session 10).
@@ -264,9 +264,10 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		cancel()
 		if err == nil {
 			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
-			if moveLeader {
-				e.leadFromControlPlane(ctx, pki, endpoints, dial, h.Leader)
-			} else if h.Leader != e.Facts(e.Cluster.ControlPlane).Hostname {
+			switch cp := e.Facts(e.Cluster.ControlPlane).Hostname; {
+			case leaderMoves(moveLeader, h.Leader, cp):
+				e.leaderHome(ctx, pki, endpoints, dial)
+			case h.Leader != cp:
 				fmt.Fprintf(e.Runner.StatusWriter(), "etcd: leader stays on %s: nothing was started, a working cluster is not disturbed\n", h.Leader)
 			}
 			return nil
@@ -282,19 +283,15 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 	}
 }
 
-// leadFromControlPlane moves etcd's leadership to the control plane's
-// member: kube-apiserver talks to that member, and every write it makes
-// otherwise waits on a round trip to another node. A lab showed the
-// cost: with the leader on a starved VM, every API request stalled.
-// Leadership can move again later (an election after a restart); this
-// is an optimisation, so a failure is reported, not fatal. leader is the
-// health check's answer: when it is already right (every re-run), no
-// second client is dialled through SSH.
-func (e *Etcd) leadFromControlPlane(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error), leader string) {
-	if leader == e.Facts(e.Cluster.ControlPlane).Hostname {
-		return
-	}
-	e.leaderHome(ctx, pki, endpoints, dial)
+// leaderMoves says whether the etcd phase moves leadership to the
+// control plane's member: kube-apiserver talks to that member, and every
+// write it makes otherwise waits on a round trip to another node (a lab
+// showed the cost: with the leader on a starved VM, every API request
+// stalled). Only when this run started a member: on a re-run that
+// started nothing, the move itself is the disturbance. Leadership can
+// move again later (an election under load); this is an optimisation.
+func leaderMoves(started bool, leader, controlPlane string) bool {
+	return started && leader != controlPlane
 }
 
 // leaderHome moves etcd's leadership back to the control plane's member

@@ -57,3 +57,22 @@ func TestEtcdDialGoesThroughEachMember(t *testing.T) {
 		}
 	}
 }
+
+func TestLeaderMoves(t *testing.T) {
+	tests := []struct {
+		name    string
+		started bool
+		leader  string
+		want    bool
+	}{
+		{"fresh members, leader elsewhere: home", true, "kube-node3", true},
+		{"fresh members, leader home already", true, "kube-node1", false},
+		{"re-run that started nothing: left alone", false, "kube-node3", false},
+		{"re-run, leader home", false, "kube-node1", false},
+	}
+	for _, tt := range tests {
+		if got := leaderMoves(tt.started, tt.leader, "kube-node1"); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
