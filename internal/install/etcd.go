@@ -246,12 +246,12 @@ func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) er
 	return err
 }
 
-// waitHealthy asks etcd itself (client v3, through the first member's SSH
-// connection: no port needs to be open to the workstation).
-// Leadership is moved home (leaderMoves) only when this run
-// started a member: moving it on a re-run that changed nothing made the
-// API server's etcd checks fail for a while, and the emulated
-// kube-apiserver restarted and never came back (session 10).
+// waitHealthy asks etcd itself (client v3, through each member's SSH
+// connection: no port needs to be open to the workstation). Leadership
+// is moved home (leaderMoves) only when this run started a member: after
+// a re-run that changed nothing had moved it, the API server's etcd
+// checks failed for a while and the emulated kube-apiserver restarted a
+// minute later and never came back (session 10, run S).
 func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, moveLeader bool) error {
 	dial, err := etcdDial(e.Cluster.Etcd, e.Hosts, e.nodeIPs)
 	if err != nil {
