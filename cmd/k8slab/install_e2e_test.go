@@ -534,7 +534,22 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 		t.Errorf("kubeconfig from the record: %v\n%s", err, b)
 	}
 
-	// A broken node (kubelet stopped) turns verify red, naming the node.
+	// A broken node (kubelet stopped) turns verify red, naming the node:
+	// green for it first, so that the red comes from the stop (run R's
+	// kube-node3 had stopped posting status before).
+	posting := func(stdout string) (st, reason string) {
+		var rep verifyReport
+		json.Unmarshal([]byte(stdout), &rep)
+		for _, c := range rep.Data.Checks {
+			if c.Name == "kubelet posting status on every node" {
+				return c.Status, c.Reason
+			}
+		}
+		return "missing", stdout
+	}
+	if st, reason := posting(runCLI(t, lab, env, "verify", "--output", "json").stdout); st != "PASS" {
+		t.Errorf("before kube-node3's kubelet is stopped, kubelet posting status: %s %s", st, reason)
+	}
 	sh("172.31.4.11", "systemctl stop kubelet")
 	deadline := time.Now().Add(4 * time.Minute)
 	for {
