@@ -17,7 +17,9 @@ import (
 // differs and prints "changed=0" when the node was already right.
 const kernelScript = `set -e
 changed=0
-if [ -n "$(swapon --show --noheadings 2>/dev/null)" ]; then swapoff -a; changed=1; fi
+# /proc/swaps: a header line, then one line per active swap area.
+swap=; { read -r _; read -r swap; } < /proc/swaps 2>/dev/null || true
+if [ -n "$swap" ]; then swapoff -a; changed=1; fi
 if grep -qE '^[^#][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab 2>/dev/null; then
 	sed -i.k8slab-bak -E 's/^([^#][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]].*)$/# \1 # swap disabled by k8slab/' /etc/fstab
 	changed=1
@@ -36,8 +38,11 @@ net.bridge.bridge-nf-call-ip6tables = 1'
 if [ "$(cat /etc/sysctl.d/99-k8slab.conf 2>/dev/null)" != "$sysctls" ]; then
 	mkdir -p /etc/sysctl.d; printf '%s\n' "$sysctls" > /etc/sysctl.d/99-k8slab.conf; changed=1
 fi
-for k in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do
-	[ "$(sysctl -n $k)" = 1 ] || { sysctl -qw $k=1; changed=1; }
+# Read from /proc/sys with the shell's read, not sysctl -n: every process
+# start cost 1-2 s on the saturated emulated control plane.
+for k in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
+	v=; read -r v < /proc/sys/$k || true
+	[ "$v" = 1 ] || { echo 1 > /proc/sys/$k; changed=1; }
 done
 echo "changed=$changed"
 `

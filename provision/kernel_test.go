@@ -1,0 +1,89 @@
+package provision
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestKernelScript runs kernelScript with a real shell (bash and dash) on
+// a stand-in root: /proc/swaps, /proc/sys, /etc and /sys/module under a
+// temporary directory, swapoff and modprobe replaced by stubs that log
+// their calls. A converged node prints changed=0 and calls nothing.
+func TestKernelScript(t *testing.T) {
+	const noSwap = "Filename\tType\tSize\tUsed\tPriority\n"
+	tests := []struct {
+		name        string
+		swaps       string
+		sysctl      string // value of every bridge/forward setting
+		persisted   bool   // modules-load.d and sysctl.d files already right
+		wantChanged string
+		wantCalls   string
+	}{
+		{"converged", noSwap, "1", true, "changed=0", ""},
+		{"swap on", noSwap + "/swapfile file 1024 0 -2\n", "1", true, "changed=1", "swapoff -a"},
+		{"forwarding off", noSwap, "0", true, "changed=1", ""},
+		{"settings not persisted", noSwap, "1", false, "changed=1", ""},
+	}
+	for _, sh := range []string{"bash", "dash"} {
+		if _, err := exec.LookPath(sh); err != nil {
+			t.Fatalf("%s: %v (scripts run under the node's login shell or sh)", sh, err)
+		}
+		for _, tt := range tests {
+			t.Run(sh+"/"+tt.name, func(t *testing.T) {
+				root := t.TempDir()
+				put := func(p, content string) {
+					p = filepath.Join(root, p)
+					if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				put("proc/swaps", tt.swaps)
+				for _, k := range []string{"net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"} {
+					put("proc/sys/"+k, tt.sysctl+"\n")
+				}
+				put("etc/fstab", "/dev/vda / ext4 defaults 0 1\n")
+				for _, m := range []string{"overlay", "br_netfilter"} {
+					if err := os.MkdirAll(filepath.Join(root, "sys/module", m), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if tt.persisted {
+					put("etc/modules-load.d/k8slab.conf", "overlay\nbr_netfilter\n")
+					put("etc/sysctl.d/99-k8slab.conf", "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n")
+				}
+				calls := filepath.Join(root, "calls")
+				for _, stub := range []string{"swapoff", "modprobe"} {
+					put("bin/"+stub, "#!/bin/sh\necho \""+stub+" $*\" >> "+calls+"\n")
+				}
+				script := kernelScript
+				for _, p := range []string{"/proc/swaps", "/proc/sys/", "/etc/", "/sys/module/"} {
+					script = strings.ReplaceAll(script, p, root+p)
+				}
+				cmd := exec.Command(sh, "-c", script)
+				cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"))
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+				if got := strings.TrimSpace(string(out)); got != tt.wantChanged {
+					t.Errorf("output %q, want %q", got, tt.wantChanged)
+				}
+				c, _ := os.ReadFile(calls)
+				if got := strings.TrimSpace(string(c)); got != tt.wantCalls {
+					t.Errorf("calls %q, want %q", got, tt.wantCalls)
+				}
+				for _, k := range []string{"net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"} {
+					if b, _ := os.ReadFile(filepath.Join(root, "proc/sys", k)); strings.TrimSpace(string(b)) != "1" {
+						t.Errorf("%s = %q after the script", k, b)
+					}
+				}
+			})
+		}
+	}
+}
