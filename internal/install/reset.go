@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/cluster"
@@ -218,9 +219,15 @@ func (r *ResetNodes) Run(ctx context.Context) error {
 		resetAllScript,
 	}[r.part]
 	return r.each(ctx, r.Name(), r.nodes(), nil, func(ctx context.Context, node string, t *run.Task) error {
-		out, err := host.Output(ctx, t.Host, resetPrelude+script+"\ntrue\n")
+		laps := &lapTimer{now: time.Now}
+		var stderr strings.Builder
+		err := t.Host.Run(ctx, host.Cmd{Command: resetPrelude + script + "\ntrue\n", Stdout: laps, Stderr: &stderr})
 		if err != nil {
-			return fmt.Errorf("%s: %w", r.Name(), err)
+			return fmt.Errorf("%s: %w: %s", r.Name(), err, strings.TrimSpace(stderr.String()))
+		}
+		out := laps.out.String()
+		if l := laps.done(); len(l) > 0 {
+			t.Status("took: %s", strings.Join(l, ", "))
 		}
 		var removed, left []string
 		for _, l := range strings.Split(out, "\n") {
@@ -254,17 +261,21 @@ fi
 gone() { echo "removed=$1"; }
 `
 
-const resetScript = `for u in k8slab-kubeadm-init k8slab-kubeadm-init-rest k8slab-kubeadm-join; do
+const resetScript = `echo lap=units
+for u in k8slab-kubeadm-init k8slab-kubeadm-init-rest k8slab-kubeadm-join; do
 	systemctl is-active -q $u.service && { systemctl stop $u.service; gone "running $u"; }
 	systemctl reset-failed $u.service 2>/dev/null
 done
+echo lap=kubeadm reset
 if command -v kubeadm >/dev/null 2>&1 && { [ -e /etc/kubernetes/kubelet.conf ] || [ -e /etc/kubernetes/manifests ] || [ -e /var/lib/kubelet/config.yaml ]; }; then
 	kubeadm reset -f >/var/log/k8slab-reset.log 2>&1 && gone "kubeadm state" || echo "removed=kubeadm state (kubeadm reset failed: see /var/log/k8slab-reset.log)"
 fi
+echo lap=kubelet and pods
 systemctl is-active -q kubelet && { systemctl stop kubelet; gone "kubelet running"; }
 if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then
 	[ -n "$(crictl pods -q 2>/dev/null)" ] && { crictl rmp -fa >/dev/null 2>&1; gone "pod sandboxes"; }
 fi
+echo lap=files
 for m in $(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
 for p in /etc/kubernetes /var/lib/kubelet /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
 	/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /etc/k8slab/kubeadm-init-apiserver.done /etc/k8slab/kubeadm-patches /root/.kube/config; do
@@ -272,6 +283,7 @@ for p in /etc/kubernetes /var/lib/kubelet /var/lib/cni /var/lib/calico /var/run/
 done
 rm -f /var/log/k8slab/k8slab-kubeadm-*
 ` + cniConfRemoveScript + `
+echo lap=links and rules
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) ip link delete "$l" 2>/dev/null && gone "link $l";; esac
 done
@@ -317,7 +329,8 @@ fi
 
 // resetCheckScript reports anything Kubernetes or Calico still on the
 // node: reset is only done when this prints nothing.
-const resetCheckScript = `for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+const resetCheckScript = `echo lap=check
+for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) echo "left=link $l";; esac
 done
 nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
@@ -338,3 +351,46 @@ const (
 fi`
 	cniConfCheckScript = `for f in $(ls -A /etc/cni/net.d 2>/dev/null); do echo "left=/etc/cni/net.d/$f"; done`
 )
+
+// lapTimer keeps a script's output and notes when each "lap=NAME" line
+// arrives: the time from one to the next is how long the part of the
+// script between them took on the node (reset took minutes on emulated
+// nodes, and which part did was not known).
+type lapTimer struct {
+	now     func() time.Time
+	out     strings.Builder
+	partial string
+	name    string
+	start   time.Time
+	laps    []string
+}
+
+func (l *lapTimer) Write(b []byte) (int, error) {
+	l.out.Write(b)
+	l.partial += string(b)
+	for {
+		i := strings.IndexByte(l.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := l.partial[:i]
+		l.partial = l.partial[i+1:]
+		if name, ok := strings.CutPrefix(line, "lap="); ok {
+			l.lap(name)
+		}
+	}
+}
+
+func (l *lapTimer) lap(next string) {
+	at := l.now()
+	if l.name != "" {
+		l.laps = append(l.laps, fmt.Sprintf("%s %s", l.name, at.Sub(l.start).Round(100*time.Millisecond)))
+	}
+	l.name, l.start = next, at
+}
+
+// done closes the last lap and returns them all, in order.
+func (l *lapTimer) done() []string {
+	l.lap("")
+	return l.laps
+}

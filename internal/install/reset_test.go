@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/k8slab/k8slab/internal/cluster"
 )
@@ -117,5 +118,34 @@ func TestResetScriptsParse(t *testing.T) {
 		if out, err := exec.Command("sh", "-n", "-c", resetPrelude+s+"\ntrue\n").CombinedOutput(); err != nil {
 			t.Errorf("%s: %v\n%s", name, err, out)
 		}
+	}
+}
+
+// TestLapTimer: a lap ends when the next lap= line arrives, however the
+// output is cut into writes, and done closes the last one.
+func TestLapTimer(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		want   string
+	}{
+		{"one write", []string{"lap=a\nremoved=x\nlap=b\n"}, "a 1s, b 1s"},
+		{"lines cut across writes", []string{"la", "p=a\nremo", "ved=x\nlap=", "b\n"}, "a 1s, b 1s"},
+		{"no laps", []string{"removed=x\n"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := time.Unix(0, 0)
+			l := &lapTimer{now: func() time.Time { clock = clock.Add(time.Second); return clock }}
+			for _, w := range tt.writes {
+				l.Write([]byte(w))
+			}
+			if got := strings.Join(l.done(), ", "); got != tt.want {
+				t.Errorf("laps %q, want %q", got, tt.want)
+			}
+			if got := l.out.String(); got != strings.Join(tt.writes, "") {
+				t.Errorf("output %q", got)
+			}
+		})
 	}
 }
