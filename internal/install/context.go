@@ -193,6 +193,9 @@ func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.D
 		default:
 			return err
 		}
+		// Once resumed, always resumed: the step's first attempt left
+		// files that the plain step's preflight refuses (run T).
+		d = next
 		// The follower shows only the log's newest line at each poll, so
 		// the failing line itself is said here or nowhere.
 		status(fmt.Sprintf("%s (%s), trying again in %s (attempt %d)", why, failedLine(err), wait, attempt+1))
@@ -217,10 +220,15 @@ func failedLine(err error) string {
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
-// apiUnreachable: the error says the API server refused or timed out.
+// apiUnreachable: the line that failed says the API server refused or
+// timed out. Only that line: kubeadm's log above it had "connection
+// refused" in a DNS warning about the node's own hostname, which made a
+// join that failed on its own leftover files look like a slow API
+// server, tried again for 21 minutes (session 10, run T).
 func apiUnreachable(err error) bool {
-	s := err.Error()
-	for _, m := range []string{"connection refused", "TLS handshake timeout", "Client.Timeout exceeded", "context deadline exceeded", "i/o timeout"} {
+	s := failedLine(err)
+	for _, m := range []string{"connection refused", "TLS handshake timeout", "Client.Timeout exceeded", "context deadline exceeded", "i/o timeout",
+		"the server was unable to return a response in the time allotted"} {
 		if strings.Contains(s, m) {
 			return true
 		}

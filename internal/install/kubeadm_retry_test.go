@@ -18,6 +18,13 @@ func TestRetryKubeadm(t *testing.T) {
 	refused := errors.New(`error execution phase kubelet-start: cannot get Node "kube-node2": dial tcp 172.31.3.11:6443: connect: connection refused`)
 	other := errors.New("error execution phase kubelet-start: node name already taken")
 	slowAPI := errors.New("k8slab-kubeadm-join exited with 1:\nerror execution phase preflight: unable to fetch the kubeadm-config ConfigMap: failed to get component configs: could not download the kube-proxy configuration from ConfigMap \"kube-proxy\": Get \"https://172.31.3.11:6443/api/v1/namespaces/kube-system/configmaps/kube-proxy?timeout=10s\": net/http: request canceled (Client.Timeout exceeded while awaiting headers)")
+	// Run T, kube-node2: the first attempt timed out in kubelet-start
+	// (files written), the resumed one in its preflight; kubeadm's log
+	// carries a DNS warning with "connection refused" in every attempt.
+	dnsWarning := "\t[WARNING Hostname]: hostname \"kube-node2\": lookup kube-node2 on [::1]:53: read udp [::1]:47927->[::1]:53: read: connection refused\n"
+	slowKubeletStart := errors.New("k8slab-kubeadm-join exited with 1:\n" + dnsWarning + `error execution phase kubelet-start: cannot get Node "kube-node2": the server was unable to return a response in the time allotted, but may still be processing the request (get nodes kube-node2)`)
+	slowResumedPreflight := errors.New("k8slab-kubeadm-join exited with 1:\n" + dnsWarning + slowAPI.Error()[len("k8slab-kubeadm-join exited with 1:\n"):])
+	leftovers := errors.New("k8slab-kubeadm-join exited with 1:\n" + dnsWarning + "[preflight] Some fatal errors occurred:\n\t[ERROR FileAvailable--etc-kubernetes-bootstrap-kubelet.conf]: /etc/kubernetes/bootstrap-kubelet.conf already exists\nerror execution phase preflight: preflight checks failed")
 	tests := []struct {
 		name    string
 		results []error // one per attempt
@@ -33,6 +40,10 @@ func TestRetryKubeadm(t *testing.T) {
 		{"another failure: no retry", []error{other}, &resume, -1, []string{"join"}, other},
 		{"three attempts at most", []error{preflight, preflight, preflight, nil}, &resume, -1, []string{"join", "join", "join"}, preflight},
 		{"preflight on a slow API server: past three while the wait allows", []error{slowAPI, slowAPI, slowAPI, slowAPI, nil}, &resume, -1, []string{"join", "join", "join", "join", "join"}, nil},
+		{"resumed, then a slow preflight: still resumed (run T)", []error{slowKubeletStart, slowResumedPreflight, nil}, &resume, -1,
+			[]string{"join", "join --ignore-preflight-errors=all", "join --ignore-preflight-errors=all"}, nil},
+		{"a refused preflight with a DNS warning above it is no slow API server", []error{leftovers, leftovers, leftovers, leftovers}, &resume, -1,
+			[]string{"join", "join", "join"}, leftovers},
 		{"preflight on a slow API server: until the wait is over", []error{slowAPI, slowAPI, slowAPI, slowAPI, slowAPI, nil}, &resume, 3, []string{"join", "join", "join", "join"}, slowAPI},
 	}
 	for _, tt := range tests {
