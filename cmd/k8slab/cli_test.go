@@ -342,6 +342,7 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 		{"install: unknown Kubernetes", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--kubernetes-version", "v1.99.0"}, "kubernetes-version"},
 		{"install: unknown Calico", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--calico-version", "v9.9.9"}, "calico"},
 		{"install: not a bundle", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--artifacts", "/nonexistent"}, "--artifacts /nonexistent"},
+		{"install: --only names no phase", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--only", "jion"}, `--only: "jion" is not a phase`},
 		{"install: negative join parallelism", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--join-parallel", "-1"}, "--join-parallel"},
 		{"verify: zero pod timeout", []string{"verify", "--nodes", "172.31.3.11", "--pod-timeout", "0s"}, "--pod-timeout: must be positive"},
 		{"verify: zero API wait", []string{"verify", "--nodes", "172.31.3.11", "--api-wait", "0s"}, "--api-wait: must be positive"},

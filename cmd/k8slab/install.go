@@ -156,6 +156,11 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	if n := c.Int("join-parallel"); n < 0 {
 		return nil, nil, nil, badInput("--join-parallel: must be 0 (all) or more, got %d", n)
 	}
+	// Phase names do not depend on the cluster: a misspelt --only is bad
+	// input before any lock is taken on the nodes.
+	if err := (&phase.Manager{Phases: install.Phases(&install.Context{}), Only: c.StringSlice("only")}).Validate(); err != nil {
+		return nil, nil, nil, badInput("%v", err)
+	}
 	if !c.IsSet("nodes") {
 		// The session reads --nodes; a cluster file alone supplies them.
 		c.Set("nodes", strings.Join(cfg.Nodes, ","))
@@ -182,10 +187,6 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	canonical(cfg, s.names())
 	ictx := installContext(c, s, cfg, bundle, mirrors)
 	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: os.Stderr}
-	if err := m.Validate(); err != nil {
-		s.Close()
-		return nil, nil, nil, badInput("%v", err)
-	}
 	return s, ictx, m, nil
 }
 
