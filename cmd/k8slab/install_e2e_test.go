@@ -304,6 +304,9 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	}
 	t.Cleanup(func() { pool.Close() })
 	e.pool = pool
+	if dir := os.Getenv("K8SLAB_E2E_REPORTS"); dir != "" {
+		startVitals(t, ctx, pool, filepath.Join(dir, "vitals.log"))
+	}
 	o.CommandTimeout = 15 * time.Minute
 	slow, err := ssh.NewPool(o)
 	if err != nil {
@@ -713,4 +716,52 @@ func tail(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// vitalsScript is one sample of what a node is doing: pressure stall
+// figures say whether the tasks wait for CPU, memory or disk, and the
+// processes' CPU time since start, diffed between samples, who uses it.
+const vitalsScript = `read l1 l5 l15 _ < /proc/loadavg
+echo "load $l1 $l5 $l15"
+for r in cpu memory io; do [ -r /proc/pressure/$r ] && echo "psi-$r $(head -n1 /proc/pressure/$r)"; done
+free -m | awk 'NR==2{print "mem used=" $3 "M avail=" $7 "M"}'
+df -m / | awk 'NR==2{print "disk used=" $3 "M avail=" $4 "M"}'
+[ -d /var/lib/etcd ] && echo "etcd-dir $(du -sm /var/lib/etcd | cut -f1)M"
+ps -eo times=,etimes=,rss=,comm= --sort=-times | head -n 8 | awk '{print "proc " $4 " cpu=" $1 "s age=" $2 "s rss=" int($3/1024) "M"}'
+`
+
+// startVitals samples every node every 3 minutes into path until the
+// test ends: the emulated control plane was lost 35-43 minutes after
+// kube-apiserver started (session 10) and nothing recorded what had grown.
+func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, path string) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Logf("vitals: %v", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done; f.Close() })
+	go func() {
+		defer close(done)
+		fmt.Fprintf(f, "=== %s %s\n", time.Now().Format(time.RFC3339), t.Name())
+		for {
+			for _, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
+				var out string
+				c, err := pool.Host(ssh.Target{Host: n})
+				if err == nil {
+					out, err = host.Output(ctx, c, vitalsScript)
+				}
+				if err != nil {
+					out += fmt.Sprintf("error: %v", err)
+				}
+				fmt.Fprintf(f, "--- %s %s\n%s\n", time.Now().Format("15:04:05"), n, strings.TrimSpace(out))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(3 * time.Minute):
+			}
+		}
+	}()
 }
