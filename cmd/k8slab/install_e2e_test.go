@@ -103,7 +103,7 @@ func installFresh(t *testing.T) (*e2e, time.Duration) {
 	first := time.Since(start)
 	t.Logf("first install: %s\n%s", first.Round(time.Second), tail(r.stderr, 40))
 	if r.code != 0 {
-		t.Fatalf("install exit %d\n%s", r.code, r.stdout)
+		t.Fatalf("install exit %d\n%s\n%s", r.code, r.stdout, e.controlPlaneDiag())
 	}
 	rep := parseReport(t, r.stdout)
 	t.Logf("phases: %s", phaseSummary(rep))
@@ -276,6 +276,9 @@ type e2e struct {
 	// over 2 min (the SSH commands' limit) on the saturated emulated API
 	// server right after the install: it has 10 min and retries.
 	kubectl func(args string) string
+	// controlPlaneDiag says what the control plane was doing when a
+	// command against it failed.
+	controlPlaneDiag func() string
 }
 
 func newE2E(t *testing.T, lab *topology.Lab) *e2e {
@@ -342,15 +345,29 @@ while :; do
 	sleep 10
 done`)
 		if err != nil {
-			diag, derr := host.Output(ctx, c, `uptime; free -m; crictl ps -a --name 'kube-(apiserver|controller|scheduler)'
-journalctl -k --no-pager | grep -iE 'out of memory|oom|killed process' | tail -n 5
-for f in /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log; do echo "== $f"; tail -n 4 "$f"; done`)
-			t.Fatalf("kubectl %s on the control plane: %v\ncontrol plane: %v\n%s", args, err, derr, diag)
+			t.Fatalf("kubectl %s on the control plane: %v\n%s", args, err, e.controlPlaneDiag())
 		}
 		return strings.TrimSpace(out)
 	}
+	e.controlPlaneDiag = func() string {
+		c, err := slow.Host(ssh.Target{Host: "172.31.3.11"})
+		if err != nil {
+			return "control plane: " + err.Error()
+		}
+		diag, err := host.Output(ctx, c, controlPlaneDiagScript)
+		return fmt.Sprintf("control plane (%v):\n%s", err, diag)
+	}
 	return e
 }
+
+// controlPlaneDiagScript says why the control plane stopped answering:
+// its load, memory, OOM kills, how each kube-apiserver start ended (its
+// pod logs: exited containers were already removed, and the kubelet's
+// journal did not say why one stopped) and what the kubelet did to it.
+const controlPlaneDiagScript = `uptime; free -m; crictl ps -a --name 'kube-(apiserver|controller|scheduler)'
+journalctl -k --no-pager | grep -iE 'out of memory|oom|killed process' | tail -n 5
+journalctl -u kubelet --no-pager --since -30min | grep -iE 'kube-apiserver' | grep -iE 'kill|probe|restart|exit|back-off' | tail -n 15
+for f in /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log; do echo "== $f"; tail -n 12 "$f"; done`
 
 // lockRefusesAtOnce returns a check, for while an install runs, that a
 // second k8slab is refused by the run lock within 1 s.
@@ -506,7 +523,7 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	reinstall := time.Duration(rr.DurationMS) * time.Millisecond
 	t.Logf("reinstall: %s (first install %s)\n%s", reinstall.Round(time.Second), first.Round(time.Second), tail(r.stderr, 30))
 	if r.code != 0 || reinstall == 0 {
-		t.Fatalf("reinstall: exit %d\n%s", r.code, tail(r.stdout, 30))
+		t.Fatalf("reinstall: exit %d\n%s\n%s", r.code, tail(r.stdout, 30), e.controlPlaneDiag())
 	}
 	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
 	// A bundle with verify's test image gives it to every node, also to a
@@ -609,7 +626,7 @@ systemctl is-active containerd; ctr -n k8s.io images ls -q | grep -c registry.k8
 	keepReport(t, "install-after-reset", r.stdout)
 	t.Logf("install after reset: %s\n%s", time.Since(start).Round(time.Second), tail(r.stderr, 20))
 	if r.code != 0 {
-		t.Fatalf("install after reset: exit %d\n%s", r.code, tail(r.stdout, 30))
+		t.Fatalf("install after reset: exit %d\n%s\n%s", r.code, tail(r.stdout, 30), e.controlPlaneDiag())
 	}
 	verifyOK("after-reset-and-install")
 }

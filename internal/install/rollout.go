@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -48,34 +49,47 @@ func (r *Rollout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	status := r.Runner.StatusWriter()
-	if !r.WaitRollout {
-		reports, desired, _, err := calico.Rollout(ctx, cl.Kube)
-		if err == nil {
+	read := func(ctx context.Context) ([]calico.NodeReport, int32, bool, error) {
+		return calico.Rollout(ctx, cl.Kube)
+	}
+	return watchRollout(ctx, read, r.WaitRollout, r.Wait, 5*time.Second, r.Runner.StatusWriter())
+}
+
+// rolloutReader reads calico-node's rollout and the nodes' readiness.
+type rolloutReader func(context.Context) (reports []calico.NodeReport, desired int32, done bool, err error)
+
+// watchRollout reads the rollout every poll until it is done (wait) or
+// read once (no wait). An unreachable API server is retried until the
+// timeout in both cases: on an emulated lab kube-apiserver went away for
+// a restart at the very end of an install (run U), and a report-only step
+// turned a built cluster into exit 1.
+func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, poll time.Duration, status io.Writer) error {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		reports, desired, done, err := read(ctx)
+		switch {
+		case err == nil && !wait:
 			fmt.Fprintf(status, "rollout: not waiting (--wait=false): calico-node desired on %d nodes\n", desired)
 			for _, n := range reports {
 				fmt.Fprintf(status, "  %s: calico-node %s, ready %v\n", n.Node, n.Calico, n.Ready)
 			}
-		}
-		return err
-	}
-	deadline := time.Now().Add(r.Wait)
-	for {
-		reports, desired, done, err := calico.Rollout(ctx, cl.Kube)
-		if err == nil && done {
+			return nil
+		case err == nil && done:
 			fmt.Fprintf(status, "rollout: calico-node running on all %d nodes, all nodes Ready; NetworkPolicy is enforced by Calico\n", desired)
 			return nil
-		}
-		if time.Now().After(deadline) {
+		case time.Now().After(deadline):
 			if err != nil {
-				return err
+				return fmt.Errorf("reading the rollout for %s: %w", time.Since(start).Round(time.Second), err)
 			}
-			return &RolloutIncomplete{Nodes: reports, Wait: r.Wait}
+			return &RolloutIncomplete{Nodes: reports, Wait: timeout}
+		case err != nil:
+			fmt.Fprintf(status, "rollout: API server not answering (%s so far, up to %s): %v\n", time.Since(start).Round(time.Second), timeout, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Second):
+		case <-time.After(poll):
 		}
 	}
 }

@@ -1,0 +1,61 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab/calico"
+)
+
+// rolloutRead is one answer of the fake API server.
+type rolloutRead struct {
+	done bool
+	err  error
+}
+
+func TestWatchRollout(t *testing.T) {
+	refused := errors.New(`Get "https://172.31.3.11:6443/api/v1/nodes": ssh: rejected: connect failed ("Connection refused")`)
+	pending := calico.NodeReport{Node: "kube-node3", Calico: "ImagePullBackOff quay.io/calico/node:v3.32.1"}
+	tests := []struct {
+		name     string
+		wait     bool
+		timeout  time.Duration
+		reads    []rolloutRead // the last one repeats
+		wantErr  string
+		wantSays []string
+	}{
+		{"no wait: read once", false, time.Hour, []rolloutRead{{}}, "", []string{"not waiting", "kube-node3: calico-node ImagePullBackOff"}},
+		{"no wait: an API server restart is waited out (run U)", false, time.Hour,
+			[]rolloutRead{{err: refused}, {err: refused}, {}}, "", []string{"API server not answering", "not waiting"}},
+		{"no wait: an API server that stays away fails", false, 20 * time.Millisecond,
+			[]rolloutRead{{err: refused}}, "reading the rollout for", nil},
+		{"wait: until done", true, time.Hour, []rolloutRead{{}, {err: refused}, {done: true}}, "", []string{"all nodes Ready"}},
+		{"wait: not done in time names the nodes", true, 20 * time.Millisecond, []rolloutRead{{}}, "kube-node3: calico-node ImagePullBackOff", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i := 0
+			read := func(context.Context) ([]calico.NodeReport, int32, bool, error) {
+				r := tt.reads[min(i, len(tt.reads)-1)]
+				i++
+				return []calico.NodeReport{pending}, 4, r.done, r.err
+			}
+			var status strings.Builder
+			err := watchRollout(context.Background(), read, tt.wait, tt.timeout, time.Millisecond, &status)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q\n%s", err, tt.wantErr, status.String())
+			}
+			for _, s := range tt.wantSays {
+				if !strings.Contains(status.String(), s) {
+					t.Errorf("status lacks %q:\n%s", s, status.String())
+				}
+			}
+			if tt.wantErr == "" && i < len(tt.reads) {
+				t.Errorf("stopped after %d reads, want %d", i, len(tt.reads))
+			}
+		})
+	}
+}
