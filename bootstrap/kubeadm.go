@@ -105,15 +105,32 @@ const PatchesDir = "/etc/k8slab/kubeadm-patches"
 // a kube-apiserver killed by its liveness probe while a worker joined
 // (12 misses) came back into a crash loop — its clients' reconnects
 // overran the new process until its post-start hooks timed out.
+//
+// kube-apiserver's liveness and startup probes also leave out /livez's
+// etcd check, which fails whenever etcd answers slower than 2 s
+// (--etcd-healthcheck-timeout): in runs U and V the kubelet killed an API
+// server that was still serving the joins, 22-23 min after it started,
+// while etcd took 7-37 s per request; the restarted one then crash-looped
+// on its post-start hooks. A restart cannot make etcd (k8slab's systemd
+// service) faster; /readyz keeps the etcd check, so a slow etcd still
+// marks the API server not ready without killing it.
 func ProbePatches() map[string]string {
 	out := map[string]string{}
 	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		path := ""
+		if c == "kube-apiserver" {
+			path = "      httpGet:\n        path: " + APIServerLivePath + "\n"
+		}
 		out[c+"+strategic.yaml"] = "spec:\n  containers:\n  - name: " + c + "\n" +
-			"    startupProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" +
-			"    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n"
+			"    startupProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" + path +
+			"    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" + path
 	}
 	return out
 }
+
+// APIServerLivePath is what the kubelet asks kube-apiserver to decide
+// whether to restart it: /livez without its etcd check.
+const APIServerLivePath = "/livez?exclude=etcd"
 
 // ClusterConfiguration is the cluster-wide part of kubeadm init.
 type ClusterConfiguration struct {

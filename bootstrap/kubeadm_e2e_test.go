@@ -94,6 +94,13 @@ func TestE2EKubeadmTakesInitConfig(t *testing.T) {
 			if !strings.Contains(p, "failureThreshold: 60") || !strings.Contains(p, "timeoutSeconds: 30") {
 				t.Errorf("%s %s not patched:\n%s", c, probe, p)
 			}
+			// kubeadm's host, port and scheme stay; only the path changes.
+			if c == "kube-apiserver" && (!strings.Contains(p, "path: "+APIServerLivePath) || !strings.Contains(p, "host: 172.31.3.11") || !strings.Contains(p, "scheme: HTTPS")) {
+				t.Errorf("%s %s does not ask %s of 172.31.3.11 over HTTPS:\n%s", c, probe, APIServerLivePath, p)
+			}
+		}
+		if c == "kube-apiserver" && !strings.Contains(string(m), "path: /readyz\n") {
+			t.Errorf("kube-apiserver's readiness probe lost /readyz (and its etcd check):\n%s", m)
 		}
 		if c == "kube-apiserver" && !strings.Contains(string(m), "--etcd-servers=https://172.31.3.11:2379\n") {
 			t.Errorf("kube-apiserver etcd servers:\n%s", m)

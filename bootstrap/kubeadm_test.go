@@ -197,3 +197,40 @@ func TestInitCommandsSplitAtTheAPIServer(t *testing.T) {
 		}
 	}
 }
+
+// TestProbePatchesSparesEtcd: only the API server's liveness and startup
+// probes change path, both to /livez without etcd; every patch is YAML.
+func TestProbePatchesSparesEtcd(t *testing.T) {
+	type probe struct {
+		TimeoutSeconds   int `json:"timeoutSeconds"`
+		FailureThreshold int `json:"failureThreshold"`
+		HTTPGet          *struct {
+			Path string `json:"path"`
+		} `json:"httpGet"`
+	}
+	for name, p := range ProbePatches() {
+		var doc struct {
+			Spec struct {
+				Containers []struct {
+					Name          string `json:"name"`
+					LivenessProbe probe  `json:"livenessProbe"`
+					StartupProbe  probe  `json:"startupProbe"`
+				} `json:"containers"`
+			} `json:"spec"`
+		}
+		if err := yaml.UnmarshalStrict([]byte(p), &doc); err != nil || len(doc.Spec.Containers) != 1 {
+			t.Fatalf("%s: %v\n%s", name, err, p)
+		}
+		c := doc.Spec.Containers[0]
+		for which, pr := range map[string]probe{"liveness": c.LivenessProbe, "startup": c.StartupProbe} {
+			path := ""
+			if pr.HTTPGet != nil {
+				path = pr.HTTPGet.Path
+			}
+			want := map[bool]string{true: APIServerLivePath}[c.Name == "kube-apiserver"]
+			if path != want || pr.FailureThreshold != 60 || pr.TimeoutSeconds != 30 {
+				t.Errorf("%s %s probe: path %q, %+v; want path %q, 60 misses of 30 s", c.Name, which, path, pr, want)
+			}
+		}
+	}
+}
