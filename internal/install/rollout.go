@@ -84,7 +84,7 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 			}
 			return &RolloutIncomplete{Nodes: reports, Wait: timeout}
 		case err != nil:
-			fmt.Fprintf(status, "rollout: API server not answering (%s so far, up to %s): %v\n", time.Since(start).Round(time.Second), timeout, err)
+			fmt.Fprintf(status, "rollout: cannot read it yet (%s so far, retried up to %s): %v\n", time.Since(start).Round(time.Second), timeout, err)
 		}
 		select {
 		case <-ctx.Done():
