@@ -482,6 +482,9 @@ func (l *Lab) startSSHDs(ctx context.Context) error {
 		return err
 	}
 	home := filepath.Join(l.Dir, "home")
+	if err := os.MkdirAll(filepath.Join(home, "root"), 0o700); err != nil {
+		return err
+	}
 	for i, u := range l.Spec.Login.Users {
 		d := filepath.Join(home, u.Name)
 		if err := os.MkdirAll(d, 0o755); err != nil {

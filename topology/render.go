@@ -130,7 +130,18 @@ func renderEtc(hostPasswd, hostShadow, hostGroup, hostname, homeDir string, logi
 	var f etcFiles
 	var pw, sh, gr bytes.Buffer
 	for _, l := range lines(hostPasswd) {
-		if !isLabUser(l, login) {
+		switch name, _, _ := strings.Cut(l, ":"); {
+		case isLabUser(l, login):
+		case name == "root":
+			// The host's own root dotfiles (a pyenv hook in .bashrc waits
+			// up to 60 s on a lock its sibling sessions share) must not run
+			// in every node's commands: root gets a lab home of its own.
+			fields := strings.Split(l, ":")
+			if len(fields) == 7 {
+				fields[5] = homeDir + "/root"
+			}
+			pw.WriteString(strings.Join(fields, ":") + "\n")
+		default:
 			pw.WriteString(l + "\n")
 		}
 	}

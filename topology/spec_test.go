@@ -97,7 +97,7 @@ func TestRenderEtcKeepsHostAccountsAndAddsLabUsers(t *testing.T) {
 		"root:*:19000:0:99999:7:::\nsshd:!:19000::::::\n",
 		"root:x:0:\n", "kube-node1", "/run/k8slab/x/home", login,
 		map[string]string{"root": "$6$r$hash", "labuser": "$6$u$hash"})
-	for _, want := range []string{"sshd:x:103", "labadmin:x:42100:42100:", "labuser:x:42101:42101:k8slab lab user:/run/k8slab/x/home/labuser:/bin/sh"} {
+	for _, want := range []string{"root:x:0:0:root:/run/k8slab/x/home/root:/bin/bash", "sshd:x:103", "labadmin:x:42100:42100:", "labuser:x:42101:42101:k8slab lab user:/run/k8slab/x/home/labuser:/bin/sh"} {
 		if !strings.Contains(f.Passwd, want) {
 			t.Errorf("passwd lacks %q:\n%s", want, f.Passwd)
 		}
