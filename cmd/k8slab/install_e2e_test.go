@@ -363,9 +363,12 @@ done`)
 // controlPlaneDiagScript says why the control plane stopped answering:
 // its load, memory, OOM kills, how each kube-apiserver start ended (its
 // pod logs: exited containers were already removed, and the kubelet's
-// journal did not say why one stopped) and what the kubelet did to it.
+// journal did not say why one stopped) and what the kubelet did to it:
+// at its default verbosity the kubelet logs no probe kill, containerd's
+// "Kill container" line is what names the container (run V).
 const controlPlaneDiagScript = `uptime; free -m; crictl ps -a --name 'kube-(apiserver|controller|scheduler)'
 journalctl -k --no-pager | grep -iE 'out of memory|oom|killed process' | tail -n 5
+journalctl -u containerd --no-pager --since -60min | grep -iE 'kill container|exit_status:137' | tail -n 10
 journalctl -u kubelet --no-pager --since -30min | grep -iE 'kube-apiserver' | grep -iE 'kill|probe|restart|exit|back-off' | tail -n 15
 for f in /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log; do echo "== $f"; tail -n 12 "$f"; done`
 
