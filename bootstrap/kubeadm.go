@@ -128,6 +128,14 @@ func ProbePatches() map[string]string {
 	return out
 }
 
+// APIServerEtcdReadyTimeout is how long /readyz's etcd check waits
+// (kube-apiserver's default: 2 s). After runs U and V, an API server that
+// served every request was reported not ready for minutes (run X) because
+// etcd's linearizable reads took 1-2 s on loaded emulated nodes; the
+// readiness probe itself allows 15 s, and verify checks etcd's health on
+// its own, so a slow etcd is still reported, as slow rather than absent.
+const APIServerEtcdReadyTimeout = "10s"
+
 // APIServerLivePath is what the kubelet asks kube-apiserver to decide
 // whether to restart it: /livez without its etcd check.
 const APIServerLivePath = "/livez?exclude=etcd"
@@ -145,7 +153,8 @@ type ClusterConfiguration struct {
 		DNSDomain     string `json:"dnsDomain"`
 	} `json:"networking"`
 	APIServer struct {
-		CertSANs []string `json:"certSANs"`
+		CertSANs  []string `json:"certSANs"`
+		ExtraArgs []Arg    `json:"extraArgs,omitempty"`
 	} `json:"apiServer"`
 	ControllerManager Component `json:"controllerManager"`
 	Scheduler         Component `json:"scheduler"`
@@ -289,6 +298,7 @@ func RenderInit(in InitInput) ([]byte, error) {
 	// must renew within 10 s. On emulated VMs the API server answered
 	// slower than that, and kube-controller-manager kept exiting on "lost
 	// lease" (its CSR approver with it, so joins hung).
+	cc.APIServer.ExtraArgs = []Arg{{Name: "etcd-readycheck-timeout", Value: APIServerEtcdReadyTimeout}}
 	noElection := []Arg{{Name: "leader-elect", Value: "false"}}
 	cc.ControllerManager.ExtraArgs, cc.Scheduler.ExtraArgs = noElection, noElection
 	if len(in.EtcdEndpoints) == 0 {
