@@ -211,24 +211,51 @@ func etcdClient(endpoints []string, pki *EtcdPKI, dial func(ctx context.Context,
 	return cli, nil
 }
 
-// SnapshotEtcd streams a consistent snapshot of the keyspace from one
-// endpoint to w (what `etcdctl snapshot save` does) and returns its size.
-func SnapshotEtcd(ctx context.Context, endpoint string, pki *EtcdPKI, dial func(ctx context.Context, addr string) (net.Conn, error), w io.Writer) (int64, error) {
+// SnapshotEtcd streams a consistent snapshot of the keyspace (what
+// `etcdctl snapshot save` does) to w from the first endpoint that answers
+// a status request within memberTimeout, and returns its size and that
+// endpoint. A member that is down is passed over rather than waited for:
+// in run X the first member's data had been deleted under it and the
+// snapshot waited on its dial until the run was stopped; any member with
+// quorum holds the whole keyspace.
+func SnapshotEtcd(ctx context.Context, endpoints []string, pki *EtcdPKI, dial func(ctx context.Context, addr string) (net.Conn, error), w io.Writer) (int64, string, error) {
+	var tried []string
+	for _, ep := range endpoints {
+		n, err := snapshotFrom(ctx, ep, pki, dial, w)
+		if err == nil {
+			return n, ep, nil
+		}
+		if n > 0 || ctx.Err() != nil {
+			// w holds part of a snapshot: another member's cannot follow it.
+			return n, ep, fmt.Errorf("etcd snapshot from %s: %w", ep, err)
+		}
+		tried = append(tried, ep+": "+err.Error())
+	}
+	return 0, "", fmt.Errorf("etcd snapshot: no member answered: %s", strings.Join(tried, "; "))
+}
+
+// snapshotMemberTimeout is how long a member has to answer before the
+// snapshot is taken from the next one.
+const snapshotMemberTimeout = 30 * time.Second
+
+func snapshotFrom(ctx context.Context, endpoint string, pki *EtcdPKI, dial func(ctx context.Context, addr string) (net.Conn, error), w io.Writer) (int64, error) {
 	cli, err := etcdClient([]string{endpoint}, pki, dial)
 	if err != nil {
 		return 0, err
 	}
 	defer cli.Close()
+	sctx, cancel := context.WithTimeout(ctx, snapshotMemberTimeout)
+	_, err = cli.Status(sctx, endpoint)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("status: %w", err)
+	}
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("etcd snapshot: %w", err)
+		return 0, err
 	}
 	defer rc.Close()
-	n, err := io.Copy(w, rc)
-	if err != nil {
-		return n, fmt.Errorf("etcd snapshot: %w", err)
-	}
-	return n, nil
+	return io.Copy(w, rc)
 }
 
 // MoveEtcdLeader makes the member named to the leader, so the API server

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -31,6 +32,7 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
+	var stop []func()
 	in := EtcdClusterInput{Token: "k8slab-e2e", Members: members, PeerPort: 23380, ClientPort: 23379}
 	for _, m := range members {
 		dir := filepath.Join(root, m.Name)
@@ -57,7 +59,10 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
+		var once sync.Once
+		kill := func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() }) }
+		stop = append(stop, kill)
+		t.Cleanup(kill)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -105,10 +110,16 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli.Close()
+	// m1 is stopped first: the snapshot comes from the next member that
+	// answers instead of waiting on m1 (run X).
+	stop[0]()
 	var snap bytes.Buffer
-	n, err := SnapshotEtcd(ctx, in.ClientEndpoints()[1], pki, nil, &snap)
+	n, from, err := SnapshotEtcd(ctx, in.ClientEndpoints(), pki, nil, &snap)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if from != in.ClientEndpoints()[1] {
+		t.Errorf("snapshot taken from %s, want %s (m1 is down)", from, in.ClientEndpoints()[1])
 	}
 	b := snap.Bytes()
 	if sum := sha256.Sum256(b[:len(b)-32]); n != int64(len(b)) || len(b) < 4096 || !bytes.Equal(sum[:], b[len(b)-32:]) || !bytes.Contains(b, []byte("/registry/k8slab-probe")) {
