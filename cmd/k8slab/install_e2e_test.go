@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -531,6 +532,12 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 		t.Fatalf("reinstall: exit %d\n%s\n%s", r.code, tail(r.stdout, 30), e.controlPlaneDiag())
 	}
 	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
+	// The reset inside it snapshotted etcd after Kubernetes was gone from
+	// the nodes (run X: kubeadm reset had deleted every member's data by
+	// then, and the snapshot waited on a dead member).
+	if !regexp.MustCompile(`etcd-backup: \S+etcd-snapshot.db \([1-9][0-9]{3,} bytes\) from `).MatchString(r.stderr) {
+		t.Errorf("reinstall took no etcd snapshot:\n%s", tail(r.stderr, 30))
+	}
 	// A bundle with verify's test image gives it to every node, also to a
 	// cluster installed before the bundle had it.
 	if b, err := provision.LoadBundle(os.Getenv("K8SLAB_BUNDLE")); err == nil && b.Images[provision.ProbeImage] != "" {
