@@ -533,8 +533,8 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	}
 	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
 	// The reset inside it snapshotted etcd after Kubernetes was gone from
-	// the nodes (run X: kubeadm reset had deleted every member's data by
-	// then, and the snapshot waited on a dead member).
+	// the nodes (run X: kubeadm reset had deleted kube-node1's etcd data by
+	// then, and the snapshot waited on that dead member).
 	if !regexp.MustCompile(`etcd-backup: \S+etcd-snapshot.db \([1-9][0-9]{3,} bytes\) from `).MatchString(r.stderr) {
 		t.Errorf("reinstall took no etcd snapshot:\n%s", tail(r.stderr, 30))
 	}

@@ -309,8 +309,9 @@ if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; th
 // kubeadmResetScript runs kubeadm reset. Finding no stacked etcd
 // manifest, kubeadm reset deletes /var/lib/etcd anyway (its default data
 // directory): on a member of k8slab's external etcd that is the member's
-// data, before etcd-backup has read it and while etcd still runs — run X
-// lost it on all three members. Those nodes skip kubeadm's etcd phase;
+// data, before etcd-backup has read it and while etcd still runs — in run X
+// kube-node1's etcd crash-looped on the data it lost ("member already
+// bootstrapped"). Those nodes skip kubeadm's etcd phase;
 // reset-etcd removes their etcd after the backup. K8SLAB_RESET_ROOT is
 // unset on nodes; the test sets it to run the real kubeadm in a chroot.
 const kubeadmResetScript = `	resetFlags=-f

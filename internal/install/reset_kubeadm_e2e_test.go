@@ -12,8 +12,8 @@ import (
 // bundle's real kubeadm, chrooted (--rootfs) into a temporary directory
 // and in a network namespace of its own: on a node with k8slab's etcd
 // unit, the member's data in /var/lib/etcd survives kubeadm reset; on a
-// node without one kubeadm deletes it — what happened on all three
-// members in run X.
+// node without one kubeadm deletes it — what happened to kube-node1's
+// member in run X.
 func TestE2EKubeadmResetKeepsExternalEtcd(t *testing.T) {
 	bundle := os.Getenv("K8SLAB_BUNDLE")
 	if bundle == "" || (os.Getenv("K8SLAB_E2E") == "" && os.Getenv("K8SLAB_E2E_INSTALL") == "") {
