@@ -213,7 +213,7 @@ func etcdClient(endpoints []string, pki *EtcdPKI, dial func(ctx context.Context,
 
 // SnapshotEtcd streams a consistent snapshot of the keyspace (what
 // `etcdctl snapshot save` does) to w from the first endpoint that answers
-// a status request within memberTimeout, and returns its size and that
+// a status request within snapshotMemberTimeout, and returns its size and that
 // endpoint. A member that is down is passed over rather than waited for:
 // in run X the first member's data had been deleted under it and the
 // snapshot waited on its dial until the run was stopped; any member with
