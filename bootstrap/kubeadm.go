@@ -294,11 +294,11 @@ func RenderInit(in InitInput) ([]byte, error) {
 	}
 	cc.Networking.ServiceSubnet, cc.Networking.PodSubnet, cc.Networking.DNSDomain = in.ServiceCIDR, in.PodCIDR, "cluster.local"
 	cc.APIServer.CertSANs = dedupe(append([]string{in.ControlPlane.IP, in.ControlPlane.Name}, in.ExtraSANs...))
+	cc.APIServer.ExtraArgs = []Arg{{Name: "etcd-readycheck-timeout", Value: APIServerEtcdReadyTimeout}}
 	// One control plane: leader election only adds a lease the components
 	// must renew within 10 s. On emulated VMs the API server answered
 	// slower than that, and kube-controller-manager kept exiting on "lost
 	// lease" (its CSR approver with it, so joins hung).
-	cc.APIServer.ExtraArgs = []Arg{{Name: "etcd-readycheck-timeout", Value: APIServerEtcdReadyTimeout}}
 	noElection := []Arg{{Name: "leader-elect", Value: "false"}}
 	cc.ControllerManager.ExtraArgs, cc.Scheduler.ExtraArgs = noElection, noElection
 	if len(in.EtcdEndpoints) == 0 {
