@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/internal/kube"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -131,6 +132,60 @@ func TestRunSettles(t *testing.T) {
 			}
 			if note := strings.Contains(got.Reason, "of --settle)"); note != tt.wantNote {
 				t.Errorf("reason %q: says it waited %v, want %v", got.Reason, note, tt.wantNote)
+			}
+		})
+	}
+}
+
+// TestSettleExcusesOnlyACalicoKnownDown: nodes NotReady for want of a
+// CNI are SKIP only when calico-node is seen not running; when its state
+// cannot be read (run Y: the API server timed out), they are FAIL and the
+// pod-network checks say why they cannot run.
+func TestSettleExcusesOnlyACalicoKnownDown(t *testing.T) {
+	timeout := errors.New(`Get "https://172.31.3.11:6443/apis/apps/v1/namespaces/kube-system/daemonsets/calico-node": net/http: request canceled (Client.Timeout exceeded while awaiting headers)`)
+	tests := []struct {
+		name       string
+		dsErr      error
+		wantReady  Status
+		wantPodNet string
+	}{
+		{"calico-node seen waiting for its image", nil, Skip, "calico-node not running: ErrImagePull quay.io/calico/cni:v3.32.1 on kube-node1"},
+		{"calico-node's state unreadable", timeout, Fail, "calico-node's state could not be read: " + timeout.Error()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kc := fake.NewClientset()
+			ctx := context.Background()
+			for _, n := range labNodes(corev1.ConditionFalse, noCNI) {
+				if _, err := kc.CoreV1().Nodes().Create(ctx, &n, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "calico-node", Namespace: metav1.NamespaceSystem},
+				Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 4}}
+			p := pod("calico-node-x", true, corev1.PodPending, "ErrImagePull")
+			p.Namespace, p.Labels, p.Spec.NodeName = metav1.NamespaceSystem, map[string]string{"k8s-app": "calico-node"}, "kube-node1"
+			p.Status.ContainerStatuses[0].Image = "quay.io/calico/cni:v3.32.1"
+			if _, err := kc.AppsV1().DaemonSets(metav1.NamespaceSystem).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kc.CoreV1().Pods(metav1.NamespaceSystem).Create(ctx, &p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.dsErr != nil {
+				kc.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.dsErr })
+			}
+			_, _, podNetSkip, checks, err := settle(ctx, Cluster{Config: labConfig(), Kube: &kube.Client{Kube: kc}}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range checks {
+				if c.Name == "nodes Ready" && c.Status != tt.wantReady {
+					t.Errorf("nodes Ready: %s (%s), want %s", c.Status, c.Reason, tt.wantReady)
+				}
+			}
+			if !strings.HasPrefix(podNetSkip, tt.wantPodNet) {
+				t.Errorf("pod-network checks skipped for %q, want %q", podNetSkip, tt.wantPodNet)
 			}
 		})
 	}

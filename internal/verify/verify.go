@@ -76,7 +76,7 @@ func Run(ctx context.Context, c Cluster) []Check {
 	if wait == 0 {
 		wait = 2 * time.Minute
 	}
-	nodes, pods, calicoDown, state, err := settle(ctx, c, wait)
+	nodes, pods, podNetSkip, state, err := settle(ctx, c, wait)
 	if err != nil {
 		return []Check{
 			{apiCheck, Fail, err.Error()},
@@ -93,13 +93,14 @@ func Run(ctx context.Context, c Cluster) []Check {
 	if timeout == 0 {
 		timeout = defaultPodTimeout
 	}
-	out = append(out, podNetwork(ctx, c.Kube.Kube, nodes.Items, calicoDown, timeout)...)
+	out = append(out, podNetwork(ctx, c.Kube.Kube, nodes.Items, podNetSkip, timeout)...)
 	return out
 }
 
 // settle reads the cluster and judges its nodes and pods, again while a
-// check fails and c.Settle lasts.
-func settle(ctx context.Context, c Cluster, wait time.Duration) (nodes *corev1.NodeList, pods *corev1.PodList, calicoDown string, state []Check, err error) {
+// check fails and c.Settle lasts. podNetSkip is why the pod-network
+// checks cannot run ("" when they can).
+func settle(ctx context.Context, c Cluster, wait time.Duration) (nodes *corev1.NodeList, pods *corev1.PodList, podNetSkip string, state []Check, err error) {
 	every := c.settleEvery
 	if every == 0 {
 		every = 5 * time.Second
@@ -109,7 +110,11 @@ func settle(ctx context.Context, c Cluster, wait time.Duration) (nodes *corev1.N
 		if nodes, pods, err = readCluster(ctx, c.Kube.Kube, wait); err != nil {
 			return nil, nil, "", nil, err
 		}
-		calicoDown = calicoProblem(ctx, c.Kube)
+		calicoDown, calicoErr := calicoProblem(ctx, c.Kube)
+		podNetSkip = calicoDown
+		if calicoErr != nil {
+			podNetSkip = calicoErr.Error()
+		}
 		state = append(nodeChecks(c.Config, nodes.Items, calicoDown), podChecks(c.Config, nodes.Items, pods.Items, calicoDown)...)
 		if Failed(state) == 0 || time.Since(start)+every > c.Settle || sleep(ctx, every) != nil {
 			break
@@ -121,7 +126,7 @@ func settle(ctx context.Context, c Cluster, wait time.Duration) (nodes *corev1.N
 			state[i].Reason += fmt.Sprintf(" (read after %s of --settle)", took.Round(time.Millisecond))
 		}
 	}
-	return nodes, pods, calicoDown, state, nil
+	return nodes, pods, podNetSkip, state, nil
 }
 
 // readCluster lists the nodes and kube-system pods, asking again while
@@ -160,11 +165,15 @@ func Failed(checks []Check) int {
 }
 
 // calicoProblem is why the pod network cannot work ("" when calico-node
-// runs on every node).
-func calicoProblem(ctx context.Context, k *kube.Client) string {
+// runs on every node). Only a calico-node known not to run excuses nodes
+// and pods that wait for the pod network: run Y's verify, whose reads of
+// calico-node timed out on a saturated API server, called NotReady nodes
+// "waiting for the pod network" with that timeout as the reason. So a
+// failed read comes back as err, and excuses nothing.
+func calicoProblem(ctx context.Context, k *kube.Client) (down string, err error) {
 	reports, desired, _, err := calico.Rollout(ctx, k.Kube)
 	if err != nil {
-		return "calico-node: " + err.Error()
+		return "", fmt.Errorf("calico-node's state could not be read: %w", err)
 	}
 	var bad []string
 	for _, r := range reports {
@@ -173,12 +182,12 @@ func calicoProblem(ctx context.Context, k *kube.Client) string {
 		}
 	}
 	if desired == 0 {
-		return "calico-node is scheduled nowhere"
+		return "calico-node is scheduled nowhere", nil
 	}
 	if len(bad) > 0 {
-		return "calico-node not running: " + strings.Join(bad, ", ")
+		return "calico-node not running: " + strings.Join(bad, ", "), nil
 	}
-	return ""
+	return "", nil
 }
 
 func internalIP(n corev1.Node) string {
