@@ -40,8 +40,9 @@ const defaultPodTimeout = 4 * time.Minute
 // in the other rack (another /24, the lab's leaf subnets), each a
 // k8slab-probe whose exit code is its verdict and whose termination
 // message is the reason. Everything lives in its own namespace, deleted
-// afterwards.
-func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Node, calicoDown string, timeout time.Duration) []Check {
+// afterwards. skip, when set, is why none of them can run (Calico down or
+// its state unreadable).
+func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Node, skip string, timeout time.Duration) []Check {
 	all := func(st Status, reason string) []Check {
 		var out []Check
 		for _, n := range podNetworkChecks {
@@ -49,8 +50,8 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 		}
 		return out
 	}
-	if calicoDown != "" {
-		return all(Skip, calicoDown)
+	if skip != "" {
+		return all(Skip, skip)
 	}
 	server, client, why := pickNodes(nodes)
 	if why != "" {
