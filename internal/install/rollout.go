@@ -23,11 +23,17 @@ func (*Rollout) Name() string { return "rollout" }
 type RolloutIncomplete struct {
 	Nodes []calico.NodeReport
 	Wait  time.Duration
+	// LastRead is set when the final read failed and Nodes come from an
+	// earlier one.
+	LastRead error
 }
 
 func (e *RolloutIncomplete) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Calico did not become ready within %s:", e.Wait)
+	if e.LastRead != nil {
+		fmt.Fprintf(&b, " (as last read; the final read failed: %v)", e.LastRead)
+	}
 	for _, n := range e.Nodes {
 		fmt.Fprintf(&b, "\n  %s: calico-node %s", n.Node, n.Calico)
 		if !n.Ready {
@@ -66,8 +72,12 @@ type rolloutReader func(context.Context) (reports []calico.NodeReport, desired i
 func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, poll time.Duration, status io.Writer) error {
 	start := time.Now()
 	deadline := start.Add(timeout)
+	var seen []calico.NodeReport
 	for {
 		reports, desired, done, err := read(ctx)
+		if err == nil {
+			seen = reports
+		}
 		switch {
 		case err == nil && !wait:
 			fmt.Fprintf(status, "rollout: not waiting (--wait=false): calico-node desired on %d nodes\n", desired)
@@ -79,6 +89,12 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 			fmt.Fprintf(status, "rollout: calico-node running on all %d nodes, all nodes Ready; NetworkPolicy is enforced by Calico\n", desired)
 			return nil
 		case time.Now().After(deadline):
+			// A rollout seen incomplete stays exit 5 when only the last
+			// read failed: on a loaded API server one GET in several times
+			// out, and that says nothing new about Calico.
+			if err != nil && seen != nil {
+				return &RolloutIncomplete{Nodes: seen, Wait: timeout, LastRead: err}
+			}
 			if err != nil {
 				return fmt.Errorf("reading the rollout for %s: %w", time.Since(start).Round(time.Second), err)
 			}

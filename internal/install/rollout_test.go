@@ -34,6 +34,8 @@ func TestWatchRollout(t *testing.T) {
 			[]rolloutRead{{err: refused}}, "reading the rollout for", nil},
 		{"wait: until done", true, time.Hour, []rolloutRead{{}, {err: refused}, {done: true}}, "", []string{"all nodes Ready"}},
 		{"wait: not done in time names the nodes", true, 20 * time.Millisecond, []rolloutRead{{}}, "kube-node3: calico-node ImagePullBackOff", nil},
+		{"wait: a failed last read keeps the rollout seen before", true, 20 * time.Millisecond,
+			[]rolloutRead{{}, {err: refused}}, "kube-node3: calico-node ImagePullBackOff", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +43,10 @@ func TestWatchRollout(t *testing.T) {
 			read := func(context.Context) ([]calico.NodeReport, int32, bool, error) {
 				r := tt.reads[min(i, len(tt.reads)-1)]
 				i++
-				return []calico.NodeReport{pending}, 4, r.done, r.err
+				if r.err != nil {
+					return nil, 0, false, r.err
+				}
+				return []calico.NodeReport{pending}, 4, r.done, nil
 			}
 			var status strings.Builder
 			err := watchRollout(context.Background(), read, tt.wait, tt.timeout, time.Millisecond, &status)
@@ -52,6 +57,10 @@ func TestWatchRollout(t *testing.T) {
 				if !strings.Contains(status.String(), s) {
 					t.Errorf("status lacks %q:\n%s", s, status.String())
 				}
+			}
+			var incomplete *RolloutIncomplete
+			if tt.wait && tt.wantErr != "" && !errors.As(err, &incomplete) {
+				t.Errorf("err is %T, want *RolloutIncomplete (exit 5)", err)
 			}
 			if tt.wantErr == "" && i < len(tt.reads) {
 				t.Errorf("stopped after %d reads, want %d", i, len(tt.reads))
