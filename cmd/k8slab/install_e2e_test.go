@@ -174,6 +174,13 @@ func installFresh(t *testing.T) (*e2e, time.Duration) {
 		t.Errorf("kube-node1 keeps its control-plane taint: %s", taints)
 	}
 	checkEtcd(t, ctx, pool)
+	// etcd's priority over the kubelet, containerd and pods on its nodes
+	// took effect (systemd ignores a key it does not know).
+	for _, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11"} {
+		if w := sh(n, "systemctl show -p CPUWeight,IOSchedulingClass --value etcd | tr '\n' ' '"); w != "1000 2" && w != "1000 best-effort" {
+			t.Errorf("%s: etcd's CPUWeight and IOSchedulingClass: %q, want 1000 and 2 (best-effort)", n, w)
+		}
+	}
 	if st, err := os.Stat(filepath.Join(kubeconfigDir, "lab.kubeconfig")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("kubeconfig: %v %v", st, err)
 	}
