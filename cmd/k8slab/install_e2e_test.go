@@ -331,12 +331,26 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { slow.Close() })
-	e.sh = func(addr, cmd string) string {
-		c, err := pool.Host(ssh.Target{Host: addr})
+	// The saturated control-plane VM once took minutes to accept an SSH
+	// connection right after an install (run AA: every 1 min handshake
+	// timed out for 3 min): the test's own commands wait that out,
+	// saying so; k8slab's commands are not helped by it.
+	output := func(p *ssh.Pool, addr, cmd string) (string, error) {
+		c, err := p.Host(ssh.Target{Host: addr})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := host.Output(ctx, c, cmd)
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			out, err := host.Output(ctx, c, cmd)
+			if err == nil || !strings.Contains(err.Error(), "connect: timed out") || time.Now().After(deadline) {
+				return out, err
+			}
+			t.Logf("%s: the test's SSH connection timed out; retrying until %s: %v", addr, deadline.Format("15:04:05"), err)
+		}
+	}
+	e.sh = func(addr, cmd string) string {
+		out, err := output(pool, addr, cmd)
 		if err != nil {
 			t.Fatalf("%s: %s: %v", addr, cmd, err)
 		}
@@ -349,11 +363,7 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	// start ended (its pod logs: exited containers were already removed,
 	// and the kubelet's journal did not say why one stopped) are logged.
 	e.kubectl = func(args string) string {
-		c, err := slow.Host(ssh.Target{Host: "172.31.3.11"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := host.Output(ctx, c, `end=$(($(date +%s) + 600))
+		out, err := output(slow, "172.31.3.11", `end=$(($(date +%s) + 600))
 while :; do
 	out=$(kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=90s `+args+`) && { printf '%s' "$out"; exit 0; }
 	[ "$(date +%s)" -lt "$end" ] || exit 1
