@@ -122,14 +122,22 @@ func Acquire(ctx context.Context, hosts []host.Host, me Holder, o Options) (rele
 	}
 	wg.Wait()
 	release = func(ctx context.Context) error {
-		var errs []error
-		for _, h := range taken {
-			// Only our own lock: a --force-unlock by someone else may have
-			// handed the node to another run meanwhile.
-			if _, err := host.Output(ctx, h, fmt.Sprintf("grep -qx 'id=%s' %s && rm -f %s; true", me.ID, Path, Path)); err != nil {
-				errs = append(errs, fmt.Errorf("host %s: unlock: %w", h.Name(), err))
-			}
+		// All at once: one node slow to accept SSH must not spend the
+		// others' share of the caller's limit (run AA).
+		errs := make([]error, len(taken))
+		var wg sync.WaitGroup
+		for i, h := range taken {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Only our own lock: a --force-unlock by someone else may
+				// have handed the node to another run meanwhile.
+				if _, err := host.Output(ctx, h, fmt.Sprintf("grep -qx 'id=%s' %s && rm -f %s; true", me.ID, Path, Path)); err != nil {
+					errs[i] = fmt.Errorf("host %s: unlock: %w", h.Name(), err)
+				}
+			}()
 		}
+		wg.Wait()
 		return errors.Join(errs...)
 	}
 	if len(errs) > 0 || len(held) > 0 {

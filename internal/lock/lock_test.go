@@ -144,3 +144,34 @@ func TestLock(t *testing.T) {
 		}
 	}
 }
+
+// stuckUnlock is a node that takes the lock but never answers the unlock,
+// like run AA's control-plane VM that accepted no SSH connection.
+type stuckUnlock struct{ host.Host }
+
+func (s stuckUnlock) Run(ctx context.Context, c host.Cmd) error {
+	if strings.Contains(c.Command, "grep -qx 'id=") {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Host.Run(ctx, c)
+}
+
+func TestReleaseIsNotHeldUpByOneNode(t *testing.T) {
+	hs, dirs := nodes(t)
+	hs[0] = stuckUnlock{hs[0]}
+	release, err := Acquire(context.Background(), hs, Me("run-a", "install", time.Now()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := release(ctx); err == nil || !strings.Contains(err.Error(), "host n1: unlock") {
+		t.Errorf("release: %v, want n1's unlock to fail", err)
+	}
+	for i, d := range dirs[1:] {
+		if _, err := os.Stat(filepath.Join(d, "lock")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("n%d still locked after the release: %v", i+2, err)
+		}
+	}
+}

@@ -207,6 +207,7 @@ func (c *Client) session(ctx context.Context) (*xssh.Client, *xssh.Session, erro
 
 // Run executes cmd.Command as root (through sudo for other users).
 func (c *Client) Run(ctx context.Context, cmd host.Cmd) error {
+	limit := timeoutLimit(ctx, time.Now(), c.pool.opts.CommandTimeout)
 	if t := c.pool.opts.CommandTimeout; t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
@@ -243,7 +244,7 @@ func (c *Client) Run(ctx context.Context, cmd host.Cmd) error {
 		c.drop(conn)
 		<-done
 		if ctx.Err() == context.DeadlineExceeded {
-			return fmt.Errorf("%w after %s", ErrTimeout, c.timeoutOf(ctx))
+			return fmt.Errorf("%w after %s", ErrTimeout, limit)
 		}
 		return ctx.Err()
 	}
@@ -265,9 +266,16 @@ func (c *Client) Run(ctx context.Context, cmd host.Cmd) error {
 	}
 }
 
-func (c *Client) timeoutOf(ctx context.Context) string {
-	if t := c.pool.opts.CommandTimeout; t > 0 {
-		return t.String()
+// timeoutLimit names the limit that will stop a command started at start:
+// the pool's CommandTimeout, or the caller's deadline when that comes
+// first (run AA's unlock, given 30 s, said "timed out after 10m0s").
+func timeoutLimit(ctx context.Context, start time.Time, command time.Duration) string {
+	d, ok := ctx.Deadline()
+	switch {
+	case ok && (command <= 0 || d.Before(start.Add(command))):
+		return fmt.Sprintf("%s (the caller's limit)", d.Sub(start).Round(time.Second))
+	case command > 0:
+		return command.String()
 	}
 	return "the run's deadline"
 }
