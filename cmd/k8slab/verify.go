@@ -56,10 +56,12 @@ func verifyCommand() *cli.Command {
 			}
 			target := verify.Cluster{Config: cfg, Kube: kc, PodTimeout: c.Duration("pod-timeout"), APIWait: c.Duration("api-wait"), Settle: c.Duration("settle")}
 			acc, err := install.NewEtcdAccess(ctx, cfg, hosts)
-			if err != nil {
-				return &exitError{exitFailed, err}
-			}
-			if acc != nil {
+			switch {
+			case err != nil:
+				// A failed read of the CA is the etcd check's failure, in
+				// the report with the others, not a verify without one.
+				target.Etcd = func(context.Context) (bootstrap.EtcdHealth, error) { return bootstrap.EtcdHealth{}, err }
+			case acc != nil:
 				target.Etcd = func(ctx context.Context) (bootstrap.EtcdHealth, error) {
 					return bootstrap.CheckEtcd(ctx, acc.Endpoints, acc.PKI, len(acc.Endpoints), acc.Dial)
 				}

@@ -2,7 +2,9 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -115,11 +117,21 @@ func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]ho
 		caDir = "/etc/kubernetes/pki/etcd"
 	}
 	h := hosts[node]
-	crt, err1 := h.ReadFile(ctx, caDir+"/ca.crt")
-	key, err2 := h.ReadFile(ctx, caDir+"/ca.key")
-	if err1 != nil || err2 != nil {
-		return nil, nil
+	var files [2][]byte
+	for i, name := range []string{"ca.crt", "ca.key"} {
+		b, err := h.ReadFile(ctx, caDir+"/"+name)
+		// Only a missing CA means no etcd: a node that did not answer
+		// (run AB) must not turn reset's snapshot into "nothing to back
+		// up" before etcd's data is removed.
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("host %s: etcd CA: %w", node, err)
+		}
+		files[i] = b
 	}
+	crt, key := files[0], files[1]
 	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
 	if err != nil {
 		return nil, fmt.Errorf("host %s: etcd CA: %w", node, err)

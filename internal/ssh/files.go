@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -180,6 +182,11 @@ func (c *Client) ReadFile(ctx context.Context, p string) ([]byte, error) {
 	if c.ep.User != "root" {
 		var out bytes.Buffer
 		if err := c.Run(ctx, host.Cmd{Command: "cat " + host.Quote(p), Stdout: &out}); err != nil {
+			// As over SFTP: callers tell a missing file from a failed read.
+			var exit *host.ExitError
+			if errors.As(err, &exit) && strings.Contains(exit.Stderr, "No such file or directory") {
+				return nil, fmt.Errorf("read %s: %w", p, fs.ErrNotExist)
+			}
 			return nil, fmt.Errorf("read %s: %w", p, err)
 		}
 		return out.Bytes(), nil

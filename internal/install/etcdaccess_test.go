@@ -1,0 +1,46 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/host/hosttest"
+)
+
+// unreadable is a node whose file reads fail the way run AB's
+// control-plane VM did: no answer in time.
+type unreadable struct{ host.Host }
+
+func (unreadable) ReadFile(context.Context, string) ([]byte, error) {
+	return nil, errors.New("read /etc/etcd/pki/ca.crt: timed out after 30s (the caller's limit)")
+}
+
+func TestNewEtcdAccessTellsNoCAFromNoAnswer(t *testing.T) {
+	cfg := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11"}}
+	cfg.Default()
+	tests := []struct {
+		name    string
+		node    host.Host
+		wantErr string
+	}{
+		// hosttest.Local reads this machine's files: no /etc/etcd/pki here.
+		{"no CA on the node: no etcd, no error", &hosttest.Local{Label: "172.31.3.11"}, ""},
+		{"the node did not answer: an error naming it", unreadable{&hosttest.Local{Label: "172.31.3.11"}}, "host 172.31.3.11: etcd CA: read /etc/etcd/pki/ca.crt: timed out"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hosts := map[string]host.Host{}
+			for _, n := range cfg.Nodes {
+				hosts[n] = tt.node
+			}
+			acc, err := NewEtcdAccess(context.Background(), cfg, hosts)
+			if tt.wantErr == "" && (err != nil || acc != nil) || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("got %v, %v; want error %q", acc, err, tt.wantErr)
+			}
+		})
+	}
+}
