@@ -203,11 +203,11 @@ func (e *Etcd) Run(ctx context.Context) error {
 // loadOrCreateCA reuses the cluster's etcd CA from any member that has it.
 func (e *Etcd) loadOrCreateCA(ctx context.Context) (*bootstrap.CA, error) {
 	for _, n := range e.Cluster.Etcd {
-		h := e.Hosts[n]
-		crt, err1 := h.ReadFile(ctx, bootstrap.EtcdPKIDir+"/ca.crt")
-		key, err2 := h.ReadFile(ctx, bootstrap.EtcdPKIDir+"/ca.key")
-		if err1 == nil && err2 == nil {
-			return bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
+		// A member that cannot be read stops the run: a new CA would
+		// re-sign every member of a working cluster.
+		ca, err := readCA(ctx, e.Hosts[n], bootstrap.EtcdPKIDir)
+		if ca != nil || err != nil {
+			return ca, err
 		}
 	}
 	return bootstrap.NewCA("etcd-ca")

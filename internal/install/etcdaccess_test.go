@@ -19,7 +19,10 @@ func (unreadable) ReadFile(context.Context, string) ([]byte, error) {
 	return nil, errors.New("read /etc/etcd/pki/ca.crt: timed out after 30s (the caller's limit)")
 }
 
-func TestNewEtcdAccessTellsNoCAFromNoAnswer(t *testing.T) {
+// Every reader of a node's state that treats "absent" specially:
+// reset's etcd access, the etcd phase's CA (a new one would re-sign a
+// working cluster) and preflight's record check.
+func TestStateReadersTellAbsentFromNoAnswer(t *testing.T) {
 	cfg := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11"}}
 	cfg.Default()
 	tests := []struct {
@@ -29,7 +32,7 @@ func TestNewEtcdAccessTellsNoCAFromNoAnswer(t *testing.T) {
 	}{
 		// hosttest.Local reads this machine's files: no /etc/etcd/pki here.
 		{"no CA on the node: no etcd, no error", &hosttest.Local{Label: "172.31.3.11"}, ""},
-		{"the node did not answer: an error naming it", unreadable{&hosttest.Local{Label: "172.31.3.11"}}, "host 172.31.3.11: etcd CA: read /etc/etcd/pki/ca.crt: timed out"},
+		{"the node did not answer: an error naming it", unreadable{&hosttest.Local{Label: "172.31.3.11"}}, "host 172.31.3.11: read /etc/etcd/pki/ca.crt: timed out"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,9 +40,19 @@ func TestNewEtcdAccessTellsNoCAFromNoAnswer(t *testing.T) {
 			for _, n := range cfg.Nodes {
 				hosts[n] = tt.node
 			}
-			acc, err := NewEtcdAccess(context.Background(), cfg, hosts)
+			ctx := context.Background()
+			acc, err := NewEtcdAccess(ctx, cfg, hosts)
 			if tt.wantErr == "" && (err != nil || acc != nil) || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Errorf("got %v, %v; want error %q", acc, err, tt.wantErr)
+				t.Errorf("etcd access: got %v, %v; want error %q", acc, err, tt.wantErr)
+			}
+			c := &Context{Cluster: cfg, Hosts: hosts}
+			ca, err := (&Etcd{c}).loadOrCreateCA(ctx)
+			if tt.wantErr == "" && (err != nil || ca == nil) || tt.wantErr != "" && (err == nil || ca != nil) {
+				t.Errorf("etcd CA: got %v, %v; want a new CA only when no member has one", ca != nil, err)
+			}
+			err = (&Preflight{c}).compareRecord(ctx)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && err == nil {
+				t.Errorf("record check: %v, want an error only when the node did not answer", err)
 			}
 		})
 	}

@@ -95,9 +95,9 @@ func (e *RecordMismatch) Error() string {
 }
 
 func (p *Preflight) compareRecord(ctx context.Context) error {
-	b, err := p.Hosts[p.Cluster.ControlPlane].ReadFile(ctx, cluster.RecordPath)
-	if err != nil {
-		return nil // not installed yet (or recorded by nothing)
+	b, err := readFileIfExists(ctx, p.Hosts[p.Cluster.ControlPlane], cluster.RecordPath)
+	if b == nil || err != nil {
+		return err // nil: not installed yet (or recorded by nothing)
 	}
 	rec, err := cluster.Parse(b)
 	if err != nil {

@@ -117,24 +117,12 @@ func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]ho
 		caDir = "/etc/kubernetes/pki/etcd"
 	}
 	h := hosts[node]
-	var files [2][]byte
-	for i, name := range []string{"ca.crt", "ca.key"} {
-		b, err := h.ReadFile(ctx, caDir+"/"+name)
-		// Only a missing CA means no etcd: a node that did not answer
-		// (run AB) must not turn reset's snapshot into "nothing to back
-		// up" before etcd's data is removed.
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("host %s: etcd CA: %w", node, err)
-		}
-		files[i] = b
-	}
-	crt, key := files[0], files[1]
-	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
-	if err != nil {
-		return nil, fmt.Errorf("host %s: etcd CA: %w", node, err)
+	// Only a missing CA means no etcd: a node that did not answer (run
+	// AB) must not turn reset's snapshot into "nothing to back up" before
+	// etcd's data is removed.
+	ca, err := readCA(ctx, h, caDir)
+	if ca == nil || err != nil {
+		return nil, err
 	}
 	pki, err := bootstrap.NewEtcdPKI(ca, nil)
 	if err != nil {
@@ -417,4 +405,36 @@ func (l *lapTimer) lap(next string) {
 func (l *lapTimer) done() []string {
 	l.lap("")
 	return l.laps
+}
+
+// readFileIfExists tells a file that is not there (nil, nil) from one that
+// could not be read: a node that does not answer is not a node without
+// the file (run AB's timeout read as "no etcd CA").
+func readFileIfExists(ctx context.Context, h host.Host, path string) ([]byte, error) {
+	b, err := h.ReadFile(ctx, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", h.Name(), err)
+	}
+	return b, nil
+}
+
+// readCA loads the CA in dir on h; nil when its certificate or key is not
+// there.
+func readCA(ctx context.Context, h host.Host, dir string) (*bootstrap.CA, error) {
+	crt, err := readFileIfExists(ctx, h, dir+"/ca.crt")
+	if crt == nil || err != nil {
+		return nil, err
+	}
+	key, err := readFileIfExists(ctx, h, dir+"/ca.key")
+	if key == nil || err != nil {
+		return nil, err
+	}
+	ca, err := bootstrap.LoadCA(bootstrap.KeyPair{Cert: crt, Key: key})
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %s: %w", h.Name(), dir, err)
+	}
+	return ca, nil
 }
