@@ -60,7 +60,8 @@ func verifyCommand() *cli.Command {
 			case err != nil:
 				// A failed read of the CA is the etcd check's failure, in
 				// the report with the others, not a verify without one.
-				target.Etcd = func(context.Context) (bootstrap.EtcdHealth, error) { return bootstrap.EtcdHealth{}, err }
+				accErr := err
+				target.Etcd = func(context.Context) (bootstrap.EtcdHealth, error) { return bootstrap.EtcdHealth{}, accErr }
 			case acc != nil:
 				target.Etcd = func(ctx context.Context) (bootstrap.EtcdHealth, error) {
 					return bootstrap.CheckEtcd(ctx, acc.Endpoints, acc.PKI, len(acc.Endpoints), acc.Dial)
