@@ -152,7 +152,11 @@ func (e *Etcd) Run(ctx context.Context) error {
 		// Certificates already on the node and valid under this CA are
 		// kept: a re-run must not restart etcd for fresh copies.
 		for _, kind := range []string{"server", "peer"} {
-			if e.validCert(ctx, t.Host, bootstrap.EtcdPKIDir+"/"+kind+".crt", ca) {
+			ok, err := validCert(ctx, t.Host, bootstrap.EtcdPKIDir+"/"+kind+".crt", ca)
+			if err != nil {
+				return err
+			}
+			if ok {
 				continue
 			}
 			kp := pki.Server[name]
@@ -213,23 +217,26 @@ func (e *Etcd) loadOrCreateCA(ctx context.Context) (*bootstrap.CA, error) {
 	return bootstrap.NewCA("etcd-ca")
 }
 
-func (e *Etcd) validCert(ctx context.Context, h host.Host, path string, ca *bootstrap.CA) bool {
-	b, err := h.ReadFile(ctx, path)
-	if err != nil {
-		return false
+// validCert says whether the certificate at path is signed by ca and good
+// for another month. A node that did not answer is an error, not an
+// invalid certificate: re-issuing would restart a working member.
+func validCert(ctx context.Context, h host.Host, path string, ca *bootstrap.CA) (bool, error) {
+	b, err := readFileIfExists(ctx, h, path)
+	if b == nil || err != nil {
+		return false, err
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return false
+		return false, nil
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.Cert)
 	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	return err == nil && time.Until(cert.NotAfter) > 30*24*time.Hour
+	return err == nil && time.Until(cert.NotAfter) > 30*24*time.Hour, nil
 }
 
 // installClientCert gives the control plane what kube-apiserver needs to
@@ -237,12 +244,16 @@ func (e *Etcd) validCert(ctx context.Context, h host.Host, path string, ca *boot
 func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) error {
 	h := e.Hosts[e.Cluster.ControlPlane]
 	files := []provision.FileSpec{provision.Generated(bootstrap.EtcdCAFile, 0o644, string(pki.CA.Cert))}
-	if !e.validCert(ctx, h, bootstrap.EtcdClientCertFile, pki.CA) {
+	ok, err := validCert(ctx, h, bootstrap.EtcdClientCertFile, pki.CA)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		files = append(files,
 			provision.Generated(bootstrap.EtcdClientCertFile, 0o644, string(pki.APIServerClient.Cert)),
 			provision.Generated(bootstrap.EtcdClientKeyFile, 0o600, string(pki.APIServerClient.Key)))
 	}
-	_, err := provision.SyncFiles(ctx, h, files)
+	_, err = provision.SyncFiles(ctx, h, files)
 	return err
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/host/hosttest"
@@ -21,7 +22,8 @@ func (unreadable) ReadFile(context.Context, string) ([]byte, error) {
 
 // Every reader of a node's state that treats "absent" specially:
 // reset's etcd access, the etcd phase's CA (a new one would re-sign a
-// working cluster) and preflight's record check.
+// working cluster), its member certificates (re-issuing one restarts a
+// working member) and preflight's record check.
 func TestStateReadersTellAbsentFromNoAnswer(t *testing.T) {
 	cfg := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11"}}
 	cfg.Default()
@@ -49,6 +51,13 @@ func TestStateReadersTellAbsentFromNoAnswer(t *testing.T) {
 			ca, err := (&Etcd{c}).loadOrCreateCA(ctx)
 			if tt.wantErr == "" && (err != nil || ca == nil) || tt.wantErr != "" && (err == nil || ca != nil) {
 				t.Errorf("etcd CA: got %v, %v; want a new CA only when no member has one", ca != nil, err)
+			}
+			if ca == nil {
+				ca, _ = bootstrap.NewCA("etcd-ca")
+			}
+			ok, err := validCert(ctx, tt.node, "/etc/etcd/pki/server.crt", ca)
+			if ok || tt.wantErr == "" && err != nil || tt.wantErr != "" && err == nil {
+				t.Errorf("member certificate: got %v, %v; want an error only when the node did not answer", ok, err)
 			}
 			err = (&Preflight{c}).compareRecord(ctx)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && err == nil {
