@@ -128,12 +128,16 @@ func ProbePatches() map[string]string {
 	return out
 }
 
-// APIServerEtcdReadyTimeout is how long /readyz's etcd check waits
-// (kube-apiserver's default: 2 s). After runs U and V, an API server that
-// served every request was reported not ready for minutes (run X) because
-// etcd's linearizable reads took 1-2 s on loaded emulated nodes; the
-// readiness probe itself allows 15 s, and verify checks etcd's health on
-// its own, so a slow etcd is still reported, as slow rather than absent.
+// APIServerEtcdReadyTimeout is how long /readyz's two etcd checks wait
+// (kube-apiserver's defaults: 2 s each). After runs U and V, an API server
+// that served every request was reported not ready for minutes (run X)
+// because etcd's linearizable reads took 1-2 s on loaded emulated nodes;
+// the readiness probe itself allows 15 s, and verify checks etcd's health
+// on its own, so a slow etcd is still reported, as slow rather than absent.
+// /readyz has both "etcd-readiness" (--etcd-readycheck-timeout) and "etcd"
+// (--etcd-healthcheck-timeout): with only the first raised, run AC's API
+// server failed /readyz on "etcd" 1402 times in its first minutes, and a
+// re-run that changed nothing waited 36 s for it.
 const APIServerEtcdReadyTimeout = "10s"
 
 // APIServerLivePath is what the kubelet asks kube-apiserver to decide
@@ -294,7 +298,10 @@ func RenderInit(in InitInput) ([]byte, error) {
 	}
 	cc.Networking.ServiceSubnet, cc.Networking.PodSubnet, cc.Networking.DNSDomain = in.ServiceCIDR, in.PodCIDR, "cluster.local"
 	cc.APIServer.CertSANs = dedupe(append([]string{in.ControlPlane.IP, in.ControlPlane.Name}, in.ExtraSANs...))
-	cc.APIServer.ExtraArgs = []Arg{{Name: "etcd-readycheck-timeout", Value: APIServerEtcdReadyTimeout}}
+	cc.APIServer.ExtraArgs = []Arg{
+		{Name: "etcd-readycheck-timeout", Value: APIServerEtcdReadyTimeout},
+		{Name: "etcd-healthcheck-timeout", Value: APIServerEtcdReadyTimeout},
+	}
 	// One control plane: leader election only adds a lease the components
 	// must renew within 10 s. On emulated VMs the API server answered
 	// slower than that, and kube-controller-manager kept exiting on "lost

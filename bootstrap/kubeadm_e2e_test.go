@@ -102,8 +102,10 @@ func TestE2EKubeadmTakesInitConfig(t *testing.T) {
 		if c == "kube-apiserver" && !strings.Contains(string(m), "path: /readyz\n") {
 			t.Errorf("kube-apiserver's readiness probe lost /readyz (and its etcd check):\n%s", m)
 		}
-		if c == "kube-apiserver" && !strings.Contains(string(m), "--etcd-readycheck-timeout="+APIServerEtcdReadyTimeout+"\n") {
-			t.Errorf("kube-apiserver's etcd ready check keeps its 2 s default:\n%s", m)
+		for _, flag := range []string{"--etcd-readycheck-timeout=", "--etcd-healthcheck-timeout="} {
+			if c == "kube-apiserver" && !strings.Contains(string(m), flag+APIServerEtcdReadyTimeout+"\n") {
+				t.Errorf("kube-apiserver's %s keeps its 2 s default:\n%s", flag, m)
+			}
 		}
 		if c == "kube-apiserver" && !strings.Contains(string(m), "--etcd-servers=https://172.31.3.11:2379\n") {
 			t.Errorf("kube-apiserver etcd servers:\n%s", m)

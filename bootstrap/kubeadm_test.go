@@ -82,6 +82,11 @@ func TestRenderInit(t *testing.T) {
 					t.Errorf("%s extraArgs: %s", comp, args)
 				}
 			}
+			// Both of /readyz's etcd checks: either one at its 2 s
+			// default keeps a serving API server not ready.
+			if args, _ := json.Marshal(get(cc, "apiServer", "extraArgs")); string(args) != `[{"name":"etcd-readycheck-timeout","value":"10s"},{"name":"etcd-healthcheck-timeout","value":"10s"}]` {
+				t.Errorf("apiServer extraArgs: %s", args)
+			}
 			if cc["encryptionAlgorithm"] != "ECDSA-P256" {
 				t.Errorf("encryptionAlgorithm: %v", cc["encryptionAlgorithm"])
 			}
