@@ -95,6 +95,13 @@ func installFresh(t *testing.T) (*e2e, time.Duration) {
 	lab, env, ctx, pool, sh, with := e.lab, e.env, e.ctx, e.pool, e.sh, e.with
 	kubeconfigDir := e.kubeconfigDir
 
+	// The lab image's sshd weight (scripts/vm/build-image.sh) is what
+	// keeps the test's and k8slab's SSH usable after the install.
+	for _, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
+		if w := sh(n, "systemctl show -p CPUWeight --value ssh"); w != "1000" {
+			t.Fatalf("%s: the lab image's ssh.service CPUWeight is %q, want 1000: rebuild it (make vm-image)", n, w)
+		}
+	}
 	// Cloned VMs share a machine-id: preflight names the node and changes
 	// nothing; --fix-machine-id (given to the install below) regenerates it.
 	id1 := sh("172.31.3.11", "cat /etc/machine-id")
