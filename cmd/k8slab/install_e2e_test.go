@@ -265,7 +265,12 @@ func reRuns(t *testing.T, e *e2e, first time.Duration, converge bool) {
 	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: k8slab-kubeadm-join:", e.lockRefusesAtOnce(t)) // meanwhile a second k8slab is refused
 	t.Logf("killed mid-join:\n%s", tail(killed, 10))
 	sh("172.31.4.12", "systemctl stop k8slab-kubeadm-join.service 2>/dev/null; true")
+	// Run AC's test ended without a message somewhere after the kill:
+	// each step from here says when it starts.
+	t.Logf("re-run after the kill: starting")
+	start = time.Now()
 	r3 := runCLI(t, lab, env, args...)
+	t.Logf("re-run after the kill: exit %d in %s", r3.code, time.Since(start).Round(time.Second))
 	if r3.code != 0 {
 		t.Fatalf("re-run after the kill: exit %d\n%s\n%s", r3.code, r3.stdout, tail(r3.stderr, 30))
 	}
