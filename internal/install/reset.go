@@ -264,14 +264,14 @@ for u in k8slab-kubeadm-init k8slab-kubeadm-init-rest k8slab-kubeadm-join; do
 	systemctl is-active -q $u.service && { systemctl stop $u.service; gone "running $u"; }
 	systemctl reset-failed $u.service 2>/dev/null
 done
-echo lap=kubeadm reset
-if command -v kubeadm >/dev/null 2>&1 && { [ -e /etc/kubernetes/kubelet.conf ] || [ -e /etc/kubernetes/manifests ] || [ -e /var/lib/kubelet/config.yaml ]; }; then
-` + kubeadmResetScript + `
-fi
 echo lap=kubelet and pods
 systemctl is-active -q kubelet && { systemctl stop kubelet; gone "kubelet running"; }
 if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then
-	[ -n "$(crictl pods -q 2>/dev/null)" ] && { crictl rmp -fa >/dev/null 2>&1; gone "pod sandboxes"; }
+	[ -n "$(crictl pods -q 2>/dev/null)" ] && { crictl --timeout 2m rmp -fa >/dev/null 2>&1; gone "pod sandboxes"; }
+fi
+echo lap=kubeadm reset
+if command -v kubeadm >/dev/null 2>&1 && { [ -e /etc/kubernetes/kubelet.conf ] || [ -e /etc/kubernetes/manifests ] || [ -e /var/lib/kubelet/config.yaml ]; }; then
+` + kubeadmResetScript + `
 fi
 echo lap=files
 for m in $(awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
@@ -310,9 +310,18 @@ if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; th
 // data, before etcd-backup has read it and while etcd still runs — in run X
 // kube-node1's etcd crash-looped on the data it lost ("member already
 // bootstrapped"). Those nodes skip kubeadm's etcd phase;
-// reset-etcd removes their etcd after the backup. K8SLAB_RESET_ROOT is
-// unset on nodes; the test sets it to run the real kubeadm in a chroot.
-const kubeadmResetScript = `	resetFlags=-f
+// reset-etcd removes their etcd after the backup.
+//
+// kubeadm reset is pointed at no kubeconfig: with admin.conf it first
+// reads kubeadm-config from the API server, which a reset that takes the
+// whole cluster down has no use for (k8slab gives it the CRI socket, and
+// the rest are kubeadm's defaults, as k8slab installs them) and which cost
+// kube-node1 about a minute of a loaded API server in run AF. The pods are
+// gone before it runs: its own CRI calls wait 2 s and gave up on each
+// sandbox a loaded containerd stopped more slowly (21 s of retries, run
+// AF). K8SLAB_RESET_ROOT is unset on nodes; the test sets it to run the
+// real kubeadm in a chroot.
+const kubeadmResetScript = `	resetFlags="-f --kubeconfig /nonexistent/k8slab-reset-reads-no-cluster --cri-socket ` + bootstrap.CRISocket + `"
 	[ -e "${K8SLAB_RESET_ROOT:-}/etc/systemd/system/etcd.service" ] && resetFlags="$resetFlags --skip-phases remove-etcd-member"
 	kubeadm reset $resetFlags ${K8SLAB_RESET_ROOT:+--rootfs "$K8SLAB_RESET_ROOT"} >"${K8SLAB_RESET_ROOT:-}/var/log/k8slab-reset.log" 2>&1 && gone "kubeadm state" || echo "removed=kubeadm state (kubeadm reset failed: see /var/log/k8slab-reset.log)"`
 

@@ -13,7 +13,7 @@ import (
 // and in a network namespace of its own: on a node with k8slab's etcd
 // unit, the member's data in /var/lib/etcd survives kubeadm reset; on a
 // node without one kubeadm deletes it — what happened to kube-node1's
-// member in run X.
+// member in run X. Either way it reads nothing from the API server.
 func TestE2EKubeadmResetKeepsExternalEtcd(t *testing.T) {
 	bundle := os.Getenv("K8SLAB_BUNDLE")
 	if bundle == "" || (os.Getenv("K8SLAB_E2E") == "" && os.Getenv("K8SLAB_E2E_INSTALL") == "") {
@@ -40,6 +40,9 @@ func TestE2EKubeadmResetKeepsExternalEtcd(t *testing.T) {
 				}
 			}
 			os.WriteFile(wal, []byte("member data"), 0o600)
+			// An admin.conf as on the control plane: kubeadm would read
+			// the cluster's config through it (here: lo is down, it fails).
+			os.WriteFile(filepath.Join(root, "etc/kubernetes/admin.conf"), []byte(adminConf), 0o600)
 			if tt.etcdUnit {
 				os.WriteFile(filepath.Join(root, "etc/systemd/system/etcd.service"), []byte("[Service]\n"), 0o644)
 			}
@@ -53,6 +56,31 @@ func TestE2EKubeadmResetKeepsExternalEtcd(t *testing.T) {
 			if _, err := os.Stat(wal); (err == nil) != tt.walKept {
 				t.Errorf("etcd's WAL kept: %v, want %v\nkubeadm:\n%s", err == nil, tt.walKept, log)
 			}
+			if strings.Contains(string(log), "kubeadm-config") {
+				t.Errorf("kubeadm reset read the cluster's config through admin.conf:\n%s", log)
+			}
+			if _, err := os.Stat(filepath.Join(root, "etc/kubernetes/admin.conf")); err == nil {
+				t.Errorf("admin.conf left behind\nkubeadm:\n%s", log)
+			}
 		})
 	}
 }
+
+const adminConf = `apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: https://127.0.0.1:6443
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: not-a-secret
+contexts:
+- name: admin@lab
+  context:
+    cluster: lab
+    user: admin
+current-context: admin@lab
+`

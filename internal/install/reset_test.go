@@ -121,6 +121,18 @@ func TestResetScriptsParse(t *testing.T) {
 	}
 }
 
+// TestResetRemovesPodsBeforeKubeadm: kubeadm reset's own CRI calls give
+// each sandbox 2 s, so the pods are stopped (by crictl, with time) and
+// the kubelet that would restart them is stopped before it runs.
+func TestResetRemovesPodsBeforeKubeadm(t *testing.T) {
+	kubelet := strings.Index(resetScript, "systemctl stop kubelet")
+	pods := strings.Index(resetScript, "rmp -fa")
+	kubeadm := strings.Index(resetScript, "kubeadm reset $resetFlags")
+	if kubelet < 0 || pods < 0 || kubeadm < 0 || !(kubelet < pods && pods < kubeadm) {
+		t.Errorf("order in resetScript: kubelet stop at %d, pod removal at %d, kubeadm reset at %d; want them in that order", kubelet, pods, kubeadm)
+	}
+}
+
 // TestLapTimer: a lap ends when the next lap= line arrives, however the
 // output is cut into writes, and done closes the last one.
 func TestLapTimer(t *testing.T) {
