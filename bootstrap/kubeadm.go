@@ -114,19 +114,37 @@ const PatchesDir = "/etc/k8slab/kubeadm-patches"
 // on its post-start hooks. A restart cannot make etcd (k8slab's systemd
 // service) faster; /readyz keeps the etcd check, so a slow etcd still
 // marks the API server not ready without killing it.
+//
+// The readiness probes kubeadm gives kube-apiserver and kube-scheduler ask
+// every second, with a fresh TLS handshake each time, and mark the
+// component not ready after three misses of 15 s. On run AF's loaded
+// control plane (guest load ~25, CPU pressure 91 %) an idle kube-scheduler
+// spent a quarter of a CPU answering them and a /readyz that passed took
+// 15.6 s: both stayed "not ready" for minutes while they served, and
+// verify reported it. Every 10 s with 30 s to answer still reports a
+// component that stops answering within about a minute and a half; no
+// traffic depends on these pods' readiness (the kubernetes Service's
+// endpoints come from the API server itself).
 func ProbePatches() map[string]string {
 	out := map[string]string{}
 	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
-		path := ""
+		path, ready := "", ""
 		if c == "kube-apiserver" {
 			path = "      httpGet:\n        path: " + APIServerLivePath + "\n"
 		}
+		if c != "kube-controller-manager" { // kubeadm gives it no readiness probe
+			ready = "    readinessProbe:\n      periodSeconds: " + ReadinessPeriod + "\n      timeoutSeconds: 30\n      failureThreshold: 3\n"
+		}
 		out[c+"+strategic.yaml"] = "spec:\n  containers:\n  - name: " + c + "\n" +
 			"    startupProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" + path +
-			"    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" + path
+			"    livenessProbe:\n      timeoutSeconds: 30\n      failureThreshold: 60\n" + path + ready
 	}
 	return out
 }
+
+// ReadinessPeriod is how often (seconds) the kubelet asks kube-apiserver
+// and kube-scheduler whether they are ready (kubeadm: 1).
+const ReadinessPeriod = "10"
 
 // APIServerEtcdReadyTimeout is how long /readyz's two etcd checks wait
 // (kube-apiserver's defaults: 2 s each). After runs U and V, an API server

@@ -77,20 +77,11 @@ func TestE2EKubeadmTakesInitConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, probe := range []string{"livenessProbe:", "startupProbe:"} {
-			i := strings.Index(string(m), probe)
-			if i < 0 {
+			p, ok := probeBlock(string(m), probe)
+			if !ok {
 				t.Errorf("%s has no %s", c, probe)
 				continue
 			}
-			// The probe's block: the lines indented below its key.
-			var block []string
-			for _, l := range strings.Split(string(m)[i:], "\n")[1:] {
-				if !strings.HasPrefix(l, "      ") {
-					break
-				}
-				block = append(block, l)
-			}
-			p := strings.Join(block, "\n")
 			if !strings.Contains(p, "failureThreshold: 60") || !strings.Contains(p, "timeoutSeconds: 30") {
 				t.Errorf("%s %s not patched:\n%s", c, probe, p)
 			}
@@ -98,6 +89,14 @@ func TestE2EKubeadmTakesInitConfig(t *testing.T) {
 			if c == "kube-apiserver" && (!strings.Contains(p, "path: "+APIServerLivePath) || !strings.Contains(p, "host: 172.31.3.11") || !strings.Contains(p, "scheme: HTTPS")) {
 				t.Errorf("%s %s does not ask %s of 172.31.3.11 over HTTPS:\n%s", c, probe, APIServerLivePath, p)
 			}
+		}
+		// kubeadm's readiness probe (path, port) stays, asked every 10 s.
+		if c != "kube-controller-manager" {
+			if p, _ := probeBlock(string(m), "readinessProbe:"); !strings.Contains(p, "path: /readyz\n") || !strings.Contains(p, "periodSeconds: "+ReadinessPeriod+"\n") || !strings.Contains(p, "timeoutSeconds: 30") {
+				t.Errorf("%s readiness probe not /readyz every %s s:\n%s", c, ReadinessPeriod, m)
+			}
+		} else if strings.Contains(string(m), "readinessProbe:") {
+			t.Errorf("%s got a readiness probe:\n%s", c, m)
 		}
 		if c == "kube-apiserver" && !strings.Contains(string(m), "path: /readyz\n") {
 			t.Errorf("kube-apiserver's readiness probe lost /readyz (and its etcd check):\n%s", m)
@@ -204,4 +203,20 @@ ls %[2]s > %[2]s.rest
 			}
 		}
 	}
+}
+
+// probeBlock is a manifest's probe: the lines indented below its key.
+func probeBlock(manifest, key string) (string, bool) {
+	i := strings.Index(manifest, key)
+	if i < 0 {
+		return "", false
+	}
+	var block []string
+	for _, l := range strings.Split(manifest[i:], "\n")[1:] {
+		if !strings.HasPrefix(l, "      ") {
+			break
+		}
+		block = append(block, l)
+	}
+	return strings.Join(block, "\n") + "\n", true
 }

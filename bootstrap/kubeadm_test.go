@@ -204,7 +204,8 @@ func TestInitCommandsSplitAtTheAPIServer(t *testing.T) {
 }
 
 // TestProbePatchesSparesEtcd: only the API server's liveness and startup
-// probes change path, both to /livez without etcd; every patch is YAML.
+// probes change path, both to /livez without etcd; readiness is asked
+// every 10 s where kubeadm has a readiness probe; every patch is YAML.
 func TestProbePatchesSparesEtcd(t *testing.T) {
 	type probe struct {
 		TimeoutSeconds   int `json:"timeoutSeconds"`
@@ -217,9 +218,14 @@ func TestProbePatchesSparesEtcd(t *testing.T) {
 		var doc struct {
 			Spec struct {
 				Containers []struct {
-					Name          string `json:"name"`
-					LivenessProbe probe  `json:"livenessProbe"`
-					StartupProbe  probe  `json:"startupProbe"`
+					Name           string `json:"name"`
+					LivenessProbe  probe  `json:"livenessProbe"`
+					StartupProbe   probe  `json:"startupProbe"`
+					ReadinessProbe *struct {
+						PeriodSeconds    int `json:"periodSeconds"`
+						TimeoutSeconds   int `json:"timeoutSeconds"`
+						FailureThreshold int `json:"failureThreshold"`
+					} `json:"readinessProbe"`
 				} `json:"containers"`
 			} `json:"spec"`
 		}
@@ -227,6 +233,15 @@ func TestProbePatchesSparesEtcd(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", name, err, p)
 		}
 		c := doc.Spec.Containers[0]
+		// A readiness patch on a container without a probe would add a
+		// probe with no handler: kube-controller-manager has none.
+		r := c.ReadinessProbe
+		switch {
+		case c.Name == "kube-controller-manager" && r != nil:
+			t.Errorf("%s: readiness patched, but kubeadm gives it no readiness probe", c.Name)
+		case c.Name != "kube-controller-manager" && (r == nil || r.PeriodSeconds != 10 || r.TimeoutSeconds != 30 || r.FailureThreshold != 3):
+			t.Errorf("%s readiness probe: %+v; want every 10 s, 30 s to answer, 3 misses", c.Name, r)
+		}
 		for which, pr := range map[string]probe{"liveness": c.LivenessProbe, "startup": c.StartupProbe} {
 			path := ""
 			if pr.HTTPGet != nil {
