@@ -166,7 +166,7 @@ func (r *ResetNodes) Destroys(node string) []string {
 	switch {
 	case r.part == resetKubernetes:
 		return []string{
-			"kubeadm reset -f; kubelet stopped; pods and their containers removed",
+			"kubelet stopped; pods and their containers removed; kubeadm reset -f",
 			"/etc/kubernetes, /var/lib/kubelet, the CNI configuration in /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
 			"Calico and kube-proxy interfaces (cali*, tunl0, vxlan.calico, kube-ipvs0) and rules (nft table kube-proxy, KUBE-*/cali-* iptables chains)",
 		}
