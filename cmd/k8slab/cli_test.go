@@ -298,7 +298,7 @@ func TestCLIOnLab(t *testing.T) {
 
 	t.Run("reset: needs --yes without a terminal, and refuses namespace-lab nodes", func(t *testing.T) {
 		r := runCLI(t, lab, env, "reset")
-		if r.code != exitBadInput || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "172.31.3.11:\n    - kubeadm reset -f") {
+		if r.code != exitBadInput || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "172.31.3.11:\n    - kubelet stopped; pods and their containers removed; kubeadm reset -f") {
 			t.Errorf("reset without --yes: exit %d\n%s", r.code, r.stderr)
 		}
 		r = runCLI(t, lab, env, "reset", "--yes", "--no-backup")
