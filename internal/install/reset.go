@@ -285,8 +285,7 @@ echo lap=links and rules
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) ip link delete "$l" 2>/dev/null && gone "link $l";; esac
 done
-# tunl0 is the ipip module's fallback device: it goes with the module.
-ip link show tunl0 >/dev/null 2>&1 && modprobe -r ipip 2>/dev/null && gone "link tunl0 (ipip module)"
+` + ipipRemoveScript + `
 for fam in ip ip6; do
 	nft list table $fam kube-proxy >/dev/null 2>&1 && nft delete table $fam kube-proxy && gone "nft table $fam kube-proxy"
 done
@@ -303,6 +302,21 @@ for c in iptables ip6tables; do
 done
 if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; then ipvsadm -C && gone "ipvs services"; fi
 `
+
+// ipipRemoveScript removes tunl0, the ipip module's fallback device,
+// with the module. The module can be busy for a moment after the pods
+// went (run AG: kube-node2 alone kept tunl0, its one modprobe -r having
+// failed right after the pods' removal, where the three others' held):
+// it is tried for up to 20 s, and the last error goes with the "left"
+// line.
+const ipipRemoveScript = `ipiperr=
+if ip link show tunl0 >/dev/null 2>&1; then
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		ipiperr=$(modprobe -r ipip 2>&1) && { ipiperr=; gone "link tunl0 (ipip module)"; break; }
+		ipiperr=$(echo "$ipiperr" | tr '\n' ' ')
+		sleep 2
+	done
+fi`
 
 // kubeadmResetScript runs kubeadm reset. Finding no stacked etcd
 // manifest, kubeadm reset deletes /var/lib/etcd anyway (its default data
@@ -350,7 +364,7 @@ fi
 // node: reset is only done when this prints nothing.
 const resetCheckScript = `echo lap=check
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
-	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) echo "left=link $l";; esac
+	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) echo "left=link $l${ipiperr:+ (modprobe -r ipip: $ipiperr)}";; esac
 done
 nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
 systemctl is-active -q kubelet && echo "left=kubelet running"

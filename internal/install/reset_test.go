@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,71 @@ func TestLapTimer(t *testing.T) {
 			}
 			if got := l.out.String(); got != strings.Join(tt.writes, "") {
 				t.Errorf("output %q", got)
+			}
+		})
+	}
+}
+
+// TestResetIPIPBusyModule_SimulatedTools runs reset's tunl0 removal and
+// its check with stand-ins for ip, modprobe and sleep (the real ones
+// would change this machine's kernel): a module busy for a moment is
+// tried again until it goes; one that stays busy is reported with
+// modprobe's own words.
+func TestResetIPIPBusyModule_SimulatedTools(t *testing.T) {
+	tests := []struct {
+		name      string
+		busy      int // how many modprobe -r calls fail first
+		wantGone  bool
+		wantLeft  string
+		wantCalls int
+	}{
+		{"not loaded", -1, false, "", 0},
+		{"free at once", 0, true, "", 1},
+		{"busy twice after the pods went", 2, true, "", 3},
+		{"busy throughout", 100, false, "left=link tunl0 (modprobe -r ipip: modprobe: FATAL: Module ipip is in use. )", 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.busy >= 0 {
+				must(t, os.WriteFile(filepath.Join(dir, "loaded"), nil, 0o644))
+			}
+			fakes := map[string]string{
+				"ip": `[ -e "$D/loaded" ] || exit 1
+[ "$1" = -o ] && echo "5: tunl0@NONE: <NOARP> mtu 1480"
+exit 0`,
+				"modprobe": `n=$(cat "$D/calls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$D/calls"
+[ $n -gt ` + strconv.Itoa(tt.busy) + ` ] && { rm -f "$D/loaded"; exit 0; }
+echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
+				"sleep":     "exit 0",
+				"nft":       "exit 0",
+				"systemctl": "exit 1",
+			}
+			bin := filepath.Join(dir, "bin")
+			must(t, os.Mkdir(bin, 0o755))
+			for name, body := range fakes {
+				must(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+			}
+			// Only the link lines of the check: the rest reads this
+			// machine's paths.
+			check := resetCheckScript[:strings.Index(resetCheckScript, "nft list ruleset")]
+			cmd := exec.Command("sh", "-c", resetPrelude+ipipRemoveScript+"\n"+check)
+			cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
+			n, _ := strconv.Atoi(strings.TrimSpace(string(calls)))
+			gone := strings.Contains(string(out), "removed=link tunl0 (ipip module)")
+			var left string
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "left=") {
+					left = l
+				}
+			}
+			if gone != tt.wantGone || left != tt.wantLeft || n != tt.wantCalls {
+				t.Errorf("removed %v, %q, %d modprobe calls; want %v, %q, %d\n%s", gone, left, n, tt.wantGone, tt.wantLeft, tt.wantCalls, out)
 			}
 		})
 	}
