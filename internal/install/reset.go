@@ -313,7 +313,7 @@ const ipipRemoveScript = `ipiperr=
 if ip link show tunl0 >/dev/null 2>&1; then
 	for i in 1 2 3 4 5 6 7 8 9 10; do
 		ipiperr=$(modprobe -r ipip 2>&1) && { ipiperr=; gone "link tunl0 (ipip module)"; break; }
-		ipiperr=$(echo "$ipiperr" | tr '\n' ' ')
+		ipiperr=$(printf %s "$ipiperr" | tr '\n' ' ')
 		sleep 2
 	done
 fi`
