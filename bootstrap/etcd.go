@@ -107,6 +107,13 @@ func EtcdEnv(in EtcdClusterInput, name string) (string, error) {
 		// server's own member.
 		"ETCD_HEARTBEAT_INTERVAL=250",
 		"ETCD_ELECTION_TIMEOUT=5000",
+		// etcd logs every apply slower than 100 ms and every request
+		// slower than 300 ms. On the loaded lab that was ~435 lines a
+		// minute, and journald writing them took 17 % of a CPU on the
+		// control plane's node (run AF), the node that was short of CPU.
+		// Requests this slow are still logged.
+		"ETCD_WARNING_APPLY_DURATION=1s",
+		"ETCD_WARNING_UNARY_REQUEST_DURATION=2s",
 	}
 	return strings.Join(lines, "\n") + "\n", nil
 }

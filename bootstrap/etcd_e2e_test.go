@@ -78,6 +78,14 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 		log, _ := os.ReadFile(filepath.Join(root, "m1", "etcd.log"))
 		t.Fatalf("%v\nm1's log tail:\n%s", err, tailString(string(log), 15))
 	}
+	// etcd only warns about a variable it does not know and goes on
+	// with its default: every one EtcdEnv writes must be a real setting.
+	for _, m := range members {
+		log, _ := os.ReadFile(filepath.Join(root, m.Name, "etcd.log"))
+		if bytes.Contains(log, []byte("unrecognized environment variable")) {
+			t.Errorf("%s ignored some of its environment:\n%s", m.Name, grepLines(string(log), "unrecognized environment variable"))
+		}
+	}
 	if strings.Join(h.Members, ",") != "m1,m2,m3" || h.Leader == "" || !strings.HasPrefix(h.Version, "3.7.") {
 		t.Errorf("health: %+v", h)
 	}
@@ -142,4 +150,15 @@ func tailString(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// grepLines is s's lines that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

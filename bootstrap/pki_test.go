@@ -89,6 +89,7 @@ func TestEtcdEnv(t *testing.T) {
 		"ETCD_INITIAL_CLUSTER=kube-node1=https://172.31.3.11:2380,kube-node2=https://172.31.3.12:2380,kube-node3=https://172.31.4.11:2380\n",
 		"ETCD_CLIENT_CERT_AUTH=true\n", "ETCD_PEER_CLIENT_CERT_AUTH=true\n",
 		"ETCD_TRUSTED_CA_FILE=/etc/etcd/pki/ca.crt\n", "ETCD_INITIAL_CLUSTER_TOKEN=k8slab-lab\n",
+		"ETCD_WARNING_APPLY_DURATION=1s\n", "ETCD_WARNING_UNARY_REQUEST_DURATION=2s\n",
 	} {
 		if !strings.Contains(env, want) {
 			t.Errorf("env lacks %q:\n%s", want, env)
