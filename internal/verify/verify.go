@@ -289,6 +289,9 @@ func podRunning(p corev1.Pod) bool {
 func podState(p corev1.Pod) string {
 	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			if w.Message != "" {
+				return w.Reason + " (" + clip(w.Message, 160) + ")"
+			}
 			return w.Reason
 		}
 	}
@@ -345,7 +348,12 @@ func podChecks(cfg *cluster.Config, nodes []corev1.Node, pods []corev1.Pod, cali
 		if podRunning(p) || p.Status.Phase == corev1.PodSucceeded {
 			continue
 		}
+		// Where it is stuck says which node to look at (runs AG, AH: one
+		// kube-proxy stuck in ContainerCreating, its node unnamed).
 		s := p.Name + " " + podState(p)
+		if p.Spec.NodeName != "" {
+			s += " on " + p.Spec.NodeName
+		}
 		// Pods on the pod network (and Calico's own) wait for Calico.
 		if calicoDown != "" && (!p.Spec.HostNetwork || strings.HasPrefix(p.Name, "calico-")) {
 			waiting = append(waiting, s)
@@ -408,4 +416,13 @@ func ippoolCheck(ctx context.Context, c Cluster) Check {
 		cidrs = append(cidrs, cidr)
 	}
 	return Check{name, Fail, fmt.Sprintf("pod CIDR %s; IPPools: %v", c.Config.PodCIDR, cidrs)}
+}
+
+// clip keeps a kubelet message to one short line of a check's reason.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }

@@ -110,6 +110,10 @@ func TestPodChecks(t *testing.T) {
 		pod("calico-node-x", true, corev1.PodPending, "ErrImagePull"))
 	crashing := append(append([]corev1.Pod{}, cp...), pod("kube-proxy-zzz", true, corev1.PodRunning, "CrashLoopBackOff"))
 	crashing[len(crashing)-1].Status.ContainerStatuses[0].Ready = false
+	stuck := append(append([]corev1.Pod{}, cp...), pod("kube-proxy-j7k4r", true, corev1.PodPending, "ContainerCreating"))
+	stuck[len(stuck)-1].Spec.NodeName = "kube-node2"
+	crashing[len(crashing)-1].Spec.NodeName = "kube-node3"
+	crashing[len(crashing)-1].Status.ContainerStatuses[0].State.Waiting.Message = "back-off 40s restarting failed container=kube-proxy\n pod=kube-proxy-zzz"
 	notReady := append([]corev1.Pod{}, cp...)
 	notReady[0] = pod("kube-apiserver-kube-node1", true, corev1.PodRunning, "")
 	notReady[0].Status.ContainerStatuses[0].Ready = false
@@ -120,19 +124,22 @@ func TestPodChecks(t *testing.T) {
 		calicoDown string
 		cp, sys    Status
 		reason     string
+		sysReason  string
 	}{
-		{"a running kube-apiserver that is not ready", notReady, "", Fail, Fail, "kube-apiserver-kube-node1 Running, kube-apiserver not ready (0 restarts)"},
-		{"healthy", cp, "", Pass, Pass, ""},
-		{"offline lab: pod-network pods wait for Calico", offline, "calico-node not running", Pass, Skip, ""},
-		{"the same pods with Calico running: FAIL", offline, "", Pass, Fail, ""},
-		{"a host-network pod crashing is a failure even offline", crashing, "calico-node not running", Pass, Fail, ""},
-		{"scheduler missing", cp[:2], "", Fail, Pass, "kube-scheduler"},
+		{"a running kube-apiserver that is not ready", notReady, "", Fail, Fail, "kube-apiserver-kube-node1 Running, kube-apiserver not ready (0 restarts)", ""},
+		{"healthy", cp, "", Pass, Pass, "", ""},
+		{"offline lab: pod-network pods wait for Calico", offline, "calico-node not running", Pass, Skip, "", ""},
+		{"the same pods with Calico running: FAIL", offline, "", Pass, Fail, "", ""},
+		{"a host-network pod crashing is a failure even offline", crashing, "calico-node not running", Pass, Fail, "",
+			"kube-proxy-zzz CrashLoopBackOff (back-off 40s restarting failed container=kube-proxy pod=kube-proxy-zzz) on kube-node3"},
+		{"a pod stuck creating names its node", stuck, "calico-node not running", Pass, Fail, "", "kube-proxy-j7k4r ContainerCreating on kube-node2"},
+		{"scheduler missing", cp[:2], "", Fail, Pass, "kube-scheduler", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			checks := podChecks(labConfig(), labNodes(corev1.ConditionTrue, ""), c.pods, c.calicoDown)
-			if checks[0].Status != c.cp || checks[1].Status != c.sys || !strings.Contains(checks[0].Reason, c.reason) {
-				t.Errorf("got %+v, want control plane %s (%q), kube-system %s", checks, c.cp, c.reason, c.sys)
+			if checks[0].Status != c.cp || checks[1].Status != c.sys || !strings.Contains(checks[0].Reason, c.reason) || !strings.Contains(checks[1].Reason, c.sysReason) {
+				t.Errorf("got %+v, want control plane %s (%q), kube-system %s (%q)", checks, c.cp, c.reason, c.sys, c.sysReason)
 			}
 		})
 	}
