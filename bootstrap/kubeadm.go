@@ -205,9 +205,18 @@ type ExternalEtcd struct {
 // KubeletConfiguration: the cgroup driver must match containerd's
 // SystemdCgroup = true; kubeadm only warns about a mismatch.
 type KubeletConfiguration struct {
-	typeMeta     `json:",inline"`
-	CgroupDriver string `json:"cgroupDriver"`
+	typeMeta              `json:",inline"`
+	CgroupDriver          string `json:"cgroupDriver"`
+	RuntimeRequestTimeout string `json:"runtimeRequestTimeout"`
 }
+
+// RuntimeRequestTimeout bounds the kubelet's calls to containerd; a pod
+// sandbox gets twice as long. At the default 2 m (4 m for a sandbox) the
+// loaded control-plane VM never started kube-proxy's and calico-node's
+// sandboxes (runs AG, AH): each attempt was cancelled while containerd
+// was still starting the shim, and the next began from scratch. A call
+// that finishes late costs nothing; a hung runtime is noticed later.
+const RuntimeRequestTimeout = "10m0s"
 
 // KubeProxyConfiguration picks the proxy mode.
 type KubeProxyConfiguration struct {
@@ -336,7 +345,7 @@ func RenderInit(in InitInput) ([]byte, error) {
 		mode = "iptables"
 	}
 	return marshalDocs(initCfg, cc,
-		KubeletConfiguration{typeMeta{kubeletAPI, "KubeletConfiguration"}, "systemd"},
+		KubeletConfiguration{typeMeta{kubeletAPI, "KubeletConfiguration"}, "systemd", RuntimeRequestTimeout},
 		KubeProxyConfiguration{typeMeta{kubeProxyAPI, "KubeProxyConfiguration"}, mode})
 }
 

@@ -90,7 +90,7 @@ func TestRenderInit(t *testing.T) {
 			if cc["encryptionAlgorithm"] != "ECDSA-P256" {
 				t.Errorf("encryptionAlgorithm: %v", cc["encryptionAlgorithm"])
 			}
-			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
+			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeletConfiguration"]["runtimeRequestTimeout"] != "10m0s" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
 				t.Errorf("kubelet/proxy: %v %v", d["KubeletConfiguration"], d["KubeProxyConfiguration"])
 			}
 			if get(d["InitConfiguration"], "timeouts", "controlPlaneComponentHealthCheck") != "10m0s" || get(d["InitConfiguration"], "timeouts", "kubernetesAPICall") != "10m0s" {

@@ -152,6 +152,13 @@ func installFresh(t *testing.T) (*e2e, time.Duration) {
 		t.Errorf("--fix-machine-id: kube-node2's machine-id is %q (node1 %s)", id2, id1)
 	}
 
+	// The kubelet's runtime timeout reaches the control plane (init) and
+	// the workers (join reads kubeadm's kubelet-config ConfigMap).
+	for _, n := range []string{"172.31.3.11", "172.31.4.12"} {
+		if got := sh(n, "sed -n 's/^runtimeRequestTimeout: //p' /var/lib/kubelet/config.yaml"); got != bootstrap.RuntimeRequestTimeout {
+			t.Errorf("%s: kubelet runtimeRequestTimeout %q, want %s", n, got, bootstrap.RuntimeRequestTimeout)
+		}
+	}
 	kubectl := e.kubectl
 	nodes := kubectl(`get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.addresses[?(@.type=="InternalIP")].address} {end}'`)
 	for _, want := range []string{"kube-node1=172.31.3.11", "kube-node2=172.31.3.12", "kube-node3=172.31.4.11", "kube-node4=172.31.4.12"} {
