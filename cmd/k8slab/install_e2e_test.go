@@ -543,8 +543,11 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 		t.Log("verify after-install: not judged on a resumed snapshot (judged after the reinstall)")
 	} else {
 		// A re-joined node needs a moment: let every node post its status
-		// again before verify judges them.
-		deadline := time.Now().Add(5 * time.Minute)
+		// again before verify judges them. The install returns before its
+		// pods run (--wait=false: Calico cannot start offline); on the
+		// loaded control-plane VM kube-proxy's sandbox alone took minutes
+		// (runs AG, AH), so verify is judged once the lab has had 10 min.
+		deadline := time.Now().Add(10 * time.Minute)
 		for r := runCLI(t, lab, env, "verify"); r.code != 0 && time.Now().Before(deadline); r = runCLI(t, lab, env, "verify") {
 			t.Logf("lab not settled yet (verify exit %d); retrying", r.code)
 			time.Sleep(15 * time.Second)
