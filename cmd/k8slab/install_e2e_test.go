@@ -556,10 +556,11 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	}
 
 	// reinstall: reset (Kubernetes only) + install, provisioning skipped;
-	// run as a regression cycle would (scripts/regression.sh 1).
+	// run as a regression cycle would (scripts/regression.sh 1), its
+	// verify given the same 10 min as the one after the install.
 	out := t.TempDir()
 	script, _ := filepath.Abs("../../scripts/regression.sh")
-	so, err := labCmd(t, lab, append(env, "K8SLAB="+binPath, "OUT="+out), append([]string{script, "1"}, with()[1:]...)...).CombinedOutput()
+	so, err := labCmd(t, lab, append(env, "K8SLAB="+binPath, "OUT="+out, "SETTLE=10m"), append([]string{script, "1"}, with()[1:]...)...).CombinedOutput()
 	t.Logf("scripts/regression.sh 1: %v\n%s", err, tail(string(so), 20))
 	readOut := func(name string) string { b, _ := os.ReadFile(filepath.Join(out, name)); return string(b) }
 	var rcs [2]int
