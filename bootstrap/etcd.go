@@ -111,7 +111,7 @@ func EtcdEnv(in EtcdClusterInput, name string) (string, error) {
 		// slower than 300 ms. On the loaded lab that was ~435 lines a
 		// minute, and journald writing them took 17 % of a CPU on the
 		// control plane's node (run AF), the node that was short of CPU.
-		// Requests this slow are still logged.
+		// Slower than 1 s / 2 s, they are still logged.
 		"ETCD_WARNING_APPLY_DURATION=1s",
 		"ETCD_WARNING_UNARY_REQUEST_DURATION=2s",
 	}
