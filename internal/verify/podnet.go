@@ -315,7 +315,7 @@ func (p *probeRun) wait(ctx context.Context, name string, cond func(*corev1.Pod)
 			if cond(pod) {
 				return pod, nil
 			}
-			if st := podState(*pod); st == "ErrImageNeverPull" || st == "InvalidImageName" {
+			if st := podReason(*pod); st == "ErrImageNeverPull" || st == "InvalidImageName" {
 				return nil, fmt.Errorf("%s: %s", st, provision.ProbeImage)
 			}
 		case !apierrors.IsNotFound(err) && ctx.Err() == nil:

@@ -24,6 +24,7 @@ import (
 type simNetwork struct {
 	dns, podNet, svcNet, enforcePolicy bool
 	serverStuck                        bool
+	stuckReason, stuckMessage          string // ContainerCreating if empty
 }
 
 func (s simNetwork) run(ctx context.Context, t *testing.T, kc *fake.Clientset) {
@@ -46,7 +47,11 @@ func (s simNetwork) answer(ctx context.Context, t *testing.T, kc *fake.Clientset
 	}
 	if p.Name == "server" {
 		if s.serverStuck {
-			p.Status.ContainerStatuses = []corev1.ContainerStatus{{State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}
+			w := &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+			if s.stuckReason != "" {
+				w.Reason, w.Message = s.stuckReason, s.stuckMessage
+			}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{State: corev1.ContainerState{Waiting: w}}}
 			p.Status.Phase = corev1.PodPending
 		} else {
 			p.Status.Phase, p.Status.PodIP = corev1.PodRunning, "172.31.128.7"
@@ -119,6 +124,10 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 	noDNS.dns = false
 	noSvc.svcNet = false
 	stuck.serverStuck = true
+	// The kubelet gives a message with this reason: it must not hide the
+	// reason from the check that gives up at once.
+	neverPull := stuck
+	neverPull.stuckReason, neverPull.stuckMessage = "ErrImageNeverPull", `Container image "`+provision.ProbeImage+`" is not present with pull policy of Never`
 	ready := func() []corev1.Node { return withProbe(labNodes(corev1.ConditionTrue, "")) }
 	cases := []struct {
 		name       string
@@ -135,6 +144,7 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 		{"DNS broken", noDNS, ready(), "", []Status{Fail, Pass, Pass, Pass}, "lookup timed out"},
 		{"Services broken", noSvc, ready(), "", []Status{Pass, Pass, Fail, Pass}, "172.31.64.10/ unreachable"},
 		{"server never starts", stuck, ready(), "", []Status{Fail, Fail, Fail, Fail}, "test server pod on kube-node1: still ContainerCreating"},
+		{"probe image missing although the node listed it", neverPull, ready(), "", []Status{Fail, Fail, Fail, Fail}, "ErrImageNeverPull: " + provision.ProbeImage},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

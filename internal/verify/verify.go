@@ -286,14 +286,20 @@ func podRunning(p corev1.Pod) bool {
 	return true
 }
 
+// podState is where a pod stands, with the kubelet's message when one of
+// its containers waits: a FAIL line then says why.
 func podState(p corev1.Pod) string {
-	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-		if w := cs.State.Waiting; w != nil && w.Reason != "" {
-			if w.Message != "" {
-				return w.Reason + " (" + clip(w.Message, 160) + ")"
-			}
-			return w.Reason
-		}
+	if w := waiting(p); w != nil && w.Message != "" {
+		return w.Reason + " (" + clip(w.Message, 160) + ")"
+	}
+	return podReason(p)
+}
+
+// podReason is podState without the message: a reason to compare, or to
+// list for pods that only wait for the pod network.
+func podReason(p corev1.Pod) string {
+	if w := waiting(p); w != nil {
+		return w.Reason
 	}
 	if p.Status.Phase == "" {
 		return "Pending (no kubelet has taken it)"
@@ -343,31 +349,31 @@ func podChecks(cfg *cluster.Config, nodes []corev1.Node, pods []corev1.Pod, cali
 	} else {
 		out = append(out, Check{"control-plane pods Running", Pass, strings.Join(want, ", ") + " on " + cpName})
 	}
-	var bad, waiting []string
+	var bad, waits []string
 	for _, p := range pods {
 		if podRunning(p) || p.Status.Phase == corev1.PodSucceeded {
 			continue
 		}
 		// Where it is stuck says which node to look at (runs AG, AH: one
 		// kube-proxy stuck in ContainerCreating, its node unnamed).
-		s := p.Name + " " + podState(p)
+		on := ""
 		if p.Spec.NodeName != "" {
-			s += " on " + p.Spec.NodeName
+			on = " on " + p.Spec.NodeName
 		}
 		// Pods on the pod network (and Calico's own) wait for Calico.
 		if calicoDown != "" && (!p.Spec.HostNetwork || strings.HasPrefix(p.Name, "calico-")) {
-			waiting = append(waiting, s)
+			waits = append(waits, p.Name+" "+podReason(p)+on)
 		} else {
-			bad = append(bad, s)
+			bad = append(bad, p.Name+" "+podState(p)+on)
 		}
 	}
 	sort.Strings(bad)
-	sort.Strings(waiting)
+	sort.Strings(waits)
 	switch {
 	case len(bad) > 0:
 		out = append(out, Check{"kube-system pods Running", Fail, strings.Join(bad, "; ")})
-	case len(waiting) > 0:
-		out = append(out, Check{"kube-system pods Running", Skip, fmt.Sprintf("%d pods wait for the pod network (%s): %s", len(waiting), calicoDown, strings.Join(waiting, "; "))})
+	case len(waits) > 0:
+		out = append(out, Check{"kube-system pods Running", Skip, fmt.Sprintf("%d pods wait for the pod network (%s): %s", len(waits), calicoDown, strings.Join(waits, "; "))})
 	default:
 		out = append(out, Check{"kube-system pods Running", Pass, fmt.Sprintf("%d pods", len(pods))})
 	}
@@ -425,4 +431,14 @@ func clip(s string, n int) string {
 		return string(r[:n]) + "…"
 	}
 	return s
+}
+
+// waiting is the first waiting container's state (init containers first).
+func waiting(p corev1.Pod) *corev1.ContainerStateWaiting {
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			return w
+		}
+	}
+	return nil
 }
