@@ -267,7 +267,7 @@ done
 echo lap=kubelet and pods
 systemctl is-active -q kubelet && { systemctl stop kubelet; gone "kubelet running"; }
 if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then
-	[ -n "$(crictl pods -q 2>/dev/null)" ] && { crictl --timeout 2m rmp -fa >/dev/null 2>&1; gone "pod sandboxes"; }
+` + podRemoveScript + `
 fi
 echo lap=kubeadm reset
 if command -v kubeadm >/dev/null 2>&1 && { [ -e /etc/kubernetes/kubelet.conf ] || [ -e /etc/kubernetes/manifests ] || [ -e /var/lib/kubelet/config.yaml ]; }; then
@@ -302,6 +302,18 @@ for c in iptables ip6tables; do
 done
 if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; then ipvsadm -C && gone "ipvs services"; fi
 `
+
+// podRemoveScript removes every pod sandbox, one crictl per pod and all
+// at once: crictl rmp -a stops them one after the other, which made
+// "kubelet and pods" 1m30s of the emulated control plane's 2 min reset
+// (run AH's reinstall). What a parallel call left (a pod
+// started meanwhile, a call that failed) gets the serial pass.
+const podRemoveScript = `pods=$(crictl pods -q 2>/dev/null)
+if [ -n "$pods" ]; then
+	printf '%s\n' $pods | xargs -n 1 -P 0 crictl --timeout 2m rmp -f >/dev/null 2>&1
+	[ -n "$(crictl pods -q 2>/dev/null)" ] && crictl --timeout 2m rmp -fa >/dev/null 2>&1
+	gone "pod sandboxes"
+fi`
 
 // ipipRemoveScript removes tunl0, the ipip module's fallback device,
 // with the module. The module can be busy for a moment after the pods

@@ -225,3 +225,61 @@ echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
 		})
 	}
 }
+
+// TestResetPodRemoval_SimulatedCrictl runs reset's pod removal with a
+// stand-in crictl (the real one would stop this machine's containers).
+// Each stand-in rmp waits until every pod's rmp has started, so pods
+// removed one after the other show up as "serial".
+func TestResetPodRemoval_SimulatedCrictl(t *testing.T) {
+	tests := []struct {
+		name         string
+		pods         string
+		failOnce     string // a pod whose first rmp fails
+		wantGone     bool
+		wantFallback bool
+	}{
+		{"no pods", "", "", false, false},
+		{"three pods at once", "p1 p2 p3", "", true, false},
+		{"a failed rmp gets the serial pass", "p1 p2 p3", "p2", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, p := range strings.Fields(tt.pods) {
+				must(t, os.WriteFile(filepath.Join(dir, "pod-"+p), nil, 0o644))
+			}
+			n := len(strings.Fields(tt.pods))
+			crictl := `cd "$D"
+[ "$1" = --timeout ] && shift 2
+case "$1 $2" in
+"pods -q") for f in pod-*; do [ -e "$f" ] && echo "${f#pod-}"; done; exit 0;;
+"rmp -fa") echo x >> fallback; rm -f pod-*; exit 0;;
+"rmp -f") id=$3; touch "started-$id"
+	i=0; while [ $(ls started-* | wc -l) -lt ` + strconv.Itoa(n) + ` ]; do
+		i=$((i+1)); [ $i -gt 400 ] && { echo "$id" >> serial; break; }; sleep 0.05
+	done
+	if [ "$id" = "` + tt.failOnce + `" ] && [ ! -e "failed-$id" ]; then touch "failed-$id"; exit 1; fi
+	rm -f "pod-$id"; exit 0;;
+esac
+exit 2`
+			bin := filepath.Join(dir, "bin")
+			must(t, os.Mkdir(bin, 0o755))
+			must(t, os.WriteFile(filepath.Join(bin, "crictl"), []byte("#!/bin/sh\n"+crictl+"\n"), 0o755))
+			cmd := exec.Command("sh", "-c", resetPrelude+podRemoveScript+"\n")
+			cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if serial, _ := os.ReadFile(filepath.Join(dir, "serial")); len(serial) > 0 {
+				t.Errorf("pods removed one after the other: %q", serial)
+			}
+			left, _ := filepath.Glob(filepath.Join(dir, "pod-*"))
+			_, ferr := os.Stat(filepath.Join(dir, "fallback"))
+			gone := strings.Contains(string(out), "removed=pod sandboxes")
+			if len(left) > 0 || gone != tt.wantGone || (ferr == nil) != tt.wantFallback {
+				t.Errorf("left %v, removed line %v, serial pass %v; want none left, %v, %v\n%s", left, gone, ferr == nil, tt.wantGone, tt.wantFallback, out)
+			}
+		})
+	}
+}
