@@ -260,6 +260,10 @@ func TestCLIOnLab(t *testing.T) {
 		if r.code != exitFailed || !strings.Contains(r.stderr, "172.31.3.11: a namespace-lab node shares this workstation's filesystem") {
 			t.Errorf("install on namespace nodes: exit %d\n%s", r.code, r.stderr)
 		}
+		// The time before the first phase is accounted for in the log.
+		if !strings.Contains(r.stderr, "run lock taken on 4 nodes in ") {
+			t.Errorf("the log does not say how long the node locks took:\n%s", r.stderr)
+		}
 		if l := locks(); strings.Count(l, "none") != 4 {
 			t.Errorf("the run did not release its lock:\n%s", l)
 		}

@@ -127,11 +127,13 @@ func (s *session) lockLocal(command string, force bool) error {
 
 // lockNodes takes the lock on every node, after lockLocal.
 func (s *session) lockNodes(ctx context.Context) error {
+	start := time.Now()
 	release, err := lock.Acquire(ctx, s.hosts, s.me, s.lockOpts)
 	if err != nil {
 		return lockExit(err)
 	}
 	s.unlock = release
+	fmt.Fprintf(s.runner.StatusWriter(), "run lock taken on %d nodes in %s\n", len(s.hosts), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -39,10 +39,14 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 		if t, _ := ssh.ParseTarget(cl.Name()); t.Host != cpTarget.Host {
 			continue
 		}
+		readStart := time.Now()
 		b, err := cl.ReadFile(c.Context, cluster.RecordPath)
 		if err != nil {
 			break // nothing recorded: the flags describe the cluster
 		}
+		// A loaded control plane can take tens of seconds to answer
+		// before any phase starts: the log says where that time went.
+		fmt.Fprintf(s.runner.StatusWriter(), "%s: cluster record read in %s\n", cl.Name(), time.Since(readStart).Round(time.Millisecond))
 		rec, err := cluster.Parse(b)
 		if err != nil {
 			s.Close()
