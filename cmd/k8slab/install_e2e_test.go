@@ -810,6 +810,8 @@ ps -eo times=,etimes=,rss=,comm= --sort=-times | head -n 8 | awk '{print "proc "
 // test ends: the emulated control plane was lost 35-43 minutes after
 // kube-apiserver started (session 10) and nothing recorded what had grown.
 func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, path string) {
+	// On a fresh checkout the reports directory does not exist yet.
+	os.MkdirAll(filepath.Dir(path), 0o755)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Logf("vitals: %v", err)
