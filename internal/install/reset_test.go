@@ -283,3 +283,61 @@ exit 2`
 		})
 	}
 }
+
+// TestResetKubeadmUnits_SimulatedSystemctl runs the stop of k8slab's
+// detached kubeadm units against a stand-in systemctl (the real one
+// would act on this machine) that logs each call.
+func TestResetKubeadmUnits_SimulatedSystemctl(t *testing.T) {
+	tests := []struct {
+		name      string
+		running   string
+		wantStop  string // the stop call's arguments, "" for none
+		wantGone  []string
+		wantCalls int
+	}{
+		{"nothing running", "", "", nil, 2},
+		{"a join still running", "k8slab-kubeadm-join.service", "k8slab-kubeadm-join.service", []string{"running k8slab-kubeadm-join"}, 3},
+		{"init and its second half", "k8slab-kubeadm-init.service k8slab-kubeadm-init-rest.service",
+			"k8slab-kubeadm-init.service k8slab-kubeadm-init-rest.service",
+			[]string{"running k8slab-kubeadm-init", "running k8slab-kubeadm-init-rest"}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			systemctl := `echo "$*" >> "$D/calls"
+case "$1" in
+list-units) for u in ` + tt.running + `; do echo "$u loaded active running k8slab"; done;;
+esac
+exit 0`
+			bin := filepath.Join(dir, "bin")
+			must(t, os.Mkdir(bin, 0o755))
+			must(t, os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\n"+systemctl+"\n"), 0o755))
+			cmd := exec.Command("sh", "-c", resetPrelude+kubeadmUnitsStopScript+"\n")
+			cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			b, _ := os.ReadFile(filepath.Join(dir, "calls"))
+			calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+			var stop string
+			for _, c := range calls {
+				if a, ok := strings.CutPrefix(c, "stop "); ok {
+					stop = a
+				}
+			}
+			var gone []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if g, ok := strings.CutPrefix(l, "removed="); ok {
+					gone = append(gone, g)
+				}
+			}
+			if len(calls) != tt.wantCalls || stop != tt.wantStop || !slices.Equal(gone, tt.wantGone) {
+				t.Errorf("systemctl calls %q, stop %q, removed %q; want %d calls, stop %q, removed %q", calls, stop, gone, tt.wantCalls, tt.wantStop, tt.wantGone)
+			}
+			if last := calls[len(calls)-1]; last != "reset-failed k8slab-kubeadm-*" {
+				t.Errorf("last systemctl call %q, want the failed units reset", last)
+			}
+		})
+	}
+}
