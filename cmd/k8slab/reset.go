@@ -34,6 +34,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	s.dialAll(c.Context)
 	cpTarget, _ := ssh.ParseTarget(cfg.ControlPlane)
 	for _, cl := range s.clients {
 		if t, _ := ssh.ParseTarget(cl.Name()); t.Host != cpTarget.Host {
