@@ -134,6 +134,22 @@ func TestResetRemovesPodsBeforeKubeadm(t *testing.T) {
 	}
 }
 
+// TestResetEtcdKillsThenReloadsOnce: etcd is killed before it is
+// disabled and its files go, and systemd is reloaded once, after them
+// (the script itself cannot run here: it acts on this machine's paths).
+func TestResetEtcdKillsThenReloadsOnce(t *testing.T) {
+	kill := strings.Index(resetEtcdScript, "systemctl kill --signal=SIGKILL etcd")
+	disable := strings.Index(resetEtcdScript, "systemctl disable --now --no-reload etcd")
+	rm := strings.Index(resetEtcdScript, "rm -rf /etc/systemd/system/etcd.service")
+	reload := strings.Index(resetEtcdScript, "systemctl daemon-reload")
+	if kill < 0 || disable < 0 || rm < 0 || reload < 0 || !(kill < disable && disable < rm && rm < reload) {
+		t.Errorf("order in resetEtcdScript: kill at %d, disable at %d, rm at %d, daemon-reload at %d; want them in that order", kill, disable, rm, reload)
+	}
+	if n := strings.Count(resetEtcdScript, "daemon-reload"); n != 1 {
+		t.Errorf("resetEtcdScript reloads systemd %d times, want once", n)
+	}
+}
+
 // TestLapTimer: a lap ends when the next lap= line arrives, however the
 // output is cut into writes, and done closes the last one.
 func TestLapTimer(t *testing.T) {
