@@ -262,7 +262,7 @@ gone() { echo "removed=$1"; }
 const resetScript = `echo lap=units
 ` + kubeadmUnitsStopScript + `
 echo lap=kubelet
-systemctl is-active -q kubelet && { systemctl stop kubelet; gone "kubelet running"; }
+` + kubeletStopScript + `
 echo lap=pods
 if command -v crictl >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then
 ` + podRemoveScript + `
@@ -313,15 +313,35 @@ if [ -n "$running" ]; then
 fi
 systemctl reset-failed 'k8slab-kubeadm-*' 2>/dev/null`
 
+// kubeletStopScript kills the kubelet, then every process of every pod
+// at once (kubepods.slice: the systemd cgroup driver's), before crictl
+// tidies up: on the control plane the API server, controller-manager and
+// scheduler kept the VM busy until their pods were stopped, and in the
+// meantime the kubelet's graceful stop took 16 s and one crictl listing
+// about 20 s (run AM's reinstall; the pods were removed 49 s after the
+// kubelet's stop began). Nothing in a reset needs either to end
+// gracefully: their state is deleted next. The kubelet is killed first so
+// it restarts no container, and stopped so systemd does not restart it.
+const kubeletStopScript = `if systemctl is-active -q kubelet; then
+	systemctl kill --signal=SIGKILL kubelet
+	systemctl stop kubelet
+	gone "kubelet running"
+fi
+systemctl kill --signal=SIGKILL kubepods.slice >/dev/null 2>&1`
+
 // podRemoveScript removes every pod sandbox, one crictl per pod and all
 // at once: crictl rmp -a stops them one after the other, which made
 // "kubelet and pods" 1m30s of the emulated control plane's 2 min reset
-// (run AH's reinstall). What a parallel call left (a pod
-// started meanwhile, a call that failed) gets the serial pass.
+// (run AH's reinstall). A call that failed (xargs then exits non-zero)
+// gets the serial pass; no second listing looks for what is left when
+// all of them succeeded, because each crictl took seconds just to start
+// on the emulated VMs (run AM: 7 s from the kubelet's stop to the first
+// StopPodSandbox on kube-node4), and with the kubelet stopped nothing
+// starts a pod meanwhile.
 const podRemoveScript = `pods=$(crictl pods -q 2>/dev/null)
 if [ -n "$pods" ]; then
-	printf '%s\n' $pods | xargs -n 1 -P 0 crictl --timeout 2m rmp -f >/dev/null 2>&1
-	[ -n "$(crictl pods -q 2>/dev/null)" ] && crictl --timeout 2m rmp -fa >/dev/null 2>&1
+	printf '%s\n' $pods | xargs -n 1 -P 0 crictl --timeout 2m rmp -f >/dev/null 2>&1 ||
+		crictl --timeout 2m rmp -fa >/dev/null 2>&1
 	gone "pod sandboxes"
 fi`
 

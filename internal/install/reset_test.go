@@ -125,12 +125,26 @@ func TestResetScriptsParse(t *testing.T) {
 // TestResetRemovesPodsBeforeKubeadm: kubeadm reset's own CRI calls give
 // each sandbox 2 s, so the pods are stopped (by crictl, with time) and
 // the kubelet that would restart them is stopped before it runs.
+//
+// The kubelet is killed before the pods' processes are (it would restart
+// them), and those before crictl runs (on the loaded control plane they
+// slowed every crictl call).
 func TestResetRemovesPodsBeforeKubeadm(t *testing.T) {
-	kubelet := strings.Index(resetScript, "systemctl stop kubelet")
-	pods := strings.Index(resetScript, "rmp -fa")
-	kubeadm := strings.Index(resetScript, "kubeadm reset $resetFlags")
-	if kubelet < 0 || pods < 0 || kubeadm < 0 || !(kubelet < pods && pods < kubeadm) {
-		t.Errorf("order in resetScript: kubelet stop at %d, pod removal at %d, kubeadm reset at %d; want them in that order", kubelet, pods, kubeadm)
+	order := []string{
+		"systemctl kill --signal=SIGKILL kubelet",
+		"systemctl stop kubelet",
+		"systemctl kill --signal=SIGKILL kubepods.slice",
+		"crictl pods -q",
+		"rmp -fa",
+		"kubeadm reset $resetFlags",
+	}
+	last := -1
+	for _, o := range order {
+		i := strings.Index(resetScript, o)
+		if i < 0 || i < last {
+			t.Errorf("resetScript: %q at %d, after the step before it (at %d)? want the order %q", o, i, last, order)
+		}
+		last = i
 	}
 }
 
@@ -268,7 +282,7 @@ func TestResetPodRemoval_SimulatedCrictl(t *testing.T) {
 			crictl := `cd "$D"
 [ "$1" = --timeout ] && shift 2
 case "$1 $2" in
-"pods -q") for f in pod-*; do [ -e "$f" ] && echo "${f#pod-}"; done; exit 0;;
+"pods -q") echo x >> listings; for f in pod-*; do [ -e "$f" ] && echo "${f#pod-}"; done; exit 0;;
 "rmp -fa") echo x >> fallback; rm -f pod-*; exit 0;;
 "rmp -f") id=$3; touch "started-$id"
 	i=0; while [ $(ls started-* | wc -l) -lt ` + strconv.Itoa(n) + ` ]; do
@@ -286,6 +300,10 @@ exit 2`
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
+			}
+			// crictl took seconds to start on the emulated VMs: one listing.
+			if l, _ := os.ReadFile(filepath.Join(dir, "listings")); len(l) != 2 {
+				t.Errorf("crictl pods listed %d times, want once", len(l)/2)
 			}
 			if serial, _ := os.ReadFile(filepath.Join(dir, "serial")); len(serial) > 0 {
 				t.Errorf("pods removed one after the other: %q", serial)
