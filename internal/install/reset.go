@@ -279,11 +279,12 @@ for p in /etc/kubernetes /var/lib/kubelet /var/lib/cni /var/lib/calico /var/run/
 done
 rm -f /var/log/k8slab/k8slab-kubeadm-*
 ` + cniConfRemoveScript + `
-echo lap=links and rules
+echo lap=links
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) ip link delete "$l" 2>/dev/null && gone "link $l";; esac
 done
 ` + ipipRemoveScript + `
+echo lap=rules
 for fam in ip ip6; do
 	nft list table $fam kube-proxy >/dev/null 2>&1 && nft delete table $fam kube-proxy && gone "nft table $fam kube-proxy"
 done
