@@ -34,7 +34,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "mirror", Usage: "without --artifacts: fetch from a mirror, `FROM=TO` URL prefixes (e.g. https://dl.k8s.io=http://mirror.lab/k8s; repeatable)"},
 		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join, calico, kubeconfig"},
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
-		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; slow or emulated labs join more reliably with 1)"},
+		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; a small API server may need a cap)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
 		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
 		&cli.BoolFlag{Name: "fix-machine-id", Usage: "regenerate /etc/machine-id on nodes that share it with another (cloned VMs)"},
