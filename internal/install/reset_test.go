@@ -226,25 +226,15 @@ exit 0`,
 echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
 				"sleep": "exit 0",
 			}
-			bin := filepath.Join(dir, "bin")
-			must(t, os.Mkdir(bin, 0o755))
-			for name, body := range fakes {
-				must(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
-			}
 			// Only the link lines of the check: the rest reads this
 			// machine's paths.
 			check := resetCheckScript[:strings.Index(resetCheckScript, "nft list ruleset")]
-			cmd := exec.Command("sh", "-c", resetPrelude+ipipRemoveScript+"\n"+check)
-			cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
+			out := runWithStandIns(t, dir, fakes, ipipRemoveScript+"\n"+check)
 			calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 			n, _ := strconv.Atoi(strings.TrimSpace(string(calls)))
-			gone := strings.Contains(string(out), "removed=link tunl0 (ipip module)")
+			gone := strings.Contains(out, "removed=link tunl0 (ipip module)")
 			var left string
-			for _, l := range strings.Split(string(out), "\n") {
+			for _, l := range strings.Split(out, "\n") {
 				if strings.HasPrefix(l, "left=") {
 					left = l
 				}
@@ -292,15 +282,7 @@ case "$1 $2" in
 	rm -f "pod-$id"; exit 0;;
 esac
 exit 2`
-			bin := filepath.Join(dir, "bin")
-			must(t, os.Mkdir(bin, 0o755))
-			must(t, os.WriteFile(filepath.Join(bin, "crictl"), []byte("#!/bin/sh\n"+crictl+"\n"), 0o755))
-			cmd := exec.Command("sh", "-c", resetPrelude+podRemoveScript+"\n")
-			cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
+			out := runWithStandIns(t, dir, map[string]string{"crictl": crictl}, podRemoveScript)
 			// crictl took seconds to start on the emulated VMs: one listing.
 			if l, _ := os.ReadFile(filepath.Join(dir, "listings")); len(l) != 2 {
 				t.Errorf("crictl pods listed %d times, want once", len(l)/2)
@@ -310,7 +292,7 @@ exit 2`
 			}
 			left, _ := filepath.Glob(filepath.Join(dir, "pod-*"))
 			_, ferr := os.Stat(filepath.Join(dir, "fallback"))
-			gone := strings.Contains(string(out), "removed=pod sandboxes")
+			gone := strings.Contains(out, "removed=pod sandboxes")
 			if len(left) > 0 || gone != tt.wantGone || (ferr == nil) != tt.wantFallback {
 				t.Errorf("left %v, removed line %v, serial pass %v; want none left, %v, %v\n%s", left, gone, ferr == nil, tt.wantGone, tt.wantFallback, out)
 			}
@@ -343,15 +325,7 @@ case "$1" in
 list-units) for u in ` + tt.running + `; do echo "$u loaded active running k8slab"; done;;
 esac
 exit 0`
-			bin := filepath.Join(dir, "bin")
-			must(t, os.Mkdir(bin, 0o755))
-			must(t, os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\n"+systemctl+"\n"), 0o755))
-			cmd := exec.Command("sh", "-c", resetPrelude+kubeadmUnitsStopScript+"\n")
-			cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
+			out := runWithStandIns(t, dir, map[string]string{"systemctl": systemctl}, kubeadmUnitsStopScript)
 			b, _ := os.ReadFile(filepath.Join(dir, "calls"))
 			calls := strings.Split(strings.TrimSpace(string(b)), "\n")
 			var stop string
@@ -361,7 +335,7 @@ exit 0`
 				}
 			}
 			var gone []string
-			for _, l := range strings.Split(string(out), "\n") {
+			for _, l := range strings.Split(out, "\n") {
 				if g, ok := strings.CutPrefix(l, "removed="); ok {
 					gone = append(gone, g)
 				}
@@ -374,4 +348,23 @@ exit 0`
 			}
 		})
 	}
+}
+
+// runWithStandIns runs a reset script part after the prelude, with
+// stand-in commands (name -> sh body) first on PATH and $D set to dir,
+// and returns its output.
+func runWithStandIns(t *testing.T, dir string, standIns map[string]string, script string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "bin")
+	must(t, os.Mkdir(bin, 0o755))
+	for name, body := range standIns {
+		must(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+	}
+	cmd := exec.Command("sh", "-c", resetPrelude+script+"\n")
+	cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return string(out)
 }
