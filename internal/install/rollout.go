@@ -13,8 +13,7 @@ import (
 
 // Rollout waits, once every node has joined, for calico-node on every node
 // and every node Ready; without --wait it reports where they are and goes
-// on. Apart from the calico phase, which runs while the workers join:
-// calico-node can only start on a node that has joined.
+// on. Apart from the calico phase because that one runs before the joins.
 type Rollout struct{ *Context }
 
 func (*Rollout) Name() string { return "rollout" }

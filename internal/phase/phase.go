@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -29,14 +28,6 @@ type Planner interface {
 // out: read-only phases whose results the others need (preflight's facts).
 type Always interface {
 	Always() bool
-}
-
-// Overlapper is implemented by a phase that the next one does not need:
-// the next starts as soon as this one has, and the phase after them waits
-// for both. On a lab where every phase waits on one busy API server,
-// what two independent phases wait on overlaps.
-type Overlapper interface {
-	OverlapsNext() bool
 }
 
 // Step is one planned action on one node ("" for the cluster as a whole).
@@ -93,73 +84,29 @@ func (m *Manager) selected(p Phase) bool {
 // Run executes the selected phases; the first failure stops the run,
 // since every phase builds on the ones before it.
 func (m *Manager) Run(ctx context.Context) ([]Result, error) {
-	var sel []Phase
-	for _, p := range m.Phases {
-		if m.selected(p) {
-			sel = append(sel, p)
-		}
-	}
-	var results []Result
-	for i := 0; i < len(sel); i++ {
-		p := sel[i]
-		if o, ok := p.(Overlapper); ok && o.OverlapsNext() && i+1 < len(sel) {
-			rs, err := m.runTogether(ctx, p, sel[i+1])
-			results = append(results, rs...)
-			if err != nil {
-				return results, err
-			}
-			i++
-			continue
-		}
-		r, err := m.runOne(ctx, p)
-		results = append(results, r)
-		if err != nil {
-			return results, err
-		}
-	}
-	return results, nil
-}
-
-func (m *Manager) runOne(ctx context.Context, p Phase) (Result, error) {
 	now := m.Now
 	if now == nil {
 		now = time.Now
 	}
-	start := now()
-	if m.Log != nil {
-		fmt.Fprintf(m.Log, "==> %s\n", p.Name())
+	var results []Result
+	for _, p := range m.Phases {
+		if !m.selected(p) {
+			continue
+		}
+		start := now()
+		if m.Log != nil {
+			fmt.Fprintf(m.Log, "==> %s\n", p.Name())
+		}
+		err := p.Run(ctx)
+		r := Result{Phase: p.Name(), Status: "ok", DurationMS: now().Sub(start).Milliseconds()}
+		if err != nil {
+			r.Status, r.Error = "failed", err.Error()
+			results = append(results, r)
+			return results, fmt.Errorf("phase %s: %w", p.Name(), err)
+		}
+		results = append(results, r)
 	}
-	err := p.Run(ctx)
-	r := Result{Phase: p.Name(), Status: "ok", DurationMS: now().Sub(start).Milliseconds()}
-	if err != nil {
-		r.Status, r.Error = "failed", err.Error()
-		return r, fmt.Errorf("phase %s: %w", p.Name(), err)
-	}
-	return r, nil
-}
-
-// runTogether runs a and b at once and returns when both have ended: a
-// failure of one cancels the other, and the first phase's error is the
-// run's (the second one's is then usually only the cancellation).
-func (m *Manager) runTogether(ctx context.Context, a, b Phase) ([]Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var rs [2]Result
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, p := range []Phase{a, b} {
-		wg.Go(func() {
-			rs[i], errs[i] = m.runOne(ctx, p)
-			if errs[i] != nil {
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	if errs[0] != nil {
-		return rs[:], errs[0]
-	}
-	return rs[:], errs[1]
+	return results, nil
 }
 
 // Plan lists every selected phase's steps, grouped by node.
