@@ -533,8 +533,12 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, code, rep.Data.Verdict, len(rep.Data.Checks))
 		}
 	}
+	// Every judged verify gets the 10 min the reinstall's has (SETTLE):
+	// right after an install whose three workers joined at once, node1's
+	// kube-proxy was still ContainerCreating 2 min later (run AO, after
+	// the reset).
 	verifyOK := func(step string) {
-		r := runCLI(t, lab, env, "verify", "--output", "json")
+		r := runCLI(t, lab, env, "verify", "--output", "json", "--settle", "10m")
 		judge(step, r.code, r.stdout, r.stderr)
 	}
 	// A control plane resumed from the snapshot had its kube-apiserver
