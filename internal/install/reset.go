@@ -348,15 +348,29 @@ if [ -n "$pods" ]; then
 fi`
 
 // ipipRemoveScript removes tunl0, the ipip module's fallback device,
-// with the module. The module can be busy for a moment after the pods
-// went (run AG: kube-node2 alone kept tunl0, its one modprobe -r having
-// failed right after the pods' removal, where the three others' held):
-// it is tried for up to 20 s, and the last error goes with the "left"
-// line.
+// with the module. It never names tunl0 to the kernel while it may not
+// exist: a lookup by name (`ip link show tunl0`) loads ipip through its
+// netdev-tunl0 alias and so makes tunl0 — seen on a fresh node VM. That
+// is why every earlier reset "removed" a tunl0 from nodes where
+// calico-node never ran, and how run AP's kube-node4 (like run AG's
+// kube-node2) kept one: ipip went and something loaded it again within
+// seconds, seen by hand once in ~70 load-and-remove tries; most likely
+// udev, handling the new tunl0's event late, looked it up by name. So
+// existence is read from the link list, udev may finish before and after
+// the removal, and the list is read again. A module busy for a moment
+// after the pods went is tried for up to 20 s; the last error goes with
+// the "left" line.
 const ipipRemoveScript = `ipiperr=
-if ip link show tunl0 >/dev/null 2>&1; then
+has_tunl0() { ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -qx tunl0; }
+settle() { command -v udevadm >/dev/null 2>&1 && udevadm settle --timeout=10 >/dev/null 2>&1; }
+if has_tunl0; then
 	for i in 1 2 3 4 5 6 7 8 9 10; do
-		ipiperr=$(modprobe -r ipip 2>&1) && { ipiperr=; gone "link tunl0 (ipip module)"; break; }
+		settle
+		if ipiperr=$(modprobe -r ipip 2>&1); then
+			settle
+			has_tunl0 || { ipiperr=; gone "link tunl0 (ipip module)"; break; }
+			ipiperr="ipip loaded again after its removal"
+		fi
 		ipiperr=$(printf %s "$ipiperr" | tr '\n' ' ')
 		sleep 2
 	done

@@ -198,35 +198,51 @@ func TestLapTimer(t *testing.T) {
 }
 
 // TestResetIPIPBusyModule_SimulatedTools runs reset's tunl0 removal and
-// its check with stand-ins for ip, modprobe and sleep (the real ones
-// would change this machine's kernel): a module busy for a moment is
-// tried again until it goes; one that stays busy is reported with
+// its check with stand-ins for ip, modprobe, udevadm and sleep (the real
+// ones would change this machine's kernel). The stand-in ip behaves as
+// the kernel does: naming tunl0 loads ipip and queues a udev event, and a
+// queued event handled after ipip went loads it again. Reset must not
+// make a tunl0 itself, must outlast a late reload, and must retry a
+// module busy for a moment; one that stays busy is reported with
 // modprobe's own words.
 func TestResetIPIPBusyModule_SimulatedTools(t *testing.T) {
 	tests := []struct {
 		name      string
-		busy      int // how many modprobe -r calls fail first
+		state     []string // loaded: tunl0 exists; pending: udev has not handled it yet; reload: something loads ipip once after its removal
+		busy      int      // how many modprobe -r calls fail first
 		wantGone  bool
 		wantLeft  string
 		wantCalls int
 	}{
-		{"not loaded", -1, false, "", 0},
-		{"free at once", 0, true, "", 1},
-		{"busy twice after the pods went", 2, true, "", 3},
-		{"busy throughout", 100, false, "left=link tunl0 (modprobe -r ipip: modprobe: FATAL: Module ipip is in use.)", 10},
+		{"not loaded: not made by a lookup", nil, 0, false, "", 0},
+		{"free at once", []string{"loaded"}, 0, true, "", 1},
+		{"just made, udev not done", []string{"loaded", "pending"}, 0, true, "", 1},
+		{"loaded again once after its removal", []string{"loaded", "reload"}, 0, true, "", 2},
+		{"busy twice after the pods went", []string{"loaded"}, 2, true, "", 3},
+		{"busy throughout", []string{"loaded"}, 100, false, "left=link tunl0 (modprobe -r ipip: modprobe: FATAL: Module ipip is in use.)", 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if tt.busy >= 0 {
-				must(t, os.WriteFile(filepath.Join(dir, "loaded"), nil, 0o644))
+			for _, f := range tt.state {
+				must(t, os.WriteFile(filepath.Join(dir, f), nil, 0o644))
 			}
+			// A queued udev event for a tunl0 that is gone looks it up
+			// by name, which loads ipip again.
+			udev := `if [ -e "$D/pending" ]; then rm -f "$D/pending"; [ -e "$D/loaded" ] || : > "$D/loaded"; fi`
 			fakes := map[string]string{
-				"ip": `[ -e "$D/loaded" ] || exit 1
-[ "$1" = -o ] && echo "5: tunl0@NONE: <NOARP> mtu 1480"
-exit 0`,
+				"ip": udev + `
+if [ "$1" = -o ]; then [ -e "$D/loaded" ] && echo "5: tunl0@NONE: <NOARP> mtu 1480"; exit 0; fi
+case " $* " in *" tunl0 "*) : > "$D/loaded"; : > "$D/pending";; esac
+[ -e "$D/loaded" ]`,
+				"udevadm": `[ "$1" = settle ] || exit 1
+` + udev,
 				"modprobe": `n=$(cat "$D/calls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$D/calls"
-[ $n -gt ` + strconv.Itoa(tt.busy) + ` ] && { rm -f "$D/loaded"; exit 0; }
+if [ $n -gt ` + strconv.Itoa(tt.busy) + ` ]; then
+	rm -f "$D/loaded"
+	[ -e "$D/reload" ] && { rm -f "$D/reload"; : > "$D/pending"; }
+	exit 0
+fi
 echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
 				"sleep": "exit 0",
 			}
