@@ -199,12 +199,12 @@ func TestLapTimer(t *testing.T) {
 
 // TestResetIPIPBusyModule_SimulatedTools runs reset's tunl0 removal and
 // its check with stand-ins for ip, modprobe, udevadm and sleep (the real
-// ones would change this machine's kernel). The stand-in ip behaves as
-// the kernel does: naming tunl0 loads ipip and queues a udev event, and a
-// queued event handled after ipip went loads it again. Reset must not
-// make a tunl0 itself, must outlast a late reload, and must retry a
-// module busy for a moment; one that stays busy is reported with
-// modprobe's own words.
+// ones would change this machine's kernel). The stand-ins act as a node
+// VM was seen to: naming tunl0 loads ipip (and queues a udev event), and
+// ipip can come back after its removal — modelled as that event handled
+// late, the likely cause. Reset must not make a tunl0 itself, must
+// outlast a late reload, and must retry a module busy for a moment; one
+// that stays busy is reported with modprobe's own words.
 func TestResetIPIPBusyModule_SimulatedTools(t *testing.T) {
 	tests := []struct {
 		name      string
