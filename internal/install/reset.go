@@ -257,6 +257,9 @@ if [ "${K8SLAB_LAB_NODE:-}" = namespace ]; then
 	exit 1
 fi
 gone() { echo "removed=$1"; }
+# Link names from the kernel's list: naming a link that may not exist
+# (ip link show NAME) can create it (see ipipRemoveScript).
+links() { ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1; }
 `
 
 const resetScript = `echo lap=units
@@ -280,7 +283,7 @@ done
 rm -f /var/log/k8slab/k8slab-kubeadm-*
 ` + cniConfRemoveScript + `
 echo lap=links
-for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+for l in $(links); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) ip link delete "$l" 2>/dev/null && gone "link $l";; esac
 done
 ` + ipipRemoveScript + `
@@ -361,7 +364,7 @@ fi`
 // after the pods went is tried for up to 20 s; the last error goes with
 // the "left" line.
 const ipipRemoveScript = `ipiperr=
-has_tunl0() { ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -qx tunl0; }
+has_tunl0() { links | grep -qx tunl0; }
 settle() { command -v udevadm >/dev/null 2>&1 && udevadm settle --timeout=10 >/dev/null 2>&1; }
 if has_tunl0; then
 	for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -430,7 +433,7 @@ fi
 // resetCheckScript reports anything Kubernetes or Calico still on the
 // node: reset is only done when this prints nothing.
 const resetCheckScript = `echo lap=check
-for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+for l in $(links); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) echo "left=link $l${ipiperr:+ (modprobe -r ipip: $ipiperr)}";; esac
 done
 nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
