@@ -13,7 +13,8 @@ import (
 
 // Rollout waits, once every node has joined, for calico-node on every node
 // and every node Ready; without --wait it reports where they are and goes
-// on. Apart from the calico phase because that one runs before the joins.
+// on. It is a phase apart from calico's because calico runs before the
+// joins, and calico-node can only start on a node that has joined.
 type Rollout struct{ *Context }
 
 func (*Rollout) Name() string { return "rollout" }
