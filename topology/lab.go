@@ -34,6 +34,8 @@ type Lab struct {
 	Logf func(format string, args ...any)
 	// VM, when set, boots the nodes as QEMU VMs instead of namespaces.
 	VM *VMOptions
+	// Container, when set, boots the nodes as systemd containers.
+	Container *ContainerOptions
 
 	mu    sync.Mutex
 	state labState
@@ -43,6 +45,10 @@ type labState struct {
 	Name       string   `json:"name"`
 	Namespaces []string `json:"namespaces"`
 	Procs      []Proc   `json:"procs"`
+	// Container nodes' cgroups (one name, in every hierarchy) and
+	// directories, removed by `lab down`.
+	Cgroups []string `json:"cgroups,omitempty"`
+	Dirs    []string `json:"dirs,omitempty"`
 }
 
 // New binds spec to <root>/<name>.
@@ -141,6 +147,12 @@ func (l *Lab) Up(ctx context.Context) error {
 			name string
 			fn   func(context.Context) error
 		}{"vms", func(ctx context.Context) (err error) { resumed, err = l.startVMs(ctx); return err }})
+	}
+	if l.Container != nil {
+		steps = append(steps, struct {
+			name string
+			fn   func(context.Context) error
+		}{"containers", l.startContainers})
 	}
 	steps = append(steps, struct {
 		name string
@@ -372,9 +384,10 @@ func writeKey(path, comment string) (xssh.PublicKey, error) {
 type sshMember struct{ name, addr string }
 
 // sshdMembers are the members whose sshd runs in a namespace: routers
-// that ask for one, and nodes unless they are VMs (which run their own).
+// that ask for one, and nodes unless they are VMs or containers (which
+// run their own).
 func (l *Lab) sshdMembers() []sshMember {
-	if l.VM != nil {
+	if l.VM != nil || l.Container != nil {
 		return l.sshMembers()[:l.routerSSHCount()]
 	}
 	return l.sshMembers()
@@ -570,6 +583,10 @@ func (l *Lab) waitReady(ctx context.Context) error {
 	if l.VM != nil {
 		limit = l.VM.bootTimeout()
 	}
+	if l.Container != nil {
+		// Four nodes boot systemd at once in about 5 s on two cores.
+		limit = 2 * time.Minute
+	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
@@ -751,6 +768,7 @@ func (l *Lab) down(ctx context.Context) error {
 			}
 		}
 	}
+	errs = append(errs, l.removeContainers()...)
 	if len(errs) == 0 {
 		if err := os.RemoveAll(l.Dir); err != nil {
 			errs = append(errs, err)

@@ -58,6 +58,8 @@ func labCommand() *cli.Command {
 				Usage: "build the lab and wait until BGP has converged and every node answers SSH",
 				Flags: append(labFlags(),
 					&cli.BoolFlag{Name: "vms", Usage: "nodes are Debian VMs under QEMU (real kernels for kubeadm) instead of namespaces"},
+					&cli.BoolFlag{Name: "containers", Usage: "nodes are Debian systemd containers (systemd-nspawn) on this kernel: native speed, for kubeadm and Calico"},
+					&cli.StringFlag{Name: "container-dir", Value: defaultCacheDir("container"), Usage: "with --containers: rootfs and node layers (scripts/container/build-rootfs.sh fills it)", EnvVars: []string{"K8SLAB_CONTAINER_DIR"}},
 					&cli.BoolFlag{Name: "fresh", Usage: "with --vms: ignore snapshots, boot every node from a new disk"},
 					&cli.StringFlag{Name: "vm-dir", Value: defaultVMDir(), Usage: "with --vms: image and node disks (scripts/vm/build-image.sh fills it)", EnvVars: []string{"K8SLAB_VM_DIR"}},
 					&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with --vms: auto (probe KVM, else TCG) | tcg | kvm"},
@@ -67,6 +69,16 @@ func labCommand() *cli.Command {
 					lab, err := loadLab(c)
 					if err != nil {
 						return err
+					}
+					if c.Bool("vms") && c.Bool("containers") {
+						return badInput("--vms and --containers: choose one kind of node")
+					}
+					if c.Bool("containers") {
+						dir := c.String("container-dir")
+						lab.Container = &topology.ContainerOptions{RootfsDir: filepath.Join(dir, "rootfs"), NodesDir: filepath.Join(dir, "nodes")}
+						if err := lab.Container.CheckRootfs(); err != nil {
+							return badInput("%v", err)
+						}
 					}
 					if c.Bool("vms") {
 						if a := c.String("accel"); a != "auto" && a != "tcg" && a != "kvm" {
@@ -165,9 +177,12 @@ func labCommand() *cli.Command {
 	}
 }
 
-func defaultVMDir() string {
+func defaultVMDir() string { return defaultCacheDir("vm") }
+
+// defaultCacheDir is where a lab keeps what it builds once and reuses.
+func defaultCacheDir(kind string) string {
 	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "k8slab", "vm")
+	return filepath.Join(home, ".cache", "k8slab", kind)
 }
 
 func printLabStatus(st topology.Status) {

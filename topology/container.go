@@ -1,0 +1,249 @@
+package topology
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	xssh "golang.org/x/crypto/ssh"
+)
+
+// ContainerOptions turn the lab's nodes into systemd containers
+// (systemd-nspawn) on the workstation's kernel: each boots its own
+// systemd, sshd and, once k8slab has installed them, containerd and the
+// kubelet, inside the node's network namespace on the same fabric and
+// addresses as the namespace or VM nodes it replaces.
+type ContainerOptions struct {
+	// RootfsDir is the root filesystem scripts/container/build-rootfs.sh
+	// made; every node boots it under a copy-on-write layer of its own.
+	RootfsDir string
+	// NodesDir holds each node's layer and containerd store while the lab
+	// is up; `lab down` removes them.
+	NodesDir string
+}
+
+//go:embed container-launch.sh
+var containerLaunch string
+
+// CheckRootfs says what is missing to start container nodes, naming the
+// command that provides it.
+func (o *ContainerOptions) CheckRootfs() error {
+	if _, err := os.Stat(filepath.Join(o.RootfsDir, "usr/local/lib/k8slab/node-setup.sh")); err != nil {
+		return fmt.Errorf("no container-node rootfs in %s: build it with scripts/container/build-rootfs.sh %s (or make container-rootfs)", o.RootfsDir, filepath.Dir(o.RootfsDir))
+	}
+	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
+		return fmt.Errorf("systemd-nspawn is not installed (Debian: apt-get install systemd-container, or make deps)")
+	}
+	return nil
+}
+
+func (l *Lab) containerDir(node string) string {
+	return filepath.Join(l.Container.NodesDir, l.Spec.Name, node)
+}
+
+// cgroupName is the node's cgroup in every hierarchy: named like its
+// network namespace, so one lab's never collide with another's.
+func (l *Lab) cgroupName(node string) string { return l.NS(node) }
+
+// startContainers gives every node its identity in its own layer and
+// boots it.
+func (l *Lab) startContainers(ctx context.Context) error {
+	pub, err := os.ReadFile(l.KeyFile() + ".pub")
+	if err != nil {
+		return err
+	}
+	for _, n := range l.Spec.Nodes {
+		dir := l.containerDir(n.Name)
+		if err := removeNodeDir(dir); err != nil {
+			return err
+		}
+		for _, d := range []string{"upper", "work", "root", "containerd"} {
+			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+				return err
+			}
+		}
+		l.state.Dirs = append(l.state.Dirs, dir)
+		l.state.Cgroups = append(l.state.Cgroups, l.cgroupName(n.Name))
+		if err := l.save(); err != nil {
+			return err
+		}
+		if err := writeIdentity(filepath.Join(dir, "upper"), n.Name, pub); err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
+		}
+		if err := os.MkdirAll(l.memberDir(n.Name), 0o755); err != nil {
+			return err
+		}
+		p, err := startDaemon(n.Name, "nspawn", filepath.Join(l.memberDir(n.Name), "container.log"),
+			[]string{"sh", "-c", containerLaunch, "container-launch", n.Name, l.Container.RootfsDir, dir, l.NS(n.Name), l.cgroupName(n.Name)})
+		if err != nil {
+			return err
+		}
+		l.state.Procs = append(l.state.Procs, p)
+		if err := l.save(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeIdentity puts what makes a node distinct into its layer: a fresh
+// machine-id (the kubelet, Calico and journald key on it), its hostname,
+// an SSH host key and the lab's key for root.
+func writeIdentity(upper, name string, labKey []byte) error {
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{"etc/ssh", 0o755}, {"root", 0o700}, {"root/.ssh", 0o700}} {
+		if err := os.MkdirAll(filepath.Join(upper, d.path), d.mode); err != nil {
+			return err
+		}
+	}
+	files := []struct {
+		path string
+		body []byte
+		mode os.FileMode
+	}{
+		{"etc/machine-id", []byte(hex.EncodeToString(id) + "\n"), 0o444},
+		{"etc/hostname", []byte(name + "\n"), 0o644},
+		{"root/.ssh/authorized_keys", labKey, 0o600},
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(upper, f.path), f.body, f.mode); err != nil {
+			return err
+		}
+	}
+	hk := filepath.Join(upper, "etc/ssh/ssh_host_ed25519_key")
+	pub, err := writeKey(hk, "root@"+name)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(hk+".pub", xssh.MarshalAuthorizedKey(pub), 0o644)
+}
+
+// removeContainers undoes startContainers once the nodes' processes are
+// gone: their cgroups in every hierarchy, then their directories.
+func (l *Lab) removeContainers() []error {
+	var errs []error
+	for _, cg := range l.state.Cgroups {
+		if err := removeCgroup(cg, 5*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range l.state.Dirs {
+		if err := removeNodeDir(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// cgroupDirs lists name's directory in every mounted hierarchy that has it.
+func cgroupDirs(name string) []string {
+	var out []string
+	for _, root := range cgroupRoots() {
+		if d := filepath.Join(root, name); isDir(d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// cgroupRoots are the workstation's cgroup mount points (v1: one per
+// hierarchy; v2: one).
+func cgroupRoots() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE SOURCE SUPER
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		f := strings.Fields(pre)
+		if !ok || len(f) < 5 || f[3] != "/" {
+			continue
+		}
+		if t := strings.Fields(post); len(t) > 0 && (t[0] == "cgroup" || t[0] == "cgroup2") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// removeCgroup removes the cgroup and everything the node made under it
+// (kubepods.slice, system.slice, ...), deepest first; a cgroup whose last
+// process is still exiting is busy for a moment, so it retries.
+func removeCgroup(name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var left []string
+		for _, d := range cgroupDirs(name) {
+			var dirs []string
+			filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+				if err == nil && e.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+			for i := len(dirs) - 1; i >= 0; i-- {
+				if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+					left = append(left, dirs[i])
+				}
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s: %d directories still busy, e.g. %s", name, len(left), left[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// removeNodeDir deletes a node's layer and store, but never while anything
+// is mounted below it: removing through a live overlay or bind mount
+// would reach files that are not the node's.
+func removeNodeDir(dir string) error {
+	if m := mountsBelow(dir); len(m) > 0 {
+		return fmt.Errorf("%s: still mounted: %s", dir, strings.Join(m, ", "))
+	}
+	return os.RemoveAll(dir)
+}
+
+// mountsBelow lists mount points at or under dir in this mount namespace.
+func mountsBelow(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) > 4 && (fs[4] == dir || strings.HasPrefix(fs[4], dir+"/")) {
+			out = append(out, fs[4])
+		}
+	}
+	return out
+}
