@@ -208,6 +208,10 @@ type KubeletConfiguration struct {
 	typeMeta              `json:",inline"`
 	CgroupDriver          string `json:"cgroupDriver"`
 	RuntimeRequestTimeout string `json:"runtimeRequestTimeout"`
+	// FailCgroupV1 false lets the kubelet start on cgroup v1 (Ubuntu
+	// 20.04, hosts booted with the legacy hierarchy), which it refuses by
+	// default since v1.35.
+	FailCgroupV1 *bool `json:"failCgroupV1,omitempty"`
 }
 
 // RuntimeRequestTimeout bounds the kubelet's calls to containerd; a pod
@@ -263,7 +267,14 @@ type InitInput struct {
 	// Wait bounds kubeadm's own waits; the emulated lab needs minutes.
 	Wait            time.Duration
 	IgnorePreflight []string
+	// CgroupV1: some node runs cgroup v1. The kubelet configuration is the
+	// cluster's (joins download it), so it allows v1 everywhere.
+	CgroupV1 bool
 }
+
+// CgroupV1Preflight is the kubeadm check that fails on cgroup v1 (it
+// checks nothing else k8slab's own preflight does not).
+const CgroupV1Preflight = "SystemVerification"
 
 // External etcd client files, where k8slab's etcd phase puts them.
 const (
@@ -344,8 +355,11 @@ func RenderInit(in InitInput) ([]byte, error) {
 	if mode == "" {
 		mode = "iptables"
 	}
-	return marshalDocs(initCfg, cc,
-		KubeletConfiguration{typeMeta{kubeletAPI, "KubeletConfiguration"}, "systemd", RuntimeRequestTimeout},
+	kc := KubeletConfiguration{typeMeta: typeMeta{kubeletAPI, "KubeletConfiguration"}, CgroupDriver: "systemd", RuntimeRequestTimeout: RuntimeRequestTimeout}
+	if in.CgroupV1 {
+		kc.FailCgroupV1 = new(bool)
+	}
+	return marshalDocs(initCfg, cc, kc,
 		KubeProxyConfiguration{typeMeta{kubeProxyAPI, "KubeProxyConfiguration"}, mode})
 }
 

@@ -90,6 +90,9 @@ func TestRenderInit(t *testing.T) {
 			if cc["encryptionAlgorithm"] != "ECDSA-P256" {
 				t.Errorf("encryptionAlgorithm: %v", cc["encryptionAlgorithm"])
 			}
+			if _, set := d["KubeletConfiguration"]["failCgroupV1"]; set {
+				t.Errorf("failCgroupV1 set on a cgroup v2 cluster: %v", d["KubeletConfiguration"])
+			}
 			if d["KubeletConfiguration"]["cgroupDriver"] != "systemd" || d["KubeletConfiguration"]["runtimeRequestTimeout"] != "10m0s" || d["KubeProxyConfiguration"]["mode"] != "nftables" {
 				t.Errorf("kubelet/proxy: %v %v", d["KubeletConfiguration"], d["KubeProxyConfiguration"])
 			}
@@ -108,6 +111,16 @@ func TestRenderInit(t *testing.T) {
 			}
 			if d["KubeProxyConfiguration"]["mode"] != "iptables" {
 				t.Errorf("proxy mode: %v", d["KubeProxyConfiguration"])
+			}
+		}},
+		{"cgroup v1: the kubelet allows it, kubeadm skips the check that refuses it", func(in *InitInput) {
+			in.CgroupV1, in.IgnorePreflight = true, []string{CgroupV1Preflight}
+		}, func(t *testing.T, d map[string]map[string]any) {
+			if v, set := d["KubeletConfiguration"]["failCgroupV1"]; !set || v != false {
+				t.Errorf("failCgroupV1: %v (set %v), want false", v, set)
+			}
+			if ig, _ := json.Marshal(get(d["InitConfiguration"], "nodeRegistration", "ignorePreflightErrors")); string(ig) != `["SystemVerification"]` {
+				t.Errorf("ignorePreflightErrors: %s", ig)
 			}
 		}},
 	}

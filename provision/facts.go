@@ -36,6 +36,9 @@ type Facts struct {
 	// LabNode is "namespace" on a namespace-lab node: it shares the
 	// workstation's filesystem, so nothing may be installed on it.
 	LabNode string `json:"lab_node,omitempty"`
+	// IPIP: the kernel has the ipip module (loaded, built in, or on disk),
+	// which Calico's IPIP encapsulation needs.
+	IPIP bool `json:"ipip"`
 }
 
 // Binary says whether a program is installed, where, and at what version.
@@ -70,6 +73,9 @@ v=; { read -r v < /sys/class/dmi/id/product_uuid; } 2>/dev/null; echo "product_u
 echo "containerd_path=$(command -v containerd 2>/dev/null)"
 echo "kubelet_path=$(command -v kubelet 2>/dev/null)"
 echo "lab_node=${K8SLAB_LAB_NODE:-}"
+# Never by looking tunl0 up: a lookup by name loads ipip and makes tunl0.
+v=; { read -r v < /proc/sys/kernel/osrelease; } 2>/dev/null
+if [ -d /sys/module/ipip ] || grep -qs '/ipip\.ko' "/lib/modules/$v/modules.dep" "/lib/modules/$v/modules.builtin"; then echo ipip=yes; else echo ipip=no; fi
 true
 `
 
@@ -128,6 +134,7 @@ func ParseFacts(out string) (Facts, error) {
 	}
 	f.DefaultAddr = kv["default_addr"]
 	f.LabNode = kv["lab_node"]
+	f.IPIP = kv["ipip"] == "yes"
 	switch kv["cgroup_fs"] {
 	case "cgroup2fs":
 		f.CgroupVersion = 2

@@ -9,9 +9,11 @@ import (
 )
 
 // TestKernelScript runs kernelScript with a real shell (bash and dash) on
-// a stand-in root: /proc/swaps, /proc/sys, /etc and /sys/module under a
-// temporary directory, swapoff and modprobe replaced by stubs that log
-// their calls. A converged node prints changed=0 and calls nothing.
+// a stand-in root: /proc/swaps, /proc/filesystems, /proc/sys and /etc
+// under a temporary directory, swapoff and modprobe replaced by stubs that
+// log their calls. A converged node prints changed=0 and calls nothing; a
+// kernel with overlay and bridge netfilter built in (no /sys/module entry,
+// nothing to load) is converged too.
 func TestKernelScript(t *testing.T) {
 	const noSwap = "Filename\tType\tSize\tUsed\tPriority\n"
 	tests := []struct {
@@ -19,13 +21,17 @@ func TestKernelScript(t *testing.T) {
 		swaps       string
 		sysctl      string // value of every bridge/forward setting
 		persisted   bool   // modules-load.d and sysctl.d files already right
+		// modules: overlay and bridge netfilter are in the kernel
+		// (loaded or built in), so /proc shows what they provide.
+		modules     bool
 		wantChanged string
 		wantCalls   string
 	}{
-		{"converged", noSwap, "1", true, "changed=0", ""},
-		{"swap on", noSwap + "/swapfile file 1024 0 -2\n", "1", true, "changed=1", "swapoff -a"},
-		{"forwarding off", noSwap, "0", true, "changed=1", ""},
-		{"settings not persisted", noSwap, "1", false, "changed=1", ""},
+		{"converged", noSwap, "1", true, true, "changed=0", ""},
+		{"swap on", noSwap + "/swapfile file 1024 0 -2\n", "1", true, true, "changed=1", "swapoff -a"},
+		{"forwarding off", noSwap, "0", true, true, "changed=1", ""},
+		{"settings not persisted", noSwap, "1", false, true, "changed=1", ""},
+		{"modules not loaded", noSwap, "1", true, false, "changed=1", "modprobe overlay\nmodprobe br_netfilter"},
 	}
 	for _, sh := range []string{"bash", "dash"} {
 		if _, err := exec.LookPath(sh); err != nil {
@@ -44,25 +50,29 @@ func TestKernelScript(t *testing.T) {
 					}
 				}
 				put("proc/swaps", tt.swaps)
-				for _, k := range []string{"net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"} {
+				put("proc/filesystems", "nodev\tsysfs\nnodev\tproc\n")
+				keys := []string{"net/ipv4/ip_forward"}
+				if tt.modules {
+					put("proc/filesystems", "nodev\tsysfs\nnodev\tproc\nnodev\toverlay\n")
+					keys = append(keys, "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables")
+				} else {
+					// The stub modprobe makes what the real module would.
+					put("bin/modprobe-effect", "#!/bin/sh\n[ \"$1\" = br_netfilter ] || exit 0\nmkdir -p "+root+"/proc/sys/net/bridge\nfor k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do echo 0 > "+root+"/proc/sys/net/bridge/$k; done\n")
+				}
+				for _, k := range keys {
 					put("proc/sys/"+k, tt.sysctl+"\n")
 				}
 				put("etc/fstab", "/dev/vda / ext4 defaults 0 1\n")
-				for _, m := range []string{"overlay", "br_netfilter"} {
-					if err := os.MkdirAll(filepath.Join(root, "sys/module", m), 0o755); err != nil {
-						t.Fatal(err)
-					}
-				}
 				if tt.persisted {
 					put("etc/modules-load.d/k8slab.conf", "overlay\nbr_netfilter\n")
 					put("etc/sysctl.d/99-k8slab.conf", "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n")
 				}
 				calls := filepath.Join(root, "calls")
 				for _, stub := range []string{"swapoff", "modprobe"} {
-					put("bin/"+stub, "#!/bin/sh\necho \""+stub+" $*\" >> "+calls+"\n")
+					put("bin/"+stub, "#!/bin/sh\necho \""+stub+" $*\" >> "+calls+"\n[ ! -x "+root+"/bin/"+stub+"-effect ] || "+root+"/bin/"+stub+"-effect \"$@\"\n")
 				}
 				script := kernelScript
-				for _, p := range []string{"/proc/swaps", "/proc/sys/", "/etc/", "/sys/module/"} {
+				for _, p := range []string{"/proc/swaps", "/proc/filesystems", "/proc/sys/", "/etc/"} {
 					script = strings.ReplaceAll(script, p, root+p)
 				}
 				cmd := exec.Command(sh, "-c", script)

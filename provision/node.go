@@ -29,9 +29,11 @@ br_netfilter'
 if [ "$(cat /etc/modules-load.d/k8slab.conf 2>/dev/null)" != "$mods" ]; then
 	mkdir -p /etc/modules-load.d; printf '%s\n' "$mods" > /etc/modules-load.d/k8slab.conf; changed=1
 fi
-for m in overlay br_netfilter; do
-	[ -d /sys/module/$m ] || { modprobe $m; changed=1; }
-done
+# What the modules provide, not whether they are loaded: a kernel with
+# them built in (a container node's, many cloud kernels) has no module
+# to load and may list neither in /sys/module.
+grep -qw overlay /proc/filesystems || { modprobe overlay; changed=1; }
+[ -d /proc/sys/net/bridge ] || { modprobe br_netfilter; changed=1; }
 sysctls='net.ipv4.ip_forward = 1
 net.bridge.bridge-nf-call-iptables = 1
 net.bridge.bridge-nf-call-ip6tables = 1'

@@ -66,6 +66,28 @@ func (c *Context) Facts(node string) provision.Facts {
 	return c.facts[node]
 }
 
+// cgroupV1 lists the nodes preflight found on cgroup v1.
+func (c *Context) cgroupV1() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, n := range c.Cluster.Nodes {
+		if c.facts[n].CgroupVersion == 1 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// kubeadmIgnores are the kubeadm preflight checks a node skips: on cgroup
+// v1, the one that refuses it (the kubelet is configured for v1 then).
+func (c *Context) kubeadmIgnores(node string) []string {
+	if c.Facts(node).CgroupVersion == 1 {
+		return []string{bootstrap.CgroupV1Preflight}
+	}
+	return nil
+}
+
 // NodeIP returns a node's kubelet address.
 func (c *Context) NodeIP(node string) string {
 	c.mu.Lock()

@@ -40,7 +40,15 @@ func (c *ControlPlane) Plan() []phase.Step {
 	}
 	return []phase.Step{{Node: c.Cluster.ControlPlane, Action: fmt.Sprintf(
 		"kubeadm init %s (service %s, pods %s, %s, kube-proxy %s; kube-apiserver first, controller-manager and scheduler once it is ready), fetch admin.conf",
-		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode())}}
+		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode()) + c.cgroupV1Note()}}
+}
+
+// cgroupV1Note says what changes for nodes on cgroup v1.
+func (c *ControlPlane) cgroupV1Note() string {
+	if v1 := c.cgroupV1(); len(v1) > 0 {
+		return fmt.Sprintf("; cgroup v1 on %s: kubelet failCgroupV1=false, kubeadm's %s check skipped there", strings.Join(v1, ","), bootstrap.CgroupV1Preflight)
+	}
+	return ""
 }
 
 func (c *ControlPlane) plannedProxyMode() string {
@@ -137,6 +145,8 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 		ControlPlaneIsWorker: c.controlPlaneIsWorker(),
 		ProxyMode:            c.proxyMode(),
 		Wait:                 c.Wait,
+		CgroupV1:             len(c.cgroupV1()) > 0,
+		IgnorePreflight:      c.kubeadmIgnores(cp),
 	})
 	if err != nil {
 		return err

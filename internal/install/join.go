@@ -100,7 +100,7 @@ func (j *Join) Run(ctx context.Context) error {
 		h := t.Host
 		cfg, err := bootstrap.RenderJoin(bootstrap.JoinInput{
 			Node: bootstrap.Node{Name: j.Facts(node).Hostname, IP: j.NodeIP(node)}, APIServer: api,
-			Token: token, CACertHash: hash, Wait: j.Wait,
+			Token: token, CACertHash: hash, Wait: j.Wait, IgnorePreflight: j.kubeadmIgnores(node),
 		})
 		if err != nil {
 			return err

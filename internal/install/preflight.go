@@ -219,6 +219,9 @@ func (p *Preflight) check(probes map[string]probe) []string {
 		if f.CgroupVersion == 0 {
 			bad(node, "no cgroup hierarchy at /sys/fs/cgroup")
 		}
+		if p.Cluster.Calico.Encapsulation == "IPIP" && !f.IPIP {
+			bad(node, "Calico's IPIP encapsulation needs the ipip kernel module, which kernel %s does not have (use --calico-encapsulation VXLAN)", f.Kernel)
+		}
 		if node == p.Cluster.ControlPlane {
 			if f.CPUs < 2 {
 				bad(node, "the control plane needs 2 CPUs, it has %d", f.CPUs)

@@ -14,7 +14,7 @@ func labProbes() map[string]probe {
 	for i, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
 		out[n] = probe{
 			facts: provision.Facts{Hostname: "kube-node" + string(rune('1'+i)), OSID: "debian", OSVersion: "12", Arch: "x86_64",
-				CPUs: 2, MemoryMB: 1964, CgroupVersion: 2, MachineID: "mid" + n, ProductUUID: "uuid" + n},
+				CPUs: 2, MemoryMB: 1964, CgroupVersion: 2, MachineID: "mid" + n, ProductUUID: "uuid" + n, Kernel: "6.1.0-28-amd64", IPIP: true},
 			listen: map[int]string{22: "sshd"},
 			src:    n,
 		}
@@ -52,6 +52,11 @@ func TestPreflightChecks(t *testing.T) {
 			w.facts.OSID, w.facts.OSVersion = "ubuntu", "18.04"
 			p["172.31.3.12"] = w
 		}, []string{"172.31.3.11: the control plane needs 2 CPUs", "172.31.3.11: the control plane needs 1700 MiB", "172.31.3.12: ubuntu 18.04 is not supported"}},
+		{"IPIP on a kernel without the ipip module (a container node's)", func(p map[string]probe) {
+			n := p["172.31.4.11"]
+			n.facts.IPIP, n.facts.Kernel = false, "6.18.44-fc"
+			p["172.31.4.11"] = n
+		}, []string{"172.31.4.11: Calico's IPIP encapsulation needs the ipip kernel module, which kernel 6.18.44-fc does not have (use --calico-encapsulation VXLAN)"}},
 		{"a small worker is fine", func(p map[string]probe) {
 			w := p["172.31.4.12"]
 			w.facts.CPUs, w.facts.MemoryMB = 1, 900
