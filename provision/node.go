@@ -231,6 +231,18 @@ func ImagesFor(r Release, controlPlane, stackedEtcd bool) []string {
 	return out
 }
 
+// BundledCalicoImages are the version's Calico images that the bundle
+// holds (none for a downloaded release: containerd pulls them).
+func BundledCalicoImages(b *Bundle, version string) []string {
+	var out []string
+	for _, ref := range CalicoImages(version) {
+		if _, ok := b.Images[ref]; ok && version != "" {
+			out = append(out, ref)
+		}
+	}
+	return out
+}
+
 // ImportImages uploads and imports the images the node lacks; containerd's
 // own list decides, so a re-run imports nothing.
 func ImportImages(ctx context.Context, h host.Host, b *Bundle, dir string, refs []string) ([]string, error) {
@@ -270,6 +282,9 @@ type Roles struct {
 	EtcdMember bool
 	// StackedEtcd: the control plane runs etcd as a static pod (its image).
 	StackedEtcd bool
+	// Calico is the Calico version the cluster runs: its images are
+	// imported when the bundle has them (else containerd pulls them).
+	Calico string
 }
 
 // nodeCheck is everything provisioning needs to know, in one round trip:
@@ -363,6 +378,8 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 	if _, ok := b.Images[ProbeImage]; ok {
 		refs = append(refs, ProbeImage) // verify's test pods may land on any node
 	}
+	// kube-controllers may be scheduled on any node too.
+	refs = append(refs, BundledCalicoImages(b, roles.Calico)...)
 	for _, ref := range refs {
 		// Without images in the bundle, kubeadm and the kubelet pull them.
 		if !b.Pull && (!active || !slices.Contains(images, ref)) {

@@ -73,6 +73,12 @@ const ProbeImage = "k8slab.dev/k8slab-probe:v1"
 
 // Images are the container images kubeadm pulls for this release (what
 // `kubeadm config images list` prints), by reference.
+// CalicoImages are the images Calico's manifest (calico.yaml) runs:
+// calico-node and its CNI installer on every node, kube-controllers on one.
+func CalicoImages(version string) []string {
+	return []string{"quay.io/calico/node:" + version, "quay.io/calico/cni:" + version, "quay.io/calico/kube-controllers:" + version}
+}
+
 func (r Release) Images() []string {
 	return []string{
 		"registry.k8s.io/kube-apiserver:" + r.Kubernetes,

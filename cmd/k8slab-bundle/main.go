@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/k8slab/k8slab/provision"
@@ -67,19 +69,85 @@ func run(ctx context.Context, k8s, out, work, calicoDir string) error {
 		}
 		images[s.ref] = "images/" + provision.ImageFileName(s.ref)
 	}
+	var notes []string
 	for _, v := range r.Calico {
 		if err := copyDir(filepath.Join(calicoDir, v), filepath.Join(out, "calico", v)); err != nil {
 			return fmt.Errorf("calico %s: %w", v, err)
 		}
+		got, err := b.calicoImages(filepath.Join(calicoDir, v, "images"), v)
+		if err != nil {
+			return fmt.Errorf("calico %s images: %w", v, err)
+		}
+		if len(got) == 0 {
+			notes = append(notes, "Calico "+v+"'s images are not included (no images/ beside its manifests): containerd on the nodes pulls them.")
+		}
+		for ref, rel := range got {
+			images[ref] = rel
+		}
 	}
-	return provision.WriteBundleManifest(out, provision.Bundle{
-		Release: r,
-		Images:  images,
-		Notes: []string{
-			"Calico's images (quay.io/calico/*) are not included: they cannot be built here " +
-				"(github.com/projectcalico/api is not served by the module proxy), so calico-node waits for its image in an offline lab.",
-		},
-	})
+	return provision.WriteBundleManifest(out, provision.Bundle{Release: r, Images: images, Notes: notes})
+}
+
+// calicoImages copies a Calico version's image archives (calico-node-v3.32.1.tar
+// and so on, as `docker save` writes them) into images/, after checking
+// each against the folder's SHA256SUMS. A folder without archives adds none.
+func (b *builder) calicoImages(dir, version string) (map[string]string, error) {
+	sums, err := os.ReadFile(filepath.Join(dir, "SHA256SUMS"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	want := map[string]string{}
+	for _, line := range strings.Split(string(sums), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			want[strings.TrimPrefix(f[1], "*")] = f[0]
+		}
+	}
+	out := map[string]string{}
+	for _, ref := range provision.CalicoImages(version) {
+		name := ref[strings.LastIndex(ref, "/")+1 : strings.LastIndex(ref, ":")]
+		src := filepath.Join(dir, "calico-"+name+"-"+version+".tar")
+		sum, _, err := provision.FileSHA256(src)
+		if err != nil {
+			return nil, err
+		}
+		if want[filepath.Base(src)] != sum {
+			return nil, fmt.Errorf("%s: sha256 %s, SHA256SUMS says %q", src, sum, want[filepath.Base(src)])
+		}
+		rel := "images/" + provision.ImageFileName(ref)
+		if err := copyFile(src, filepath.Join(b.out, rel)); err != nil {
+			return nil, err
+		}
+		out[ref] = rel
+	}
+	b.logf("calico %s: %d images", version, len(out))
+	return out, nil
+}
+
+// copyFile copies through a temporary file, so a stopped build leaves no
+// half-written archive under its final name.
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return err
+	}
+	out, err := os.Create(to + ".tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(to+".tmp", to)
 }
 
 // buildPause compiles the pause container's C program from the Kubernetes

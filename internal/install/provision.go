@@ -37,7 +37,11 @@ func (p *Provision) Plan() []phase.Step {
 			bins += "; etcd, etcdctl " + p.Release.Etcd
 		}
 		add(bins)
-		add("import images: " + strings.Join(provision.ImagesFor(p.Release, cp, p.Cluster.StackedEtcd() && cp), ", "))
+		imgs := provision.ImagesFor(p.Release, cp, p.Cluster.StackedEtcd() && cp)
+		if p.Bundle != nil {
+			imgs = append(imgs, provision.BundledCalicoImages(p.Bundle, p.Cluster.Calico.Version)...)
+		}
+		add("import images: " + strings.Join(imgs, ", "))
 	}
 	return steps
 }
@@ -48,7 +52,7 @@ func (p *Provision) Run(ctx context.Context) error {
 	}
 	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
 		cp, etcd := p.roles(node)
-		roles := provision.Roles{ControlPlane: cp, EtcdMember: etcd, StackedEtcd: cp && p.Cluster.StackedEtcd()}
+		roles := provision.Roles{ControlPlane: cp, EtcdMember: etcd, StackedEtcd: cp && p.Cluster.StackedEtcd(), Calico: p.Cluster.Calico.Version}
 		changed, err := provision.PrepareNode(ctx, t.Host, p.Bundle, p.BundleDir, roles, func(s string) { t.Status("%s", s) })
 		if err != nil {
 			return err
