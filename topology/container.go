@@ -247,3 +247,57 @@ func mountsBelow(dir string) []string {
 	}
 	return out
 }
+
+// ContainerLeftovers lists what a lab's container nodes left on the
+// workstation: cgroups, node directories, mounts. Empty after `lab down`.
+func ContainerLeftovers(o *ContainerOptions, lab string) []string {
+	var out []string
+	l := &Lab{Spec: &Spec{Name: lab}}
+	prefix := l.NS("")
+	for _, root := range cgroupRoots() {
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+				out = append(out, "cgroup "+filepath.Join(root, e.Name()))
+			}
+		}
+	}
+	dir := filepath.Join(o.NodesDir, lab)
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		out = append(out, fmt.Sprintf("%d node directories in %s", len(entries), dir))
+	}
+	for _, m := range mountsBelow(o.NodesDir) {
+		out = append(out, "mount "+m)
+	}
+	return out
+}
+
+// KernelSettings reads the workstation's writable kernel settings outside
+// the network namespaces (/proc/sys/kernel, vm, fs), one "key=value" a
+// line, leaving out those the kernel changes by itself. A lab must leave
+// them as it found them.
+func KernelSettings() string {
+	volatile := map[string]bool{
+		"kernel/ns_last_pid": true, "kernel/perf_event_max_sample_rate": true,
+		"kernel/random/write_wakeup_threshold": true, "kernel/tainted": true,
+	}
+	var b strings.Builder
+	for _, top := range []string{"kernel", "vm", "fs"} {
+		filepath.WalkDir(filepath.Join("/proc/sys", top), func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return nil
+			}
+			key := strings.TrimPrefix(p, "/proc/sys/")
+			if fi, err := e.Info(); err != nil || fi.Mode().Perm()&0o200 == 0 || volatile[key] {
+				return nil
+			}
+			v, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			fmt.Fprintf(&b, "%s=%s\n", key, strings.Join(strings.Fields(string(v)), " "))
+			return nil
+		})
+	}
+	return b.String()
+}

@@ -43,8 +43,9 @@ func Require(t testing.TB) {
 
 var seq atomic.Int32
 
-// Snapshot is the root namespace's links, routes and namespace list.
-type Snapshot struct{ Links, Routes string }
+// Snapshot is the root namespace's links and routes, and the
+// workstation's kernel settings (outside any network namespace).
+type Snapshot struct{ Links, Routes, Sysctls string }
 
 // RootSnapshot records what the root namespace looks like now.
 func RootSnapshot(t testing.TB) Snapshot {
@@ -63,7 +64,7 @@ func RootSnapshot(t testing.TB) Snapshot {
 			links = append(links, f[1])
 		}
 	}
-	return Snapshot{Links: strings.Join(links, " "), Routes: run("route", "show", "table", "all")}
+	return Snapshot{Links: strings.Join(links, " "), Routes: run("route", "show", "table", "all"), Sysctls: topology.KernelSettings()}
 }
 
 // Up builds a uniquely named copy of the reference lab and tears it down
@@ -71,7 +72,30 @@ func RootSnapshot(t testing.TB) Snapshot {
 func Up(t testing.TB) *topology.Lab {
 	t.Helper()
 	Require(t)
-	return up(t, nil, "")
+	return up(t, nil, nil, "")
+}
+
+// UpContainers builds the reference lab with systemd containers as nodes
+// (K8SLAB_CONTAINER_DIR, default ~/.cache/k8slab/container, holds the
+// rootfs make container-rootfs builds). Its name is the e2e lab's.
+func UpContainers(t testing.TB) *topology.Lab {
+	t.Helper()
+	Require(t)
+	dir := ContainerDir()
+	ctr := &topology.ContainerOptions{RootfsDir: dir + "/rootfs", NodesDir: dir + "/nodes"}
+	if err := ctr.CheckRootfs(); err != nil {
+		t.Fatal(err) // the make target builds the rootfs first: missing is a failure
+	}
+	return up(t, nil, ctr, LabName())
+}
+
+// ContainerDir holds the container nodes' rootfs and their layers.
+func ContainerDir() string {
+	if dir := os.Getenv("K8SLAB_CONTAINER_DIR"); dir != "" {
+		return dir
+	}
+	home, _ := os.UserHomeDir()
+	return home + "/.cache/k8slab/container"
 }
 
 // UpVMs builds the reference lab with QEMU VMs as nodes. The lab keeps the
@@ -96,7 +120,7 @@ func upVMs(t testing.TB, vm *topology.VMOptions) *topology.Lab {
 	if err := vm.CheckImage(); err != nil {
 		t.Fatal(err) // make e2e builds the image first: missing is a failure
 	}
-	lab := up(t, vm, LabName())
+	lab := up(t, vm, nil, LabName())
 	// In NTP's place: a test runs for up to an hour, and emulated nodes
 	// under load drift apart by seconds (preflight allows 2).
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,7 +153,7 @@ func LabName() string {
 	return "e2e"
 }
 
-func up(t testing.TB, vm *topology.VMOptions, name string) *topology.Lab {
+func up(t testing.TB, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string) *topology.Lab {
 	t.Helper()
 	spec, err := topology.Parse(k8slab.ReferenceLab)
 	if err != nil {
@@ -144,7 +168,12 @@ func up(t testing.TB, vm *topology.VMOptions, name string) *topology.Lab {
 	lab := topology.New(spec, "")
 	lab.Logf = t.Logf
 	lab.VM = vm
+	lab.Container = ctr
 	timeout := 60 * time.Second
+	if ctr != nil {
+		timeout = 3 * time.Minute
+		lab.Down(context.Background())
+	}
 	if vm != nil {
 		timeout = 15 * time.Minute
 		// A crashed earlier e2e run may have left this lab behind.
@@ -169,6 +198,11 @@ func up(t testing.TB, vm *topology.VMOptions, name string) *topology.Lab {
 		}
 		if _, err := os.Stat(lab.Dir); !os.IsNotExist(err) {
 			t.Errorf("state dir %s left behind", lab.Dir)
+		}
+		if ctr != nil {
+			for _, left := range topology.ContainerLeftovers(ctr, spec.Name) {
+				t.Errorf("container nodes left behind: %s", left)
+			}
 		}
 	})
 	if err := lab.Up(ctx); err != nil {
