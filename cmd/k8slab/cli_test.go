@@ -260,6 +260,26 @@ func TestCLIOnLab(t *testing.T) {
 		if r.code != exitFailed || !strings.Contains(r.stderr, "172.31.3.11: a namespace-lab node shares this workstation's filesystem") {
 			t.Errorf("install on namespace nodes: exit %d\n%s", r.code, r.stderr)
 		}
+		// The refusal is a failed run in every form a script reads: the
+		// JSON report, the summary line and report summary.
+		rj := runCLI(t, lab, env, "install", "--only", "preflight", "--output", "json")
+		var rep struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(rj.stdout), &rep); err != nil || rj.code != exitFailed || rep.OK || !strings.Contains(rep.Error, "preflight") {
+			t.Errorf("refused install --output json: exit %d, ok %v, error %q (%v)\n%s", rj.code, rep.OK, rep.Error, err, rj.stdout)
+		}
+		if !strings.Contains(r.stdout, "run FAILED: ") {
+			t.Errorf("refused install: the summary does not say the run failed:\n%s", r.stdout)
+		}
+		reports := filepath.Join(t.TempDir(), "refused.json")
+		if err := os.WriteFile(reports, []byte(rj.stdout), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if rs := runCLI(t, nil, nil, "report", "summary", reports, reports); rs.code != exitFailed || !strings.Contains(rs.stdout, "2 runs, 2 failed") {
+			t.Errorf("report summary of two refused installs: exit %d\n%s", rs.code, rs.stdout)
+		}
 		// The time before the first phase is accounted for in the log.
 		if !strings.Contains(r.stderr, "run lock taken on 4 nodes in ") {
 			t.Errorf("the log does not say how long the node locks took:\n%s", r.stderr)

@@ -291,9 +291,11 @@ func (s *session) connectStep() run.Step {
 	}}
 }
 
-// finish prints the report and turns failures into the exit code.
-func (s *session) finish(data map[string]map[string]any, text func()) error {
-	rep := s.runner.Report(data)
+// finish prints the report and turns failures into the exit code; runErr
+// is the run's own error (nil when it succeeded), so the report, the
+// summary line and the exit code always agree.
+func (s *session) finish(data map[string]map[string]any, runErr error, text func()) error {
+	rep := s.runner.Report(data, runErr)
 	s.runner.Close()
 	if s.json {
 		if err := s.runner.WriteJSON(os.Stdout, rep); err != nil {
@@ -305,7 +307,10 @@ func (s *session) finish(data map[string]map[string]any, text func()) error {
 		}
 		s.runner.WriteSummary(os.Stdout, rep)
 	}
-	if !rep.OK {
+	switch {
+	case runErr != nil:
+		return &exitError{exitFailed, runErr}
+	case !rep.OK:
 		return &exitError{exitFailed, errors.New("failed on one or more nodes (see above)")}
 	}
 	return nil

@@ -49,7 +49,7 @@ func execCommand() *cli.Command {
 			for h, b := range outputs {
 				data[h] = map[string]any{"output": b.String()}
 			}
-			return s.finish(data, func() {
+			return s.finish(data, nil, func() {
 				for _, h := range s.hosts {
 					if b, ok := outputs[h.Name()]; ok {
 						writePrefixed(os.Stdout, h.Name(), s.runner.Redact(b.String()))

@@ -41,7 +41,7 @@ func factsCommand() *cli.Command {
 			for h, f := range facts {
 				data[h] = map[string]any{"facts": f}
 			}
-			return s.finish(data, func() { printFacts(s, facts) })
+			return s.finish(data, nil, func() { printFacts(s, facts) })
 		},
 	}
 }

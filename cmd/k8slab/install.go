@@ -232,7 +232,7 @@ func installCommand() *cli.Command {
 			start := time.Now()
 			results, runErr := m.Run(c.Context)
 			data := map[string]map[string]any{"": {"phases": results}}
-			err = s.finish(data, func() {
+			err = s.finish(data, runErr, func() {
 				printPhases(results)
 				fmt.Printf("install took %s\n", time.Since(start).Round(time.Second))
 			})

@@ -26,7 +26,7 @@ func kubeconfigCommand() *cli.Command {
 			if err := k.Run(c.Context); err != nil {
 				return &exitError{exitFailed, err}
 			}
-			return s.finish(nil, nil)
+			return s.finish(nil, nil, nil)
 		},
 	}
 }

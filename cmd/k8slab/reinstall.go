@@ -41,7 +41,7 @@ func reinstallCommand() *cli.Command {
 			start := time.Now()
 			m := &phase.Manager{Phases: append(reset, install.Phases(ictx)...), Log: os.Stderr}
 			results, runErr := m.Run(c.Context)
-			err = s.finish(map[string]map[string]any{"": {"phases": results}}, func() {
+			err = s.finish(map[string]map[string]any{"": {"phases": results}}, runErr, func() {
 				printPhases(results)
 				fmt.Printf("reinstall took %s\n", time.Since(start).Round(time.Second))
 			})
@@ -65,7 +65,7 @@ func runExit(runErr, finishErr error) error {
 		return &exitError{exitIncomplete, runErr}
 	case errors.As(runErr, &mismatch):
 		return &exitError{exitBadInput, runErr}
-	case runErr != nil && finishErr == nil:
+	case runErr != nil:
 		return &exitError{exitFailed, runErr}
 	}
 	return finishErr

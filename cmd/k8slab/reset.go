@@ -164,7 +164,7 @@ func resetCommand() *cli.Command {
 			start := time.Now()
 			m := &phase.Manager{Phases: phases, Log: os.Stderr}
 			results, runErr := m.Run(c.Context)
-			err = s.finish(map[string]map[string]any{"": {"phases": results}}, func() {
+			err = s.finish(map[string]map[string]any{"": {"phases": results}}, runErr, func() {
 				printPhases(results)
 				fmt.Printf("reset took %s\n", time.Since(start).Round(time.Second))
 			})

@@ -19,7 +19,10 @@ type Report struct {
 	Started    time.Time    `json:"started"`
 	DurationMS int64        `json:"duration_ms"`
 	OK         bool         `json:"ok"`
-	RunDir     string       `json:"run_dir,omitempty"`
+	// Error is why the run failed when no one host's error says it (a
+	// refusal, a cluster-level step, a timeout, an interrupt).
+	Error  string `json:"error,omitempty"`
+	RunDir string `json:"run_dir,omitempty"`
 	Hosts      []HostReport `json:"hosts"`
 	// Data is run-wide payload (e.g. install's per-phase results), given
 	// to Report under the empty host name.
@@ -38,16 +41,20 @@ type HostReport struct {
 }
 
 // Report builds the report; data adds per-host payloads (exec output,
-// facts) keyed by host name.
-func (r *Runner) Report(data map[string]map[string]any) Report {
+// facts) keyed by host name. runErr is the run's own outcome: a run that
+// failed is never ok, even when every host's steps were.
+func (r *Runner) Report(data map[string]map[string]any, runErr error) Report {
 	rep := Report{
 		Version:    ReportVersion,
 		Command:    r.opts.Command,
 		Started:    r.started,
 		DurationMS: r.opts.Now().Sub(r.started).Milliseconds(),
-		OK:         !r.Failed(),
+		OK:         !r.Failed() && runErr == nil,
 		RunDir:     r.runDir,
 		Data:       data[""],
+	}
+	if runErr != nil {
+		rep.Error = r.opts.Redactor.String(runErr.Error())
 	}
 	for _, hr := range r.hosts {
 		hr.mu.Lock()
@@ -94,8 +101,15 @@ func (r *Runner) WriteSummary(w io.Writer, rep Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%d hosts, %d failed, %s; logs: %s\n", len(rep.Hosts), failed,
-		(time.Duration(rep.DurationMS) * time.Millisecond).String(), orNone(rep.RunDir))
+	verdict := "ok"
+	if !rep.OK {
+		verdict = "FAILED"
+		if rep.Error != "" {
+			verdict += ": " + rep.Error
+		}
+	}
+	_, err := fmt.Fprintf(w, "%d hosts, %d failed, %s; logs: %s\nrun %s\n", len(rep.Hosts), failed,
+		(time.Duration(rep.DurationMS) * time.Millisecond).String(), orNone(rep.RunDir), verdict)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -98,7 +99,7 @@ func TestFailureSemantics(t *testing.T) {
 			if (err == nil) != tt.wantJoin {
 				t.Errorf("Run(join) err = %v", err)
 			}
-			rep := r.Report(nil)
+			rep := r.Report(nil, nil)
 			for _, h := range rep.Hosts {
 				if h.Status != tt.wantStatus[h.Host] {
 					t.Errorf("%s: status %s, want %s (%+v)", h.Host, h.Status, tt.wantStatus[h.Host], h.Steps)
@@ -111,6 +112,17 @@ func TestFailureSemantics(t *testing.T) {
 			}
 			if rep.OK == (len(tt.failOn) > 0) {
 				t.Errorf("report OK = %v with failures %v", rep.OK, tt.failOn)
+			}
+			// A run whose own step failed (a refusal, a cluster-level
+			// step, an interrupt) is not ok, whatever its hosts say.
+			failed := r.Report(nil, errors.New("phase preflight failed: 4 problems"))
+			if failed.OK || failed.Error != "phase preflight failed: 4 problems" {
+				t.Errorf("report of a failed run: ok %v, error %q", failed.OK, failed.Error)
+			}
+			var sum strings.Builder
+			r.WriteSummary(&sum, failed)
+			if !strings.Contains(sum.String(), "run FAILED: phase preflight failed: 4 problems") {
+				t.Errorf("summary of a failed run:\n%s", sum.String())
 			}
 		})
 	}
@@ -166,7 +178,7 @@ func TestLogsAndReportRedactSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Run(context.Background(), Step{Name: "exec", Do: runCmd("x")})
-	rep := r.Report(map[string]map[string]any{"172.31.3.11": {"output": "echo " + secret}, "": {"phases": "run-wide"}})
+	rep := r.Report(map[string]map[string]any{"172.31.3.11": {"output": "echo " + secret}, "": {"phases": "run-wide"}}, nil)
 	if rep.Data["phases"] != "run-wide" {
 		t.Errorf("run-wide data missing: %+v", rep.Data)
 	}
@@ -208,7 +220,7 @@ func TestContextCancelStopsWaitingHosts(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}})
-	for _, h := range r.Report(nil).Hosts {
+	for _, h := range r.Report(nil, nil).Hosts {
 		if h.Status != Failed || !strings.HasPrefix(h.Error, h.Host+": ") || !strings.Contains(h.Error, "canceled") {
 			t.Errorf("%s: %s %q", h.Host, h.Status, h.Error)
 		}
