@@ -17,10 +17,10 @@ import (
 func TestKernelScript(t *testing.T) {
 	const noSwap = "Filename\tType\tSize\tUsed\tPriority\n"
 	tests := []struct {
-		name        string
-		swaps       string
-		sysctl      string // value of every bridge/forward setting
-		persisted   bool   // modules-load.d and sysctl.d files already right
+		name      string
+		swaps     string
+		sysctl    string // value of every bridge/forward setting
+		persisted bool   // modules-load.d and sysctl.d files already right
 		// modules: overlay and bridge netfilter are in the kernel
 		// (loaded or built in), so /proc shows what they provide.
 		modules     bool

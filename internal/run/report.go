@@ -14,16 +14,16 @@ const ReportVersion = "k8slab.dev/report/v1"
 
 // Report is the machine-readable result of a run (--output json).
 type Report struct {
-	Version    string       `json:"version"`
-	Command    string       `json:"command"`
-	Started    time.Time    `json:"started"`
-	DurationMS int64        `json:"duration_ms"`
-	OK         bool         `json:"ok"`
+	Version    string    `json:"version"`
+	Command    string    `json:"command"`
+	Started    time.Time `json:"started"`
+	DurationMS int64     `json:"duration_ms"`
+	OK         bool      `json:"ok"`
 	// Error is why the run failed when no one host's error says it (a
 	// refusal, a cluster-level step, a timeout, an interrupt).
-	Error  string `json:"error,omitempty"`
-	RunDir string `json:"run_dir,omitempty"`
-	Hosts      []HostReport `json:"hosts"`
+	Error  string       `json:"error,omitempty"`
+	RunDir string       `json:"run_dir,omitempty"`
+	Hosts  []HostReport `json:"hosts"`
 	// Data is run-wide payload (e.g. install's per-phase results), given
 	// to Report under the empty host name.
 	Data map[string]any `json:"data,omitempty"`
