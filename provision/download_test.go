@@ -160,7 +160,7 @@ func TestDownloadFromSimulatedReleaseHost(t *testing.T) {
 				}
 			}
 			// The same files a node gets from an offline bundle.
-			if _, err := ContainerdFiles(b, dir); err != nil {
+			if _, err := ContainerdFiles(b, dir, false); err != nil {
 				t.Error(err)
 			}
 			if _, err := KubernetesFiles(b, dir, true); err != nil {

@@ -39,6 +39,10 @@ type Facts struct {
 	// IPIP: the kernel has the ipip module (loaded, built in, or on disk),
 	// which Calico's IPIP encapsulation needs.
 	IPIP bool `json:"ipip"`
+	// SysResource: processes on the node may hold CAP_SYS_RESOURCE (its
+	// capability bounding set has it). A container node's does not, and
+	// there runc cannot lower a container's OOM score.
+	SysResource bool `json:"sys_resource"`
 }
 
 // Binary says whether a program is installed, where, and at what version.
@@ -75,6 +79,8 @@ echo "kubelet_path=$(command -v kubelet 2>/dev/null)"
 echo "lab_node=${K8SLAB_LAB_NODE:-}"
 # Never by looking tunl0 up: a lookup by name loads ipip and makes tunl0.
 v=; { read -r v < /proc/sys/kernel/osrelease; } 2>/dev/null
+c=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status 2>/dev/null)
+if [ -n "$c" ] && [ $((0x$c >> 24 & 1)) = 1 ]; then echo sys_resource=yes; else echo sys_resource=no; fi
 if [ -d /sys/module/ipip ] || grep -qs '/ipip\.ko' "/lib/modules/$v/modules.dep" "/lib/modules/$v/modules.builtin"; then echo ipip=yes; else echo ipip=no; fi
 true
 `
@@ -135,6 +141,7 @@ func ParseFacts(out string) (Facts, error) {
 	f.DefaultAddr = kv["default_addr"]
 	f.LabNode = kv["lab_node"]
 	f.IPIP = kv["ipip"] == "yes"
+	f.SysResource = kv["sys_resource"] == "yes"
 	switch kv["cgroup_fs"] {
 	case "cgroup2fs":
 		f.CgroupVersion = 2

@@ -1,6 +1,9 @@
 package provision
 
 import (
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -32,8 +35,10 @@ containerd_path=/usr/local/bin/containerd
 containerd_version=v2.1.4
 kubelet_path=/usr/local/bin/kubelet
 kubelet_version=v1.37.2
+ipip=yes
+sys_resource=yes
 `,
-			want: Facts{Hostname: "kube-node1", OSID: "ubuntu", OSVersion: "22.04", OSPretty: "Ubuntu 22.04.4 LTS",
+			want: Facts{IPIP: true, SysResource: true, Hostname: "kube-node1", OSID: "ubuntu", OSVersion: "22.04", OSPretty: "Ubuntu 22.04.4 LTS",
 				Kernel: "5.15.0-100-generic", Arch: "x86_64", CPUs: 2, MemoryMB: 1980, SwapOn: true,
 				DefaultIface: "ens3", DefaultAddr: "172.31.3.11/24", CgroupVersion: 2, MachineID: "abc",
 				Containerd: Binary{"/usr/local/bin/containerd", "v2.1.4"}, Kubelet: Binary{"/usr/local/bin/kubelet", "v1.37.2"}},
@@ -61,5 +66,38 @@ kubelet_version=v1.37.2
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestFactsScriptCapabilities runs the facts script with dash and bash on
+// this machine and compares its CAP_SYS_RESOURCE answer with the
+// bounding set read here.
+func TestFactsScriptCapabilities(t *testing.T) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	var bnd uint64
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			bnd, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	want := "sys_resource=no"
+	if bnd>>24&1 == 1 {
+		want = "sys_resource=yes"
+	}
+	for _, sh := range []string{"dash", "bash"} {
+		out, err := exec.Command(sh, "-c", FactsScript()).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", sh, err)
+		}
+		if !strings.Contains(string(out), "\n"+want+"\n") {
+			t.Errorf("%s: facts lack %q:\n%s", sh, want, out)
+		}
+		f, err := ParseFacts(string(out))
+		if err != nil || f.SysResource != (bnd>>24&1 == 1) {
+			t.Errorf("%s: parsed SysResource %v (%v)", sh, f.SysResource, err)
+		}
 	}
 }

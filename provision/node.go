@@ -72,17 +72,23 @@ func installPackages(ctx context.Context, h host.Host, missing []string) error {
 
 // containerdConfig is containerd 2.x's config (version 3): the systemd
 // cgroup driver, matching the kubelet's cgroupDriver, and the sandbox
-// image kubeadm expects.
-func containerdConfig(pause string) string {
+// image kubeadm expects. Where the node may not lower OOM scores (no
+// CAP_SYS_RESOURCE), runc is told not to try: it fails every container
+// otherwise ("failed to update /proc/self/oom_score_adj: Permission denied").
+func containerdConfig(pause string, restrictOOMScoreAdj bool) string {
+	runtime := ""
+	if restrictOOMScoreAdj {
+		runtime = "\n[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n"
+	}
 	return fmt.Sprintf(`# Written by k8slab.
 version = 3
 
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = 'registry.k8s.io/pause:%s'
-
+%s
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
   SystemdCgroup = true
-`, pause)
+`, pause, runtime)
 }
 
 const containerdUnit = `[Unit]
@@ -148,7 +154,7 @@ func bundleFile(b *Bundle, dir, rel, remote string, mode fs.FileMode) (FileSpec,
 
 // ContainerdFiles are containerd, runc, the CNI plugins, crictl and their
 // configuration and unit.
-func ContainerdFiles(b *Bundle, dir string) ([]FileSpec, error) {
+func ContainerdFiles(b *Bundle, dir string, restrictOOMScoreAdj bool) ([]FileSpec, error) {
 	var files []FileSpec
 	add := func(rel, remote string) error {
 		f, err := bundleFile(b, dir, rel, remote, 0o755)
@@ -169,7 +175,7 @@ func ContainerdFiles(b *Bundle, dir string) ([]FileSpec, error) {
 		}
 	}
 	files = append(files,
-		Generated("/etc/containerd/config.toml", 0o644, containerdConfig(b.Release.Pause)),
+		Generated("/etc/containerd/config.toml", 0o644, containerdConfig(b.Release.Pause, restrictOOMScoreAdj)),
 		Generated("/etc/systemd/system/containerd.service", 0o644, containerdUnit),
 		Generated("/etc/crictl.yaml", 0o644, crictlConfig),
 	)
@@ -285,6 +291,8 @@ type Roles struct {
 	// Calico is the Calico version the cluster runs: its images are
 	// imported when the bundle has them (else containerd pulls them).
 	Calico string
+	// RestrictOOMScoreAdj: the node lacks CAP_SYS_RESOURCE (Facts.SysResource).
+	RestrictOOMScoreAdj bool
 }
 
 // nodeCheck is everything provisioning needs to know, in one round trip:
@@ -306,7 +314,7 @@ func nodeCheck(files []FileSpec) string {
 // returns what it changed (nothing on a converged node). status is told
 // which step runs.
 func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles Roles, status func(string)) ([]string, error) {
-	ctrFiles, err := ContainerdFiles(b, dir)
+	ctrFiles, err := ContainerdFiles(b, dir, roles.RestrictOOMScoreAdj)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,9 @@ func (p *Provision) Run(ctx context.Context) error {
 	}
 	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
 		cp, etcd := p.roles(node)
-		roles := provision.Roles{ControlPlane: cp, EtcdMember: etcd, StackedEtcd: cp && p.Cluster.StackedEtcd(), Calico: p.Cluster.Calico.Version}
+		f := p.Facts(node)
+		roles := provision.Roles{ControlPlane: cp, EtcdMember: etcd, StackedEtcd: cp && p.Cluster.StackedEtcd(), Calico: p.Cluster.Calico.Version,
+			RestrictOOMScoreAdj: f.Kernel != "" && !f.SysResource}
 		changed, err := provision.PrepareNode(ctx, t.Host, p.Bundle, p.BundleDir, roles, func(s string) { t.Status("%s", s) })
 		if err != nil {
 			return err
