@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 VM_DIR  ?= $(HOME)/.cache/k8slab/vm
 
-.PHONY: build deps vm-deps vm-image bundle lab lab-down test e2e e2e-install e2e-installed e2e-all bench vet clean
+.PHONY: build deps vm-deps container-deps vm-image container-rootfs bundle lab lab-down test e2e e2e-containers e2e-install e2e-installed e2e-all bench vet clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/k8slab
@@ -18,6 +18,16 @@ deps:
 
 vm-deps:
 	scripts/install-test-deps.sh --vm
+
+container-deps:
+	scripts/install-test-deps.sh --containers
+
+CONTAINER_DIR ?= $(HOME)/.cache/k8slab/container
+
+# The Debian 12 rootfs container nodes boot (cached in $(CONTAINER_DIR),
+# ~2 min cold).
+container-rootfs: container-deps
+	scripts/container/build-rootfs.sh $(CONTAINER_DIR)
 
 # The Debian 12 node image for the VM lab (cached in $(VM_DIR), ~4 min cold).
 vm-image: vm-deps
@@ -39,6 +49,13 @@ bundle: vm-deps
 e2e: deps vm-image bundle
 	K8SLAB_E2E=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) \
 		$(GO) test -p 1 -count=1 -timeout 80m -run E2E -v ./...
+
+# The container-node tier: the reference lab with systemd containers as
+# nodes, a whole install → verify → re-run → reinstall → reset cycle with
+# Calico (VXLAN) forwarding between racks. JSON reports in e2e-reports/.
+e2e-containers: deps container-rootfs bundle
+	K8SLAB_E2E_CONTAINERS=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_CONTAINER_DIR=$(CONTAINER_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
+		$(GO) test -count=1 -timeout 40m -run 'E2EContainers' -v ./cmd/k8slab/
 
 # The install tier (not in CI: close to an hour under emulation): a full
 # k8slab install on the VM lab and the lab engineer's loop on it (no-op
@@ -74,8 +91,9 @@ lab-down: build
 test: deps vet
 	K8SLAB_REQUIRE_LAB=1 $(GO) test -count=1 ./...
 
-vet:
+vet: container-deps
 	$(GO) vet ./...
+	shellcheck scripts/*.sh scripts/container/*.sh topology/*.sh
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt needed" >&2; exit 1)
 
 # Fan-out to 200 simulated loopback endpoints and to the 4 lab nodes.

@@ -14,6 +14,12 @@ have openssl        || need+=(openssl)
 have ping           || need+=(iputils-ping)
 have unshare        || need+=(util-linux)
 have make           || need+=(make)
+# --containers: what container nodes (lab up --containers) need on top.
+if [ "${1:-}" = --containers ]; then
+  have systemd-nspawn     || need+=(systemd-container)
+  have debootstrap        || need+=(debootstrap)
+  have shellcheck         || need+=(shellcheck)
+fi
 # --vm: what the real-node lab (make e2e) needs on top.
 if [ "${1:-}" = --vm ]; then
   have qemu-system-x86_64 || need+=(qemu-system-x86)

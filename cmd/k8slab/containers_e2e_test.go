@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab/topology/labtest"
+)
+
+// TestE2EContainers is the container-node tier: the reference lab with
+// its four nodes as systemd containers behind the BIRD fabric, and the
+// lab engineer's cycle on it with Calico really forwarding (VXLAN: the
+// workstation's kernel has no ipip module): install → verify with every
+// check PASS and none skipped → the routes Calico programmed → a no-op
+// re-run → reinstall → verify → reset leaves nothing. The lab's teardown
+// then proves the workstation's cgroups, mounts and kernel settings are
+// as they were.
+func TestE2EContainers(t *testing.T) {
+	if os.Getenv("K8SLAB_E2E_CONTAINERS") == "" {
+		t.Skip("container-node tier: run with make e2e-containers (K8SLAB_E2E_CONTAINERS=1)")
+	}
+	cycle := time.Now()
+	e := newE2E(t, labtest.UpContainers(t))
+	lab, env, sh := e.lab, e.env, e.sh
+	e.args = []string{"install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
+		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", e.kubeconfigDir, "--name", "lab", "--output", "json",
+		"--calico-encapsulation", "VXLAN", "--wait-timeout", "10m"}
+
+	// The workstation's kernel has no ipip module: the default IPIP is
+	// refused before any node is touched, naming a node and the module.
+	r := runCLI(t, lab, env, "install", "--only", "preflight")
+	if r.code != exitFailed || !strings.Contains(r.stderr, "needs the ipip kernel module") {
+		t.Fatalf("preflight with IPIP on a kernel without ipip: exit %d\n%s", r.code, tail(r.stderr, 20))
+	}
+
+	start := time.Now()
+	r = runCLI(t, lab, env, e.args...)
+	install := time.Since(start)
+	keepReport(t, "containers-install", r.stdout)
+	t.Logf("install: %s, exit %d\n%s", install.Round(time.Second), r.code, tail(r.stderr, 30))
+	if r.code != 0 {
+		t.Fatalf("install exit %d\n%s", r.code, r.stdout)
+	}
+	t.Logf("phases: %s", phaseSummary(parseReport(t, r.stdout)))
+
+	verifyAll := func(step string) {
+		t.Helper()
+		r := runCLI(t, lab, env, "verify", "--output", "json")
+		keepReport(t, "containers-verify-"+step, r.stdout)
+		var rep verifyReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("verify %s: exit %d: %v\n%s", step, r.code, err, tail(r.stderr, 20))
+		}
+		for _, c := range rep.Data.Checks {
+			t.Logf("verify %s: %s %s: %s", step, c.Status, c.Name, c.Reason)
+			if c.Status != "PASS" {
+				t.Errorf("verify %s: %s is %s: %s", step, c.Name, c.Status, c.Reason)
+			}
+		}
+		if r.code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 12 {
+			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, r.code, rep.Data.Verdict, len(rep.Data.Checks))
+		}
+	}
+	verifyAll("install")
+	checkPodRoutes(t, e)
+	restarts := func() string {
+		return e.kubectl(`-n kube-system get pods -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[*].restartCount} {end}'`)
+	}
+	before := restarts()
+
+	start = time.Now()
+	r = runCLI(t, lab, env, e.args...)
+	rerun := time.Since(start)
+	keepReport(t, "containers-rerun", r.stdout)
+	t.Logf("no-op re-run: %s (%.0f %% of the install), exit %d", rerun.Round(time.Second), 100*rerun.Seconds()/install.Seconds(), r.code)
+	if r.code != 0 {
+		t.Fatalf("re-run exit %d\n%s", r.code, tail(r.stderr, 30))
+	}
+	if after := restarts(); after != before {
+		t.Errorf("the no-op re-run restarted pods:\nbefore %s\nafter  %s", before, after)
+	}
+
+	start = time.Now()
+	r = runCLI(t, lab, env, append([]string{"reinstall", "--yes"}, e.args[1:]...)...)
+	reinstall := time.Since(start)
+	keepReport(t, "containers-reinstall", r.stdout)
+	t.Logf("reinstall: %s (%.0f %% of the install), exit %d", reinstall.Round(time.Second), 100*reinstall.Seconds()/install.Seconds(), r.code)
+	if r.code != 0 {
+		t.Fatalf("reinstall exit %d\n%s", r.code, tail(r.stderr, 30))
+	}
+	verifyAll("reinstall")
+
+	start = time.Now()
+	r = runCLI(t, lab, env, "reset", "--yes", "--output", "json")
+	keepReport(t, "containers-reset", r.stdout)
+	t.Logf("reset: %s, exit %d", time.Since(start).Round(time.Second), r.code)
+	if r.code != 0 {
+		t.Fatalf("reset exit %d\n%s", r.code, tail(r.stderr, 30))
+	}
+	for _, n := range lab.Spec.NodeAddrs() {
+		left := sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; ls /etc/kubernetes /var/lib/kubelet /etc/cni/net.d 2>/dev/null || true`)
+		if left != "" {
+			t.Errorf("%s: left after reset:\n%s", n, left)
+		}
+	}
+	t.Logf("whole cycle on container nodes: %s (install %s, re-run %s, reinstall %s)",
+		time.Since(cycle).Round(time.Second), install.Round(time.Second), rerun.Round(time.Second), reinstall.Round(time.Second))
+}
+
+// checkPodRoutes reads the routes Calico programmed on kube-node1: the
+// same-rack node's pod block is reached straight over eth0, each
+// other-rack node's through the VXLAN device (CrossSubnet).
+func checkPodRoutes(t *testing.T, e *e2e) {
+	t.Helper()
+	blocks := map[string][]string{}
+	out := e.kubectl(`get blockaffinities.crd.projectcalico.org -o jsonpath='{range .items[*]}{.spec.node}={.spec.cidr} {end}'`)
+	for _, f := range strings.Fields(out) {
+		if node, cidr, ok := strings.Cut(f, "="); ok {
+			blocks[node] = append(blocks[node], cidr)
+		}
+	}
+	want := map[string]string{"kube-node2": "dev eth0", "kube-node3": "dev vxlan.calico", "kube-node4": "dev vxlan.calico"}
+	for _, node := range []string{"kube-node2", "kube-node3", "kube-node4"} {
+		if len(blocks[node]) == 0 {
+			t.Errorf("no pod block affine to %s: %q", node, out)
+			continue
+		}
+		for _, cidr := range blocks[node] {
+			route := e.sh("172.31.3.11", "ip route show "+cidr)
+			t.Logf("kube-node1: route to %s's block: %s", node, route)
+			if !strings.Contains(route, want[node]) {
+				t.Errorf("kube-node1: route to %s's block %s is %q, want %s", node, cidr, route, want[node])
+			}
+		}
+	}
+}
