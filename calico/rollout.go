@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -13,47 +14,66 @@ import (
 
 // NodeReport is one node's Calico and readiness state.
 type NodeReport struct {
-	Node    string `json:"node"`
-	Ready   bool   `json:"ready"`
-	Calico  string `json:"calico"` // Running, or why not
+	Node  string `json:"node"`
+	Ready bool   `json:"ready"`
+	// Calico is "Ready" (calico-node's Felix and BIRD readiness holds), or
+	// why not: a waiting reason with the image, or the readiness probe's
+	// last complaint ("BIRD is not ready: BGP not established with ...").
+	Calico  string `json:"calico"`
 	Problem string `json:"problem,omitempty"`
 }
 
-// Rollout reports calico-node per node and node readiness; done is true
-// when every node is Ready with calico-node running.
-func Rollout(ctx context.Context, kube kubernetes.Interface) (reports []NodeReport, desired int32, done bool, err error) {
+// Workload is a Deployment the pod network needs (calico-kube-controllers,
+// CoreDNS) and whether it is available.
+type Workload struct {
+	Name    string `json:"name"`
+	Ready   bool   `json:"ready"`
+	Problem string `json:"problem,omitempty"`
+}
+
+// Status is the rollout of the pod network as read once.
+type Status struct {
+	Nodes []NodeReport `json:"nodes"`
+	// Desired is how many nodes calico-node is scheduled on.
+	Desired   int32      `json:"desired"`
+	Workloads []Workload `json:"workloads"`
+	// Done: every node Ready with calico-node ready, every workload available.
+	Done bool `json:"done"`
+}
+
+// CalicoReady is NodeReport.Calico on a node whose calico-node is ready.
+const CalicoReady = "Ready"
+
+// Rollout reads calico-node per node, the nodes' readiness and the
+// Deployments the pod network needs.
+func Rollout(ctx context.Context, kube kubernetes.Interface) (Status, error) {
+	var st Status
 	ds, err := kube.AppsV1().DaemonSets("kube-system").Get(ctx, "calico-node", metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, 0, false, fmt.Errorf("DaemonSet kube-system/calico-node does not exist")
+		return st, fmt.Errorf("DaemonSet kube-system/calico-node does not exist")
 	}
 	if err != nil {
-		return nil, 0, false, err
+		return st, err
 	}
+	st.Desired = ds.Status.DesiredNumberScheduled
 	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, 0, false, err
+		return st, err
 	}
 	pods, err := kube.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=calico-node"})
 	if err != nil {
-		return nil, 0, false, err
+		return st, err
 	}
 	byNode := map[string]string{}
 	for _, p := range pods.Items {
-		state := string(p.Status.Phase)
-		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-			if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" {
-				state = w.Reason + " " + cs.Image
-				break
-			}
-		}
-		byNode[p.Spec.NodeName] = state
+		byNode[p.Spec.NodeName] = podState(ctx, kube, p)
 	}
-	done = true
+	st.Done = true
 	for _, n := range nodes.Items {
 		r := NodeReport{Node: n.Name, Calico: byNode[n.Name]}
 		for _, cond := range n.Status.Conditions {
-			if cond.Type == "Ready" {
-				r.Ready = cond.Status == "True"
+			if cond.Type == corev1.NodeReady {
+				r.Ready = cond.Status == corev1.ConditionTrue
 				if !r.Ready {
 					r.Problem = strings.TrimSpace(cond.Reason + ": " + cond.Message)
 				}
@@ -62,9 +82,57 @@ func Rollout(ctx context.Context, kube kubernetes.Interface) (reports []NodeRepo
 		if r.Calico == "" {
 			r.Calico = "no calico-node pod"
 		}
-		done = done && r.Ready && r.Calico == "Running"
-		reports = append(reports, r)
+		st.Done = st.Done && r.Ready && r.Calico == CalicoReady
+		st.Nodes = append(st.Nodes, r)
 	}
-	sort.Slice(reports, func(i, j int) bool { return reports[i].Node < reports[j].Node })
-	return reports, ds.Status.DesiredNumberScheduled, done, nil
+	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Node < st.Nodes[j].Node })
+	for _, name := range []string{"calico-kube-controllers", "coredns"} {
+		w := Workload{Name: name}
+		d, err := kube.AppsV1().Deployments("kube-system").Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			w.Problem = "Deployment kube-system/" + name + " does not exist"
+		case err != nil:
+			return st, err
+		case d.Status.AvailableReplicas < 1 || d.Status.AvailableReplicas < d.Status.Replicas:
+			w.Problem = fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, d.Status.Replicas)
+		default:
+			w.Ready = true
+		}
+		st.Done = st.Done && w.Ready
+		st.Workloads = append(st.Workloads, w)
+	}
+	return st, nil
+}
+
+// podState is "Ready", a container's waiting reason with its image, or
+// for a running pod that is not ready the readiness probe's last
+// complaint, which names what calico-node lacks (Felix, BIRD, a BGP peer).
+func podState(ctx context.Context, kube kubernetes.Interface, p corev1.Pod) string {
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" {
+			return w.Reason + " " + cs.Image
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return CalicoReady
+		}
+	}
+	if p.Status.Phase != corev1.PodRunning {
+		return string(p.Status.Phase)
+	}
+	state := "Running, not ready"
+	evs, err := kube.CoreV1().Events(p.Namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: "involvedObject.name=" + p.Name + ",reason=Unhealthy"})
+	if err == nil && len(evs.Items) > 0 {
+		last := evs.Items[0]
+		for _, e := range evs.Items[1:] {
+			if e.LastTimestamp.After(last.LastTimestamp.Time) {
+				last = e
+			}
+		}
+		state += ": " + strings.Join(strings.Fields(last.Message), " ")
+	}
+	return state
 }

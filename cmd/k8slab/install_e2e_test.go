@@ -521,7 +521,7 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 		}
 		for _, c := range rep.Data.Checks {
 			t.Logf("verify %s: %s %s: %s", step, c.Status, c.Name, c.Reason)
-			needsCalico := strings.Contains(c.Reason, "calico-node not running") || strings.Contains(c.Reason, "pod network")
+			needsCalico := strings.Contains(c.Reason, "calico-node not ready") || strings.Contains(c.Reason, "pod network")
 			switch {
 			case c.Status == "FAIL":
 				t.Errorf("verify %s: %s failed: %s", step, c.Name, c.Reason)

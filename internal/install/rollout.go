@@ -19,11 +19,12 @@ type Rollout struct{ *Context }
 
 func (*Rollout) Name() string { return "rollout" }
 
-// RolloutIncomplete means everything was applied but calico-node or the
-// nodes did not become ready in time; Nodes says why, per node.
+// RolloutIncomplete means everything was applied but calico-node, the
+// nodes or the Deployments the pod network needs did not become ready in
+// time; Status says why, per node and Deployment.
 type RolloutIncomplete struct {
-	Nodes []calico.NodeReport
-	Wait  time.Duration
+	calico.Status
+	Wait time.Duration
 	// LastRead is set when the final read failed and Nodes come from an
 	// earlier one.
 	LastRead error
@@ -36,9 +37,17 @@ func (e *RolloutIncomplete) Error() string {
 		fmt.Fprintf(&b, " (as last read; the final read failed: %v)", e.LastRead)
 	}
 	for _, n := range e.Nodes {
+		if n.Ready && n.Calico == calico.CalicoReady {
+			continue
+		}
 		fmt.Fprintf(&b, "\n  %s: calico-node %s", n.Node, n.Calico)
 		if !n.Ready {
 			fmt.Fprintf(&b, "; node NotReady (%s)", n.Problem)
+		}
+	}
+	for _, w := range e.Workloads {
+		if !w.Ready {
+			fmt.Fprintf(&b, "\n  %s: %s", w.Name, w.Problem)
 		}
 	}
 	return b.String()
@@ -48,7 +57,7 @@ func (r *Rollout) Plan() []phase.Step {
 	if !r.WaitRollout {
 		return []phase.Step{{Action: "report calico-node and node readiness (--wait=false: not waiting)"}}
 	}
-	return []phase.Step{{Action: fmt.Sprintf("wait up to %s for calico-node on every node and every node Ready", r.Wait)}}
+	return []phase.Step{{Action: fmt.Sprintf("wait up to %s for calico-node ready (Felix, BIRD) on every node, every node Ready, calico-kube-controllers and CoreDNS available", r.Wait)}}
 }
 
 func (r *Rollout) Run(ctx context.Context) error {
@@ -56,14 +65,14 @@ func (r *Rollout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	read := func(ctx context.Context) ([]calico.NodeReport, int32, bool, error) {
+	read := func(ctx context.Context) (calico.Status, error) {
 		return calico.Rollout(ctx, cl.Kube)
 	}
 	return watchRollout(ctx, read, r.WaitRollout, r.Wait, 5*time.Second, r.Runner.StatusWriter())
 }
 
 // rolloutReader reads calico-node's rollout and the nodes' readiness.
-type rolloutReader func(context.Context) (reports []calico.NodeReport, desired int32, done bool, err error)
+type rolloutReader func(context.Context) (calico.Status, error)
 
 // watchRollout reads the rollout every poll until it is done (wait) or
 // read once (no wait). An unreachable API server is retried until the
@@ -73,33 +82,36 @@ type rolloutReader func(context.Context) (reports []calico.NodeReport, desired i
 func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, poll time.Duration, status io.Writer) error {
 	start := time.Now()
 	deadline := start.Add(timeout)
-	var seen []calico.NodeReport
+	var seen *calico.Status
 	for {
-		reports, desired, done, err := read(ctx)
+		st, err := read(ctx)
 		if err == nil {
-			seen = reports
+			seen = &st
 		}
 		switch {
 		case err == nil && !wait:
-			fmt.Fprintf(status, "rollout: not waiting (--wait=false): calico-node desired on %d nodes\n", desired)
-			for _, n := range reports {
+			fmt.Fprintf(status, "rollout: not waiting (--wait=false): calico-node desired on %d nodes\n", st.Desired)
+			for _, n := range st.Nodes {
 				fmt.Fprintf(status, "  %s: calico-node %s, ready %v\n", n.Node, n.Calico, n.Ready)
 			}
+			for _, w := range st.Workloads {
+				fmt.Fprintf(status, "  %s: available %v %s\n", w.Name, w.Ready, w.Problem)
+			}
 			return nil
-		case err == nil && done:
-			fmt.Fprintf(status, "rollout: calico-node running on all %d nodes, all nodes Ready; NetworkPolicy is enforced by Calico\n", desired)
+		case err == nil && st.Done:
+			fmt.Fprintf(status, "rollout: calico-node ready on all %d nodes, all nodes Ready, calico-kube-controllers and CoreDNS available; NetworkPolicy is enforced by Calico\n", st.Desired)
 			return nil
 		case time.Now().After(deadline):
 			// A rollout seen incomplete stays exit 5 when only the last
 			// read failed: on a loaded API server one GET in several times
 			// out, and that says nothing new about Calico.
 			if err != nil && seen != nil {
-				return &RolloutIncomplete{Nodes: seen, Wait: timeout, LastRead: err}
+				return &RolloutIncomplete{Status: *seen, Wait: timeout, LastRead: err}
 			}
 			if err != nil {
 				return fmt.Errorf("reading the rollout for %s: %w", time.Since(start).Round(time.Second), err)
 			}
-			return &RolloutIncomplete{Nodes: reports, Wait: timeout}
+			return &RolloutIncomplete{Status: st, Wait: timeout}
 		case err != nil:
 			fmt.Fprintf(status, "rollout: cannot read it yet (%s so far, retried up to %s): %v\n", time.Since(start).Round(time.Second), timeout, err)
 		}

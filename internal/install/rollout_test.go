@@ -40,13 +40,13 @@ func TestWatchRollout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			i := 0
-			read := func(context.Context) ([]calico.NodeReport, int32, bool, error) {
+			read := func(context.Context) (calico.Status, error) {
 				r := tt.reads[min(i, len(tt.reads)-1)]
 				i++
 				if r.err != nil {
-					return nil, 0, false, r.err
+					return calico.Status{}, r.err
 				}
-				return []calico.NodeReport{pending}, 4, r.done, nil
+				return calico.Status{Nodes: []calico.NodeReport{pending}, Desired: 4, Done: r.done}, nil
 			}
 			var status strings.Builder
 			err := watchRollout(context.Background(), read, tt.wait, tt.timeout, time.Millisecond, &status)

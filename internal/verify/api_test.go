@@ -149,7 +149,7 @@ func TestSettleExcusesOnlyACalicoKnownDown(t *testing.T) {
 		wantReady  Status
 		wantPodNet string
 	}{
-		{"calico-node seen waiting for its image", nil, Skip, "calico-node not running: ErrImagePull quay.io/calico/cni:v3.32.1 on kube-node1"},
+		{"calico-node seen waiting for its image", nil, Skip, "calico-node not ready: ErrImagePull quay.io/calico/cni:v3.32.1 on kube-node1"},
 		{"calico-node's state unreadable", timeout, Fail, "calico-node's state could not be read: " + timeout.Error()},
 	}
 	for _, tt := range tests {

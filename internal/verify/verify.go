@@ -171,21 +171,21 @@ func Failed(checks []Check) int {
 // "waiting for the pod network" with that timeout as the reason. So a
 // failed read comes back as err, and excuses nothing.
 func calicoProblem(ctx context.Context, k *kube.Client) (down string, err error) {
-	reports, desired, _, err := calico.Rollout(ctx, k.Kube)
+	st, err := calico.Rollout(ctx, k.Kube)
 	if err != nil {
 		return "", fmt.Errorf("calico-node's state could not be read: %w", err)
 	}
 	var bad []string
-	for _, r := range reports {
-		if r.Calico != "Running" {
+	for _, r := range st.Nodes {
+		if r.Calico != calico.CalicoReady {
 			bad = append(bad, r.Calico+" on "+r.Node)
 		}
 	}
-	if desired == 0 {
+	if st.Desired == 0 {
 		return "calico-node is scheduled nowhere", nil
 	}
 	if len(bad) > 0 {
-		return "calico-node not running: " + strings.Join(bad, ", "), nil
+		return "calico-node not ready: " + strings.Join(bad, ", "), nil
 	}
 	return "", nil
 }
