@@ -396,3 +396,23 @@ func TestCLIVersionAndCompletion(t *testing.T) {
 		t.Errorf("completion candidates for lab: %q", r.stdout)
 	}
 }
+
+// TestPlanFollowsFlags: plan describes the rollout install will run with
+// the same --wait, and its JSON names cluster-wide steps "cluster".
+func TestPlanFollowsFlags(t *testing.T) {
+	nodes := "--nodes=172.31.3.11,172.31.3.12"
+	if r := runCLI(t, nil, nil, "plan", nodes); r.code != 0 || !strings.Contains(r.stdout, "rollout: wait up to 20m0s") || strings.Contains(r.stdout, "not waiting") {
+		t.Errorf("plan (--wait by default): exit %d\n%s", r.code, r.stdout)
+	}
+	if r := runCLI(t, nil, nil, "plan", nodes, "--wait=false"); !strings.Contains(r.stdout, "(--wait=false: not waiting)") {
+		t.Errorf("plan --wait=false:\n%s", r.stdout)
+	}
+	r := runCLI(t, nil, nil, "plan", nodes, "--output", "json")
+	var plan map[string][]string
+	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil {
+		t.Fatalf("plan --output json: %v\n%s", err, r.stdout)
+	}
+	if _, empty := plan[""]; empty || len(plan["cluster"]) == 0 || len(plan["172.31.3.11"]) == 0 {
+		t.Errorf("plan JSON keys: want cluster and the nodes, no empty key: %v", plan)
+	}
+}

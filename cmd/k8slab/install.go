@@ -252,7 +252,8 @@ func planCommand() *cli.Command {
 				return err
 			}
 			release, _ := provision.LookupRelease(cfg.KubernetesVersion)
-			ictx := &install.Context{Cluster: cfg, Release: release, Bundle: bundle}
+			ictx := &install.Context{Cluster: cfg, Release: release, Bundle: bundle,
+				WaitRollout: c.Bool("wait"), Wait: c.Duration("wait-timeout"), JoinParallel: c.Int("join-parallel")}
 			m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only")}
 			if err := m.Validate(); err != nil {
 				return badInput("%v", err)
@@ -263,15 +264,16 @@ func planCommand() *cli.Command {
 			}
 			nodes := make([]string, 0, len(plan))
 			for n := range plan {
-				nodes = append(nodes, n)
+				if n != phase.ClusterWide {
+					nodes = append(nodes, n)
+				}
 			}
 			sort.Strings(nodes)
+			if _, ok := plan[phase.ClusterWide]; ok {
+				nodes = append([]string{phase.ClusterWide}, nodes...)
+			}
 			for _, n := range nodes {
-				title := n
-				if n == "" {
-					title = "cluster"
-				}
-				fmt.Println(title + ":")
+				fmt.Println(n + ":")
 				for _, step := range plan[n] {
 					fmt.Println("  - " + step)
 				}

@@ -118,12 +118,20 @@ func (m *Manager) Plan() map[string][]string {
 		}
 		pl, ok := p.(Planner)
 		if !ok {
-			out[""] = append(out[""], p.Name())
+			out[ClusterWide] = append(out[ClusterWide], p.Name())
 			continue
 		}
 		for _, s := range pl.Plan() {
-			out[s.Node] = append(out[s.Node], p.Name()+": "+s.Action)
+			node := s.Node
+			if node == "" {
+				node = ClusterWide
+			}
+			out[node] = append(out[node], p.Name()+": "+s.Action)
 		}
 	}
 	return out
 }
+
+// ClusterWide is Plan's key for the steps that run against the cluster,
+// not on one node.
+const ClusterWide = "cluster"
