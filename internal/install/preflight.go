@@ -70,15 +70,18 @@ func (p *Preflight) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if p.FixMachineID {
-		if err := p.fixMachineIDs(ctx, probes); err != nil {
-			return err
-		}
-	}
+	// Every refusal is decided before --fix-machine-id changes a node: on
+	// namespace-lab nodes it would rewrite the workstation's own machine-id.
 	if problems := p.check(probes); len(problems) > 0 {
 		return errors.New("preflight found problems, nothing was changed:\n  " + strings.Join(problems, "\n  "))
 	}
-	return p.compareRecord(ctx)
+	if err := p.compareRecord(ctx); err != nil {
+		return err
+	}
+	if p.FixMachineID {
+		return p.fixMachineIDs(ctx, probes)
+	}
+	return nil
 }
 
 // RecordMismatch: the cluster was installed with other settings; going on
@@ -245,15 +248,20 @@ func (p *Preflight) check(probes map[string]probe) []string {
 			}
 		}
 		for kind, val := range map[string]string{"hostname": f.Hostname, "machine-id": f.MachineID, "product_uuid": f.ProductUUID} {
-			if val == "" {
+			// Namespace-lab nodes are the workstation itself (refused
+			// above): their identities repeat by design, and no fix applies.
+			if val == "" || f.LabNode == "namespace" {
 				continue
 			}
 			if other, dup := seen[kind][val]; dup {
-				hint := ""
-				if kind == "machine-id" {
-					hint = " (cloned VMs: regenerate with --fix-machine-id)"
+				switch {
+				case kind == "machine-id" && p.FixMachineID:
+					// Regenerated once nothing else is refused.
+				case kind == "machine-id":
+					bad(node, "%s %s is the same as %s's (cloned VMs: regenerate with --fix-machine-id)", kind, val, other)
+				default:
+					bad(node, "%s %s is the same as %s's", kind, val, other)
 				}
-				bad(node, "%s %s is the same as %s's%s", kind, val, other, hint)
 			}
 			seen[kind][val] = node
 		}

@@ -1,11 +1,16 @@
 package install
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/host/hosttest"
+	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
 )
 
@@ -44,6 +49,12 @@ func TestPreflightChecks(t *testing.T) {
 			n.facts.MachineID = p["172.31.3.11"].facts.MachineID
 			p["172.31.4.12"] = n
 		}, []string{"172.31.4.12: machine-id mid172.31.3.11 is the same as 172.31.3.11's (cloned VMs: regenerate with --fix-machine-id)"}},
+		{"namespace-lab nodes: refused, with no machine-id hint (they are the workstation)", func(p map[string]probe) {
+			for n, pr := range p {
+				pr.facts.LabNode, pr.facts.MachineID = "namespace", "workstation-id"
+				p[n] = pr
+			}
+		}, []string{"172.31.3.11: a namespace-lab node shares this workstation's filesystem"}},
 		{"a small control plane and an old OS", func(p map[string]probe) {
 			cp := p["172.31.3.11"]
 			cp.facts.CPUs, cp.facts.MemoryMB = 1, 1024
@@ -85,6 +96,9 @@ func TestPreflightChecks(t *testing.T) {
 				t.Fatalf("unexpected problems: %v", got)
 			}
 			all := strings.Join(got, "\n")
+			if strings.Contains(tt.name, "namespace-lab") && strings.Contains(all, "machine-id") {
+				t.Errorf("a machine-id problem on namespace-lab nodes:\n%s", all)
+			}
 			for _, w := range tt.want {
 				if !strings.Contains(all, w) {
 					t.Errorf("problems lack %q:\n%s", w, all)
@@ -100,4 +114,56 @@ func TestOwnerName(t *testing.T) {
 			t.Errorf("ownerName(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestPreflightRefusesBeforeFixingMachineIDs runs preflight's real probe
+// on this machine as two namespace-lab nodes (they share its machine-id)
+// with --fix-machine-id: the refusal comes first, and no command that
+// changes a machine-id is ever sent. (A guard stands between preflight and
+// this machine's shell and refuses such a command, so a regression fails
+// the test without touching the workstation.)
+func TestPreflightRefusesBeforeFixingMachineIDs(t *testing.T) {
+	var hosts []host.Host
+	nodes := []string{"172.31.3.11", "172.31.3.12"}
+	guards := map[string]*machineIDGuard{}
+	for _, n := range nodes {
+		g := &machineIDGuard{Local: &hosttest.Local{Label: n, Env: []string{"K8SLAB_LAB_NODE=namespace"}}}
+		guards[n] = g
+		hosts = append(hosts, g)
+	}
+	r, err := run.New(run.Options{Command: "install"}, hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c := &cluster.Config{Nodes: nodes}
+	c.Default()
+	ctx := &Context{Cluster: c, Runner: r, Hosts: map[string]host.Host{}, FixMachineID: true, Now: time.Now}
+	for n, g := range guards {
+		ctx.Hosts[n] = g
+	}
+	err = (&Preflight{ctx}).Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "namespace-lab node shares this workstation's filesystem") {
+		t.Fatalf("err = %v, want the namespace-lab refusal", err)
+	}
+	for n, g := range guards {
+		if len(g.refused) > 0 {
+			t.Errorf("%s: preflight sent a machine-id change: %q", n, g.refused)
+		}
+	}
+}
+
+// machineIDGuard runs commands on this machine, except those that would
+// change its machine-id: it records and refuses them.
+type machineIDGuard struct {
+	*hosttest.Local
+	refused []string
+}
+
+func (g *machineIDGuard) Run(ctx context.Context, c host.Cmd) error {
+	if strings.Contains(c.Command, "machine-id-setup") || strings.Contains(c.Command, "rm -f /etc/machine-id") {
+		g.refused = append(g.refused, c.Command)
+		return errors.New("refused by the test: this would change the workstation's machine-id")
+	}
+	return g.Local.Run(ctx, c)
 }
