@@ -320,6 +320,19 @@ func TestCLIOnLab(t *testing.T) {
 		}
 	})
 
+	t.Run("no cluster on the nodes: verify, kubeconfig and reinstall exit 6", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"verify", "--api-wait", "5s"},
+			{"kubeconfig", "--kubeconfig-dir", t.TempDir()},
+			{"reinstall", "--yes"},
+		} {
+			r := runCLI(t, lab, env, args...)
+			if r.code != exitNoCluster || !strings.Contains(r.stderr, "172.31.3.11") {
+				t.Errorf("%s with no cluster: exit %d, want %d naming the control plane\n%s", args[0], r.code, exitNoCluster, tail(r.stderr, 10))
+			}
+		}
+	})
+
 	t.Run("reset: needs --yes without a terminal, and refuses namespace-lab nodes", func(t *testing.T) {
 		r := runCLI(t, lab, env, "reset")
 		if r.code != exitBadInput || !strings.Contains(r.stderr, "pass --yes") || !strings.Contains(r.stderr, "172.31.3.11:\n    - kubelet stopped; pods and their containers removed; kubeadm reset -f") {

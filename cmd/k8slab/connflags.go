@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -29,7 +30,20 @@ const (
 	exitIncomplete = 5
 	// exitLocked: another run holds the nodes' lock (nothing was changed).
 	exitLocked = 4
+	// exitNoCluster: the nodes hold no cluster to verify, reinstall or
+	// export (nothing was changed). reset of nodes with nothing on them
+	// succeeds: they are as asked.
+	exitNoCluster = 6
 )
+
+// noCluster is the exit for a cluster file that cannot be read: 6 when it
+// is not there, 1 when reading it failed.
+func noCluster(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return &exitError{exitNoCluster, err}
+	}
+	return &exitError{exitFailed, err}
+}
 
 // exitError carries the process exit code up to main.
 type exitError struct {
@@ -86,6 +100,8 @@ type session struct {
 	lockOpts    lock.Options
 	unlock      func(context.Context) error
 	unlockLocal func()
+	// recorded: the control plane holds a cluster record (recordedSession).
+	recorded bool
 }
 
 // lock takes the run lock on every node (commands that change nodes);

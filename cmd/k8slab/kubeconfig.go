@@ -20,7 +20,7 @@ func kubeconfigCommand() *cli.Command {
 			defer s.Close()
 			ictx := installContext(c, s, cfg, nil, nil)
 			if err := ictx.LoadAdmin(c.Context); err != nil {
-				return &exitError{exitFailed, err}
+				return noCluster(err)
 			}
 			k := &install.Kubeconfig{Context: ictx}
 			if err := k.Run(c.Context); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/install"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/urfave/cli/v2"
@@ -32,6 +33,9 @@ func reinstallCommand() *cli.Command {
 				return err
 			}
 			defer s.Close()
+			if !s.recorded {
+				return &exitError{exitNoCluster, fmt.Errorf("host %s: no cluster recorded (%s): nothing to reinstall; k8slab install makes one", cfg.ControlPlane, cluster.RecordPath)}
+			}
 			ictx := installContext(c, s, cfg, bundle, mirrors)
 			reset := install.ResetPhases(ictx, install.ResetOptions{NoBackup: c.Bool("no-backup")})
 			printDestroys(cfg, reset)

@@ -59,6 +59,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 			return nil, nil, nil, badInput("--artifacts: the bundle is for Kubernetes %s, the cluster on %s runs %s", bundle.Release.Kubernetes, cl.Name(), rec.KubernetesVersion)
 		}
 		cfg = rec
+		s.recorded = true
 		if !sameHosts(cfg.Nodes, s.clients) {
 			// The record knows more nodes than were named: act on all.
 			s.Close()
@@ -66,6 +67,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 			if s, err = openSession(c, command); err != nil {
 				return nil, nil, nil, err
 			}
+			s.recorded = true
 		}
 		break
 	}

@@ -48,7 +48,7 @@ func verifyCommand() *cli.Command {
 			cp := hosts[cfg.ControlPlane]
 			admin, err := cp.ReadFile(ctx, "/etc/kubernetes/admin.conf")
 			if err != nil {
-				return &exitError{exitFailed, fmt.Errorf("host %s: no cluster to verify: %w", cfg.ControlPlane, err)}
+				return noCluster(fmt.Errorf("host %s: no cluster to verify: %w", cfg.ControlPlane, err))
 			}
 			kc, err := install.KubeClient(cp, admin)
 			if err != nil {
