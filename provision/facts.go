@@ -43,6 +43,10 @@ type Facts struct {
 	// capability bounding set has it). A container node's does not, and
 	// there runc cannot lower a container's OOM score.
 	SysResource bool `json:"sys_resource"`
+	// Nameservers counts the resolvers the kubelet hands to pods with the
+	// node's DNS (CoreDNS's upstreams): systemd-resolved's file when it
+	// runs, else /etc/resolv.conf. 0 on an isolated lab network.
+	Nameservers int `json:"nameservers"`
 }
 
 // Binary says whether a program is installed, where, and at what version.
@@ -77,6 +81,8 @@ v=; { read -r v < /sys/class/dmi/id/product_uuid; } 2>/dev/null; echo "product_u
 echo "containerd_path=$(command -v containerd 2>/dev/null)"
 echo "kubelet_path=$(command -v kubelet 2>/dev/null)"
 echo "lab_node=${K8SLAB_LAB_NODE:-}"
+r=/etc/resolv.conf; [ -s /run/systemd/resolve/resolv.conf ] && r=/run/systemd/resolve/resolv.conf
+echo "nameservers=$(grep -cE '^[[:space:]]*nameserver[[:space:]]' "$r" 2>/dev/null)"
 # Never by looking tunl0 up: a lookup by name loads ipip and makes tunl0.
 v=; { read -r v < /proc/sys/kernel/osrelease; } 2>/dev/null
 c=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status 2>/dev/null)
@@ -142,6 +148,7 @@ func ParseFacts(out string) (Facts, error) {
 	f.LabNode = kv["lab_node"]
 	f.IPIP = kv["ipip"] == "yes"
 	f.SysResource = kv["sys_resource"] == "yes"
+	f.Nameservers = num("nameservers")
 	switch kv["cgroup_fs"] {
 	case "cgroup2fs":
 		f.CgroupVersion = 2

@@ -135,6 +135,7 @@ func Phases(c *Context) []phase.Phase {
 		&Provision{c},
 		etcd,
 		&ControlPlane{c, etcd},
+		&DNS{c},
 		&Calico{c},
 		&Join{c},
 		&Rollout{c},
