@@ -22,11 +22,13 @@ import (
 const (
 	checkDNS       = "CoreDNS resolves kubernetes.default from a pod"
 	checkPodToPod  = "pod-to-pod across racks"
+	checkInRack    = "pod-to-pod within a rack"
 	checkClusterIP = "ClusterIP Service from another node"
 	checkPolicy    = "NetworkPolicy: default-deny blocks, allow re-opens"
+	checkEgress    = "NetworkPolicy: egress denied but DNS"
 )
 
-var podNetworkChecks = []string{checkDNS, checkPodToPod, checkClusterIP, checkPolicy}
+var podNetworkChecks = []string{checkDNS, checkPodToPod, checkInRack, checkClusterIP, checkPolicy, checkEgress}
 
 // verifyLabel marks verify's namespaces, so a run that was killed before
 // it cleaned up is cleaned up by the next one.
@@ -53,7 +55,7 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 	if skip != "" {
 		return all(Skip, skip)
 	}
-	server, client, why := pickNodes(nodes)
+	server, client, inRack, why := pickNodes(nodes)
 	if why != "" {
 		return all(Skip, why)
 	}
@@ -63,13 +65,15 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 		return all(Fail, err.Error())
 	}
 
-	racks := fmt.Sprintf("%s (%s) → %s (%s)", client.Name, internalIP(client), server.Name, internalIP(server))
+	where := func(from corev1.Node) string {
+		return fmt.Sprintf("%s (%s) → %s (%s, pod %s)", from.Name, internalIP(from), server.Name, internalIP(server), p.serverIP)
+	}
 	checks := map[string]Check{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	run := func(name, pod string, args ...string) {
+	run := func(name, pod string, on corev1.Node, args ...string) {
 		defer wg.Done()
-		ok, reason := p.client(ctx, pod, args...)
+		ok, reason := p.clientOn(ctx, on.Name, pod, nil, args...)
 		st := Pass
 		if !ok {
 			st = Fail
@@ -79,13 +83,23 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 		mu.Unlock()
 	}
 	wg.Add(3)
-	go run(checkDNS, "dns", "resolve", "kubernetes.default")
-	go run(checkPodToPod, "pod-to-pod", "get", p.podURL)
-	go run(checkClusterIP, "cluster-ip", "get", p.svcURL)
+	go run(checkDNS, "dns", client, "resolve", "kubernetes.default")
+	go run(checkPodToPod, "pod-to-pod", client, "get", p.podURL)
+	go run(checkClusterIP, "cluster-ip", client, "get", p.svcURL)
+	if inRack.Name != "" {
+		wg.Add(1)
+		go run(checkInRack, "in-rack", inRack, "get", p.podURL)
+	} else {
+		checks[checkInRack] = Check{checkInRack, Skip, fmt.Sprintf("no other schedulable Ready node with the test image in %s's rack (%s)", server.Name, rack(server))}
+	}
 	wg.Wait()
-	checks[checkPodToPod] = withWhere(checks[checkPodToPod], racks)
-	checks[checkClusterIP] = withWhere(checks[checkClusterIP], racks)
+	checks[checkPodToPod] = withWhere(checks[checkPodToPod], where(client))
+	checks[checkClusterIP] = withWhere(checks[checkClusterIP], where(client))
+	if inRack.Name != "" {
+		checks[checkInRack] = withWhere(checks[checkInRack], where(inRack))
+	}
 	checks[checkPolicy] = p.policy(ctx)
+	checks[checkEgress] = withWhere(p.egress(ctx), client.Name)
 
 	var out []Check
 	for _, n := range podNetworkChecks {
@@ -99,10 +113,11 @@ func withWhere(c Check, where string) Check {
 	return c
 }
 
-// pickNodes chooses a server node and a client node in another /24 (the
-// reference lab's racks are the leaves' /24s), among schedulable Ready
-// nodes that have the probe image; without two racks, two nodes.
-func pickNodes(nodes []corev1.Node) (server, client corev1.Node, why string) {
+// pickNodes chooses a server node, a client node in another /24 (the
+// reference lab's racks are the leaves' /24s) and one in the server's
+// own (inRack, zero when there is none), among schedulable Ready nodes
+// that have the probe image; without two racks, two nodes.
+func pickNodes(nodes []corev1.Node) (server, client, inRack corev1.Node, why string) {
 	var usable []corev1.Node
 	var noImage []string
 	for _, n := range nodes {
@@ -117,19 +132,25 @@ func pickNodes(nodes []corev1.Node) (server, client corev1.Node, why string) {
 	}
 	sort.Slice(usable, func(i, j int) bool { return internalIP(usable[i]) < internalIP(usable[j]) })
 	if len(noImage) > 0 && len(usable) < 2 {
-		return server, client, fmt.Sprintf("test image %s not on %s (it comes with a bundle built by make bundle)", provision.ProbeImage, strings.Join(noImage, ", "))
+		return server, client, inRack, fmt.Sprintf("test image %s not on %s (it comes with a bundle built by make bundle)", provision.ProbeImage, strings.Join(noImage, ", "))
 	}
 	if len(usable) < 2 {
-		return server, client, "fewer than two schedulable Ready nodes"
+		return server, client, inRack, "fewer than two schedulable Ready nodes"
 	}
 	server, client = usable[0], usable[len(usable)-1]
+	found := false
 	for _, n := range usable[1:] {
-		if rack(n) != rack(server) {
-			client = n
-			break
+		switch {
+		case rack(n) != rack(server) && !found:
+			client, found = n, true
+		case rack(n) == rack(server) && inRack.Name == "":
+			inRack = n
 		}
 	}
-	return server, client, ""
+	if !found {
+		inRack = corev1.Node{} // one rack: the client already shares it
+	}
+	return server, client, inRack, ""
 }
 
 func rack(n corev1.Node) netip.Prefix {
@@ -159,6 +180,7 @@ type probeRun struct {
 	ns             string
 	clientNode     string
 	podURL, svcURL string
+	serverIP       string
 }
 
 const (
@@ -210,6 +232,7 @@ func (p *probeRun) setUp(ctx context.Context, server, client corev1.Node) error 
 	if err != nil {
 		return fmt.Errorf("test server pod on %s: %w", server.Name, err)
 	}
+	p.serverIP = up.Status.PodIP
 	p.podURL = fmt.Sprintf("http://%s:%d/", up.Status.PodIP, probePort)
 	return nil
 }
@@ -245,8 +268,17 @@ func probePod(name, node string, args []string, labels map[string]string) *corev
 // client runs one probe pod on the client node and returns its verdict
 // and reason (its termination message).
 func (p *probeRun) client(ctx context.Context, podName string, args ...string) (bool, string) {
+	return p.clientOn(ctx, p.clientNode, podName, nil, args...)
+}
+
+// clientOn is client on any node, with labels added to the client's.
+func (p *probeRun) clientOn(ctx context.Context, node, podName string, labels map[string]string, args ...string) (bool, string) {
 	args = append(args[:1:1], append([]string{"-message", "/dev/termination-log"}, args[1:]...)...)
-	pod := probePod(podName, p.clientNode, args, map[string]string{"app": clientLabel})
+	l := map[string]string{"app": clientLabel}
+	for k, v := range labels {
+		l[k] = v
+	}
+	pod := probePod(podName, node, args, l)
 	if _, err := p.kc.CoreV1().Pods(p.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return false, fmt.Sprintf("creating the test pod: %v", err)
 	}
@@ -254,7 +286,7 @@ func (p *probeRun) client(ctx context.Context, podName string, args ...string) (
 		return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 	})
 	if err != nil {
-		return false, fmt.Sprintf("test pod on %s: %v", p.clientNode, err)
+		return false, fmt.Sprintf("test pod on %s: %v", node, err)
 	}
 	reason := string(done.Status.Phase)
 	for _, cs := range done.Status.ContainerStatuses {
@@ -299,6 +331,38 @@ func (p *probeRun) policy(ctx context.Context) Check {
 	}
 	return Check{checkPolicy, Pass, "default-deny blocked the client; the allow rule re-opened it"}
 }
+
+// egressLabel marks the client pods the egress policy selects. They are
+// clients too, so the ingress rule still admits them at the server: only
+// their own egress policy can block them.
+const egressLabel = "k8slab.dev/egress"
+
+// egress: a policy denying a pod every egress but DNS must block its
+// connection to the server and still let it resolve names.
+func (p *probeRun) egress(ctx context.Context) Check {
+	dns := []networkingv1.NetworkPolicyPort{{Protocol: ptr(corev1.ProtocolUDP), Port: ptr(intstr.FromInt32(53))}, {Protocol: ptr(corev1.ProtocolTCP), Port: ptr(intstr.FromInt32(53))}}
+	pol := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "egress-dns-only"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{egressLabel: "dns-only"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress:      []networkingv1.NetworkPolicyEgressRule{{Ports: dns}},
+		},
+	}
+	if _, err := p.kc.NetworkingV1().NetworkPolicies(p.ns).Create(ctx, pol, metav1.CreateOptions{}); err != nil {
+		return Check{checkEgress, Fail, "creating the egress policy: " + err.Error()}
+	}
+	labels := map[string]string{egressLabel: "dns-only"}
+	if ok, reason := p.clientOn(ctx, p.clientNode, "egress-blocked", labels, "get", "-want", "unreachable", p.podURL); !ok {
+		return Check{checkEgress, Fail, "the egress policy did not block the pod: " + reason}
+	}
+	if ok, reason := p.clientOn(ctx, p.clientNode, "egress-dns", labels, "resolve", "kubernetes.default"); !ok {
+		return Check{checkEgress, Fail, "blocked the server as it should, but DNS too, which it allows: " + reason}
+	}
+	return Check{checkEgress, Pass, "a pod denied all egress but DNS could not reach the server, and still resolved kubernetes.default"}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // wait polls a pod until cond holds; on timeout it says what the pod is
 // doing (ErrImageNeverPull, ContainerCreating, ...).

@@ -23,6 +23,7 @@ import (
 // that a real cluster's network works.
 type simNetwork struct {
 	dns, podNet, svcNet, enforcePolicy bool
+	ignoreEgress                       bool
 	serverStuck                        bool
 	stuckReason, stuckMessage          string // ContainerCreating if empty
 }
@@ -79,6 +80,9 @@ func (s simNetwork) answer(ctx context.Context, t *testing.T, kc *fake.Clientset
 		if s.enforcePolicy && len(policies.Items) == 1 { // default-deny alone
 			reach = false
 		}
+		if s.enforcePolicy && !s.ignoreEgress && p.Labels[egressLabel] == "dns-only" {
+			reach = false
+		}
 		want := "reachable"
 		if i := slices.Index(args, "-want"); i > 0 {
 			want = args[i+1]
@@ -119,8 +123,9 @@ func withProbe(nodes []corev1.Node) []corev1.Node {
 
 func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 	healthy := simNetwork{dns: true, podNet: true, svcNet: true, enforcePolicy: true}
-	noPolicy, noDNS, noSvc, stuck := healthy, healthy, healthy, healthy
+	noPolicy, noDNS, noSvc, stuck, noEgress := healthy, healthy, healthy, healthy, healthy
 	noPolicy.enforcePolicy = false
+	noEgress.ignoreEgress = true
 	noDNS.dns = false
 	noSvc.svcNet = false
 	stuck.serverStuck = true
@@ -134,17 +139,18 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 		sim        simNetwork
 		nodes      []corev1.Node
 		calicoDown string
-		want       []Status // DNS, pod-to-pod, ClusterIP, policy
+		want       []Status // DNS, pod-to-pod, in-rack, ClusterIP, policy, egress
 		reason     string   // in every non-PASS reason
 	}{
-		{"healthy network", healthy, ready(), "", []Status{Pass, Pass, Pass, Pass}, ""},
-		{"offline lab: Calico down is SKIP", healthy, ready(), "calico-node not running: ErrImagePull quay.io/calico/node:v3.32.1 on kube-node3", []Status{Skip, Skip, Skip, Skip}, "quay.io/calico/node:v3.32.1"},
-		{"no probe image on the nodes", healthy, labNodes(corev1.ConditionTrue, ""), "", []Status{Skip, Skip, Skip, Skip}, "not on kube-node1, kube-node2, kube-node3, kube-node4"},
-		{"policy not enforced", noPolicy, ready(), "", []Status{Pass, Pass, Pass, Fail}, "default-deny did not block the client"},
-		{"DNS broken", noDNS, ready(), "", []Status{Fail, Pass, Pass, Pass}, "lookup timed out"},
-		{"Services broken", noSvc, ready(), "", []Status{Pass, Pass, Fail, Pass}, "172.31.64.10/ unreachable"},
-		{"server never starts", stuck, ready(), "", []Status{Fail, Fail, Fail, Fail}, "test server pod on kube-node1: still ContainerCreating"},
-		{"probe image missing although the node listed it", neverPull, ready(), "", []Status{Fail, Fail, Fail, Fail}, "ErrImageNeverPull: " + provision.ProbeImage},
+		{"healthy network", healthy, ready(), "", []Status{Pass, Pass, Pass, Pass, Pass, Pass}, ""},
+		{"offline lab: Calico down is SKIP", healthy, ready(), "calico-node not running: ErrImagePull quay.io/calico/node:v3.32.1 on kube-node3", []Status{Skip, Skip, Skip, Skip, Skip, Skip}, "quay.io/calico/node:v3.32.1"},
+		{"no probe image on the nodes", healthy, labNodes(corev1.ConditionTrue, ""), "", []Status{Skip, Skip, Skip, Skip, Skip, Skip}, "not on kube-node1, kube-node2, kube-node3, kube-node4"},
+		{"policy not enforced", noPolicy, ready(), "", []Status{Pass, Pass, Pass, Pass, Fail, Fail}, "did not block"},
+		{"egress policy not enforced", noEgress, ready(), "", []Status{Pass, Pass, Pass, Pass, Pass, Fail}, "the egress policy did not block the pod"},
+		{"DNS broken", noDNS, ready(), "", []Status{Fail, Pass, Pass, Pass, Pass, Fail}, "lookup timed out"},
+		{"Services broken", noSvc, ready(), "", []Status{Pass, Pass, Pass, Fail, Pass, Pass}, "172.31.64.10/ unreachable"},
+		{"server never starts", stuck, ready(), "", []Status{Fail, Fail, Fail, Fail, Fail, Fail}, "test server pod on kube-node1: still ContainerCreating"},
+		{"probe image missing although the node listed it", neverPull, ready(), "", []Status{Fail, Fail, Fail, Fail, Fail, Fail}, "ErrImageNeverPull: " + provision.ProbeImage},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -153,7 +159,7 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 			defer cancel()
 			go c.sim.run(ctx, t, kc)
 			checks := podNetwork(ctx, kc, c.nodes, c.calicoDown, 300*time.Millisecond)
-			if len(checks) != 4 {
+			if len(checks) != len(podNetworkChecks) {
 				t.Fatalf("%d checks: %+v", len(checks), checks)
 			}
 			for i, ch := range checks {
@@ -161,8 +167,11 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 					t.Errorf("%s: %s %q; want %s with %q", ch.Name, ch.Status, ch.Reason, c.want[i], c.reason)
 				}
 			}
-			if c.want[1] == Pass && !strings.HasPrefix(checks[1].Reason, "kube-node3 (172.31.4.11) → kube-node1 (172.31.3.11)") {
+			if c.want[1] == Pass && !strings.HasPrefix(checks[1].Reason, "kube-node3 (172.31.4.11) → kube-node1 (172.31.3.11, pod 172.31.128.7)") {
 				t.Errorf("pod-to-pod is not across racks: %s", checks[1].Reason)
+			}
+			if c.want[2] == Pass && !strings.HasPrefix(checks[2].Reason, "kube-node2 (172.31.3.12) → kube-node1 (172.31.3.11, pod 172.31.128.7)") {
+				t.Errorf("in-rack pod-to-pod is not within kube-node1's rack: %s", checks[2].Reason)
 			}
 			if nss, _ := kc.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); len(nss.Items) != 0 {
 				t.Errorf("test namespace left behind: %v", nss.Items[0].Name)

@@ -89,6 +89,7 @@ func Run(ctx context.Context, c Cluster) []Check {
 	out = append(out, etcdCheck(ctx, c))
 	out = append(out, serviceCheck(ctx, c))
 	out = append(out, ippoolCheck(ctx, c))
+	out = append(out, calicoCheck(podNetSkip, len(nodes.Items)))
 	timeout := c.PodTimeout
 	if timeout == 0 {
 		timeout = defaultPodTimeout
@@ -188,6 +189,18 @@ func calicoProblem(ctx context.Context, k *kube.Client) (down string, err error)
 		return "calico-node not ready: " + strings.Join(bad, ", "), nil
 	}
 	return "", nil
+}
+
+const checkCalico = "calico-node ready on every node (Felix, BIRD: BGP Established)"
+
+// calicoCheck reads calico-node's own readiness, which the manifest's
+// probe (calico-node -felix-ready -bird-ready) sets only while Felix is
+// programming the dataplane and BIRD has every BGP session Established.
+func calicoCheck(down string, nodes int) Check {
+	if down != "" {
+		return Check{checkCalico, Fail, down}
+	}
+	return Check{checkCalico, Pass, fmt.Sprintf("%d nodes: Felix ready, every BIRD BGP session Established", nodes)}
 }
 
 func internalIP(n corev1.Node) string {
