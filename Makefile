@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 VM_DIR  ?= $(HOME)/.cache/k8slab/vm
 
-.PHONY: build deps vm-deps container-deps vm-image container-rootfs bundle lab lab-down test e2e e2e-containers e2e-install e2e-installed e2e-all bench vet clean
+.PHONY: build deps vm-deps container-deps vm-image container-rootfs bundle lab lab-down test e2e e2e-containers bench-containers e2e-install e2e-installed e2e-all bench vet clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/k8slab
@@ -95,6 +95,12 @@ vet: container-deps
 	$(GO) vet ./...
 	shellcheck scripts/*.sh scripts/container/*.sh topology/*.sh
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt needed" >&2; exit 1)
+
+# How an install's cost grows with the cluster: 4, 8 and 12 container
+# nodes of testdata/labs/three-racks-12.yaml (~15 min).
+bench-containers: deps container-rootfs bundle
+	K8SLAB_BENCH_CONTAINERS=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_CONTAINER_DIR=$(CONTAINER_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
+		$(GO) test -run '^$$' -bench InstallContainers -benchtime 1x -timeout 60m ./cmd/k8slab/
 
 # Fan-out to 200 simulated loopback endpoints and to the 4 lab nodes.
 bench: deps

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -300,4 +301,37 @@ func KernelSettings() string {
 		})
 	}
 	return b.String()
+}
+
+// NodeUsage is what a container node has cost the workstation so far:
+// CPU time of everything in its cgroup, and the memory it holds now
+// (resident, without the page cache).
+type NodeUsage struct {
+	CPU      time.Duration
+	RSSBytes int64
+}
+
+// Usage reads a container node's cgroup (cgroup v1: cpuacct and memory).
+func (l *Lab) Usage(node string) (NodeUsage, error) {
+	var u NodeUsage
+	cg := l.cgroupName(node)
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct", cg, "cpuacct.usage"))
+	if err != nil {
+		return u, fmt.Errorf("%s: CPU time: %w", node, err)
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return u, fmt.Errorf("%s: cpuacct.usage: %w", node, err)
+	}
+	u.CPU = time.Duration(ns)
+	stat, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cg, "memory.stat"))
+	if err != nil {
+		return u, fmt.Errorf("%s: memory: %w", node, err)
+	}
+	for _, line := range strings.Split(string(stat), "\n") {
+		if v, ok := strings.CutPrefix(line, "total_rss "); ok {
+			u.RSSBytes, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return u, nil
 }

@@ -46,7 +46,7 @@ type result struct {
 
 // runCLI runs the real binary; inside the lab's workstation namespace when
 // lab is given, as `k8slab lab exec` would.
-func runCLI(t *testing.T, lab *topology.Lab, env []string, args ...string) result {
+func runCLI(t testing.TB, lab *topology.Lab, env []string, args ...string) result {
 	t.Helper()
 	cmd := cliCmd(t, lab, env, args...)
 	var so, se bytes.Buffer
@@ -64,12 +64,12 @@ func runCLI(t *testing.T, lab *topology.Lab, env []string, args ...string) resul
 
 // cliCmd is the k8slab command line, inside the lab's workstation
 // namespace when there is a lab.
-func cliCmd(t *testing.T, lab *topology.Lab, env []string, args ...string) *exec.Cmd {
+func cliCmd(t testing.TB, lab *topology.Lab, env []string, args ...string) *exec.Cmd {
 	return labCmd(t, lab, env, append([]string{binPath}, args...)...)
 }
 
 // labCmd runs any program as cliCmd runs k8slab (scripts that call it).
-func labCmd(t *testing.T, lab *topology.Lab, env []string, argv ...string) *exec.Cmd {
+func labCmd(t testing.TB, lab *topology.Lab, env []string, argv ...string) *exec.Cmd {
 	if lab != nil {
 		argv = append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, argv...)
 	}
@@ -85,7 +85,7 @@ func labCmd(t *testing.T, lab *topology.Lab, env []string, argv ...string) *exec
 // seconds, each time).
 var homes sync.Map
 
-func testHome(t *testing.T) string {
+func testHome(t testing.TB) string {
 	if d, ok := homes.Load(t); ok {
 		return d.(string)
 	}
@@ -96,7 +96,7 @@ func testHome(t *testing.T) string {
 }
 
 // labEnv is what `k8slab lab exec` sets, plus a private log dir.
-func labEnv(t *testing.T, lab *topology.Lab) (env []string, logDir string) {
+func labEnv(t testing.TB, lab *topology.Lab) (env []string, logDir string) {
 	logDir = t.TempDir()
 	return []string{
 		"K8SLAB_NODES=" + strings.Join(lab.Spec.NodeAddrs(), ","),

@@ -497,7 +497,7 @@ type verifyReport struct {
 }
 
 // keepReport saves a run's JSON where CI keeps artifacts (K8SLAB_E2E_REPORTS).
-func keepReport(t *testing.T, name, json string) {
+func keepReport(t testing.TB, name, json string) {
 	if dir := os.Getenv("K8SLAB_E2E_REPORTS"); dir != "" {
 		os.MkdirAll(dir, 0o755)
 		if err := os.WriteFile(filepath.Join(dir, name+".json"), []byte(json), 0o644); err != nil {
@@ -751,7 +751,7 @@ func duringRun(t *testing.T, cmd *exec.Cmd, marker string, during func(), kill b
 	return seen.String(), code
 }
 
-func parseReport(t *testing.T, stdout string) installReport {
+func parseReport(t testing.TB, stdout string) installReport {
 	t.Helper()
 	var rep installReport
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {

@@ -89,6 +89,23 @@ func UpContainers(t testing.TB) *topology.Lab {
 	return up(t, nil, ctr, LabName())
 }
 
+// UpContainersFile is UpContainers for another lab description (its own
+// name: it may run beside the reference lab's).
+func UpContainersFile(t testing.TB, labFile []byte) *topology.Lab {
+	t.Helper()
+	Require(t)
+	dir := ContainerDir()
+	ctr := &topology.ContainerOptions{RootfsDir: dir + "/rootfs", NodesDir: dir + "/nodes"}
+	if err := ctr.CheckRootfs(); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := topology.Parse(labFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return upSpec(t, labFile, nil, ctr, spec.Name)
+}
+
 // ContainerDir holds the container nodes' rootfs and their layers.
 func ContainerDir() string {
 	if dir := os.Getenv("K8SLAB_CONTAINER_DIR"); dir != "" {
@@ -155,7 +172,12 @@ func LabName() string {
 
 func up(t testing.TB, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string) *topology.Lab {
 	t.Helper()
-	spec, err := topology.Parse(k8slab.ReferenceLab)
+	return upSpec(t, k8slab.ReferenceLab, vm, ctr, name)
+}
+
+func upSpec(t testing.TB, labFile []byte, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string) *topology.Lab {
+	t.Helper()
+	spec, err := topology.Parse(labFile)
 	if err != nil {
 		t.Fatal(err)
 	}
