@@ -25,6 +25,13 @@ type FileSpec struct {
 	// SHA256 of the content; computed from Content when empty.
 	SHA256 string
 	Size   int64
+	// IfMissing: k8slab installs the file only where there is none, and
+	// leaves whatever version is there alone. Calico's install-cni
+	// replaces the CNI plugins it ships (host-local, loopback, portmap)
+	// with its own build; restoring k8slab's on every run made a no-op
+	// re-run upload them and restart containerd, and calico-node's next
+	// start put its own back.
+	IfMissing bool
 }
 
 // Generated makes a FileSpec from content.
@@ -131,6 +138,9 @@ func ApplyFiles(ctx context.Context, h host.Host, files []FileSpec, have map[str
 
 func differs(f FileSpec, have map[string]FileState) bool {
 	st, ok := have[f.Remote]
+	if ok && f.IfMissing {
+		return false
+	}
 	return !ok || st.SHA256 != f.SHA256 || st.Mode != fmt.Sprintf("%o", f.Mode.Perm())
 }
 

@@ -21,6 +21,12 @@ func TestSyncFiles(t *testing.T) {
 	specs := func(bContent string) []FileSpec {
 		return []FileSpec{Generated(a, 0o755, "binary a\n"), Generated(b, 0o644, bContent)}
 	}
+	p := filepath.Join(dir, "cni", "host-local")
+	ifMissing := func(content string) []FileSpec {
+		f := Generated(p, 0o755, content)
+		f.IfMissing = true
+		return append(specs("b=2\n"), f)
+	}
 	ctx := context.Background()
 	h := &hosttest.Local{}
 	cases := []struct {
@@ -42,6 +48,12 @@ func TestSyncFiles(t *testing.T) {
 			must(t, os.Remove(filepath.Join(os.Getenv("K8SLAB_STATE_DIR"), "files.state")))
 		}, specs("b=2\n"), nil, 2},
 		{"record back: converged again", nil, specs("b=2\n"), nil, 1},
+		// A CNI plugin another installer replaced (Calico's install-cni).
+		{"if missing: absent, installed", nil, ifMissing("plugin v1\n"), []string{p}, 2},
+		{"if missing: replaced by another version, left alone", func(t *testing.T) {
+			must(t, os.WriteFile(p, []byte("calico's own plugin build\n"), 0o755))
+		}, ifMissing("plugin v1\n"), nil, 2},
+		{"if missing: left alone again, converged", nil, ifMissing("plugin v1\n"), nil, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

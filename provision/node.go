@@ -173,6 +173,7 @@ func ContainerdFiles(b *Bundle, dir string, restrictOOMScoreAdj bool) ([]FileSpe
 		if err := add("cni/"+c, "/opt/cni/bin/"+c); err != nil {
 			return nil, err
 		}
+		files[len(files)-1].IfMissing = true
 	}
 	files = append(files,
 		Generated("/etc/containerd/config.toml", 0o644, containerdConfig(b.Release.Pause, restrictOOMScoreAdj)),
