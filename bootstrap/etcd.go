@@ -110,7 +110,7 @@ func EtcdEnv(in EtcdClusterInput, name string) (string, error) {
 		// etcd logs every apply slower than 100 ms and every request
 		// slower than 300 ms. On the loaded lab that was ~435 lines a
 		// minute, and journald writing them took 17 % of a CPU on the
-		// control plane's node (run AF), the node that was short of CPU.
+		// control plane's node, the node that was short of CPU.
 		// Slower than 1 s / 2 s, they are still logged.
 		"ETCD_WARNING_APPLY_DURATION=1s",
 		"ETCD_WARNING_UNARY_REQUEST_DURATION=2s",
@@ -231,7 +231,7 @@ func etcdClient(endpoints []string, pki *EtcdPKI, dial func(ctx context.Context,
 // `etcdctl snapshot save` does) to w from the first endpoint that answers
 // a status request within snapshotMemberTimeout, and returns its size and that
 // endpoint. A member that is down is passed over rather than waited for:
-// in run X the first member's data had been deleted under it and the
+// on the emulated lab the first member's data had been deleted under it and the
 // snapshot waited on its dial until the run was stopped; any member with
 // quorum holds the whole keyspace.
 func SnapshotEtcd(ctx context.Context, endpoints []string, pki *EtcdPKI, dial func(ctx context.Context, addr string) (net.Conn, error), w io.Writer) (int64, string, error) {

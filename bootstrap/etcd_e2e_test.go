@@ -119,7 +119,7 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 	}
 	cli.Close()
 	// m1 is stopped first: the snapshot comes from the next member that
-	// answers instead of waiting on m1 (run X).
+	// answers instead of waiting on m1.
 	stop[0]()
 	var snap bytes.Buffer
 	n, from, err := SnapshotEtcd(ctx, in.ClientEndpoints(), pki, nil, &snap)

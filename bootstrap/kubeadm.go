@@ -108,7 +108,7 @@ const PatchesDir = "/etc/k8slab/kubeadm-patches"
 //
 // kube-apiserver's liveness and startup probes also leave out /livez's
 // etcd check, which fails whenever etcd answers slower than 2 s
-// (--etcd-healthcheck-timeout): in runs U and V the kubelet killed an API
+// (--etcd-healthcheck-timeout): on the emulated lab the kubelet killed an API
 // server that was still serving the joins, 22-23 min after it started,
 // while etcd took 7-37 s per request; the restarted one then crash-looped
 // on its post-start hooks. A restart cannot make etcd (k8slab's systemd
@@ -117,7 +117,7 @@ const PatchesDir = "/etc/k8slab/kubeadm-patches"
 //
 // The readiness probes kubeadm gives kube-apiserver and kube-scheduler ask
 // every second, with a fresh TLS handshake each time, and mark the
-// component not ready after three misses of 15 s. On run AF's loaded
+// component not ready after three misses of 15 s. On one run's loaded
 // control plane (guest load ~25, CPU pressure 91 %) an idle kube-scheduler
 // spent a quarter of a CPU answering them and a /readyz that passed took
 // 15.6 s: both stayed "not ready" for minutes while they served, and
@@ -147,13 +147,13 @@ func ProbePatches() map[string]string {
 const ReadinessPeriod = "10"
 
 // APIServerEtcdReadyTimeout is how long /readyz's two etcd checks wait
-// (kube-apiserver's defaults: 2 s each). After runs U and V, an API server
-// that served every request was reported not ready for minutes (run X)
+// (kube-apiserver's defaults: 2 s each). With only the liveness probes eased, an API server
+// that served every request was reported not ready for minutes
 // because etcd's linearizable reads took 1-2 s on loaded emulated nodes;
 // the readiness probe itself allows 15 s, and verify checks etcd's health
 // on its own, so a slow etcd is still reported, as slow rather than absent.
 // /readyz has both "etcd-readiness" (--etcd-readycheck-timeout) and "etcd"
-// (--etcd-healthcheck-timeout): with only the first raised, run AC's API
+// (--etcd-healthcheck-timeout): with only the first raised, one run's API
 // server failed /readyz on "etcd" 1402 times in its first minutes, and a
 // re-run that changed nothing waited 36 s for it.
 const APIServerEtcdReadyTimeout = "10s"
@@ -217,7 +217,7 @@ type KubeletConfiguration struct {
 // RuntimeRequestTimeout bounds the kubelet's calls to containerd; a pod
 // sandbox gets twice as long. At the default 2 m (4 m for a sandbox) the
 // loaded control-plane VM never started kube-proxy's and calico-node's
-// sandboxes (runs AG, AH): each attempt was cancelled while containerd
+// sandboxes: each attempt was cancelled while containerd
 // was still starting the shim, and the next began from scratch. A call
 // that finishes late costs nothing; a hung runtime is noticed later.
 const RuntimeRequestTimeout = "10m0s"

@@ -288,7 +288,7 @@ func openSession(c *cli.Context, command string) (*session, error) {
 
 // dialAll opens every node's connection at once. Dialled on first use,
 // the control plane's (for the record) and then the others' (for the
-// lock) came one after the other: 13.7 s + 9.8 s before run AK's
+// lock) came one after the other: 13.7 s + 9.8 s before one run's
 // reinstall's first phase. A node that cannot be reached here is
 // reported by whatever uses it next.
 func (s *session) dialAll(ctx context.Context) {

@@ -70,6 +70,15 @@ func TestE2EContainers(t *testing.T) {
 		return e.kubectl(`-n kube-system get pods -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[*].restartCount} {end}'`)
 	}
 	before := restarts()
+	// Services started at: a no-op re-run restarts none of them.
+	started := func() string {
+		var b strings.Builder
+		for _, n := range lab.Spec.NodeAddrs() {
+			b.WriteString(n + ": " + sh(n, "systemctl show -p ActiveEnterTimestampMonotonic --value containerd kubelet | tr '\n' ' '") + "\n")
+		}
+		return b.String()
+	}
+	servicesBefore := started()
 
 	start = time.Now()
 	r = runCLI(t, lab, env, e.args...)
@@ -81,6 +90,12 @@ func TestE2EContainers(t *testing.T) {
 	}
 	if after := restarts(); after != before {
 		t.Errorf("the no-op re-run restarted pods:\nbefore %s\nafter  %s", before, after)
+	}
+	if after := started(); after != servicesBefore {
+		t.Errorf("the no-op re-run restarted containerd or the kubelet:\nbefore\n%safter\n%s", servicesBefore, after)
+	}
+	if rerun > install/10 {
+		t.Errorf("the no-op re-run took %s, more than 10 %% of the install (%s)", rerun.Round(time.Second), install.Round(time.Second))
 	}
 
 	start = time.Now()

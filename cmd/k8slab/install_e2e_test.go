@@ -74,7 +74,7 @@ func TestE2EAllInOneLab(t *testing.T) {
 	}
 	// K8SLAB_E2E_ALL=lifecycle leaves the re-runs out: the lifecycle then
 	// starts on a control plane nothing has loaded since its install
-	// (session 10: kube-apiserver crash-looped on TLS handshake timeouts
+	// (kube-apiserver crash-looped on TLS handshake timeouts
 	// 25 min after the install, during the re-runs, and took the rest of
 	// the run with it).
 	// K8SLAB_E2E_ALL=reruns is the install and the re-runs alone: both
@@ -228,7 +228,7 @@ func reRuns(t *testing.T, e *e2e, first time.Duration, converge bool) {
 	}
 
 	// A second install with the same arguments changes nothing.
-	// crictl gets 90 s (the node's crictl.yaml: 10 s): run AD's
+	// crictl gets 90 s (the node's crictl.yaml: 10 s): one run's
 	// saturated containerd did not answer within 10 s after the install.
 	ident := func() string {
 		return sh("172.31.3.11", "systemctl show -p ActiveEnterTimestampMonotonic --value etcd; crictl --timeout 90s ps --name kube-apiserver -q")
@@ -328,7 +328,7 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 		// kubeadm init took 4 to 18 minutes on these emulated VMs. The
 		// workers join at once (the default): one at a time, each join
 		// ran on a host already loaded by the nodes joined before it
-		// (41 s, 78 s, 112 s in run AK's reinstall).
+		// (41 s, 78 s, 112 s on the emulated lab's reinstall).
 		"--wait-timeout", "40m"}
 	e.with = func(extra ...string) []string { return append(slices.Clone(e.args), extra...) }
 	// The go test -timeout bounds the whole run; this only its SSH commands.
@@ -355,7 +355,7 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	}
 	t.Cleanup(func() { slow.Close() })
 	// The saturated control-plane VM once took minutes to accept an SSH
-	// connection right after an install (run AA: every 1 min handshake
+	// connection right after an install (every 1 min handshake
 	// timed out for 3 min): the test's own commands wait that out,
 	// saying so; k8slab's commands are not helped by it.
 	output := func(p *ssh.Pool, addr, cmd string) (string, error) {
@@ -413,7 +413,7 @@ done`)
 // pod logs: exited containers were already removed, and the kubelet's
 // journal did not say why one stopped) and what the kubelet did to it:
 // at its default verbosity the kubelet logs no probe kill, containerd's
-// "Kill container" line is what names the container (run V).
+// "Kill container" line is what names the container.
 const controlPlaneDiagScript = `uptime; free -m; crictl ps -a --name 'kube-(apiserver|controller|scheduler)'
 journalctl -k --no-pager | grep -iE 'out of memory|oom|killed process' | tail -n 5
 journalctl -u containerd --no-pager --since -60min | grep -iE 'kill container|exit_status:137' | tail -n 10
@@ -535,14 +535,14 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	}
 	// Every judged verify gets the 10 min the reinstall's has (SETTLE):
 	// right after an install whose three workers joined at once, node1's
-	// kube-proxy was still ContainerCreating 2 min later (run AO, after
-	// the reset).
+	// kube-proxy was still ContainerCreating 2 min later (after the
+	// reset).
 	verifyOK := func(step string) {
 		r := runCLI(t, lab, env, "verify", "--output", "json", "--settle", "10m")
 		judge(step, r.code, r.stdout, r.stderr)
 	}
 	// A control plane resumed from the snapshot had its kube-apiserver
-	// restarted for minutes (etcd requests timed out; runs K, N, P): a
+	// restarted for minutes (etcd requests timed out): a
 	// verdict on it says more about the resume than about the install.
 	// The reinstall below starts it afresh.
 	if resumed {
@@ -551,8 +551,8 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 		// A re-joined node needs a moment: let every node post its status
 		// again before verify judges them. The install returns before its
 		// pods run (--wait=false: Calico cannot start offline); on the
-		// loaded control-plane VM kube-proxy's sandbox alone took minutes
-		// (runs AG, AH), so verify is judged once the lab has had 10 min.
+		// loaded control-plane VM kube-proxy's sandbox alone took minutes,
+		// so verify is judged once the lab has had 10 min.
 		deadline := time.Now().Add(10 * time.Minute)
 		for r := runCLI(t, lab, env, "verify"); r.code != 0 && time.Now().Before(deadline); r = runCLI(t, lab, env, "verify") {
 			t.Logf("lab not settled yet (verify exit %d); retrying", r.code)
@@ -586,7 +586,7 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	}
 	t.Logf("reinstall phases: %s", phaseSummary(parseReport(t, r.stdout)))
 	// The reset inside it snapshotted etcd after Kubernetes was gone from
-	// the nodes (run X: kubeadm reset had deleted kube-node1's etcd data by
+	// the nodes (kubeadm reset had deleted kube-node1's etcd data by
 	// then, and the snapshot waited on that dead member).
 	if !regexp.MustCompile(`etcd-backup: \S+etcd-snapshot.db \([1-9][0-9]{3,} bytes\) from `).MatchString(r.stderr) {
 		t.Errorf("reinstall took no etcd snapshot:\n%s", tail(r.stderr, 30))
@@ -620,7 +620,7 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	}
 
 	// A broken node (kubelet stopped) turns verify red, naming the node:
-	// green for it first, so that the red comes from the stop (run R's
+	// green for it first, so that the red comes from the stop (one run's
 	// kube-node3 had stopped posting status before).
 	posting := func(stdout string) (st, reason string) {
 		var rep verifyReport
@@ -814,7 +814,7 @@ ps -eo times=,etimes=,rss=,comm= --sort=-times | head -n 8 | awk '{print "proc "
 
 // startVitals samples every node every 3 minutes into path until the
 // test ends: the emulated control plane was lost 35-43 minutes after
-// kube-apiserver started (session 10) and nothing recorded what had grown.
+// kube-apiserver started and nothing recorded what had grown.
 func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, path string) {
 	// On a fresh checkout the reports directory does not exist yet.
 	os.MkdirAll(filepath.Dir(path), 0o755)

@@ -23,9 +23,9 @@ import (
 // own guide orders it: the API server then serves the control plane only.
 // Once workers have joined, their kubelets and pods take the host's CPU
 // from the control-plane VM: CRDs took about a minute each after four
-// joins in session 2, and applied while three workers joined (run AN)
+// joins, and applied while three workers joined
 // the joins took 210-226 s, not 125 s, and the install was still running
-// after 27 min, where run AM's took 19m23s with calico (58 s) first. The
+// after 27 min, where one run's took 19m23s with calico (58 s) first. The
 // rollout phase waits for calico-node once every node is in.
 type Calico struct{ *Context }
 

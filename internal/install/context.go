@@ -217,7 +217,7 @@ func retryKubeadm(ctx context.Context, d bootstrap.Detached, resume *bootstrap.D
 			return err
 		}
 		// Once resumed, always resumed: the step's first attempt left
-		// files that the plain step's preflight refuses (run T).
+		// files that the plain step's preflight refuses.
 		d = next
 		// The follower shows only the log's newest line at each poll, so
 		// the failing line itself is said here or nowhere.
@@ -247,7 +247,7 @@ func failedLine(err error) string {
 // timed out. Only that line: kubeadm's log above it had "connection
 // refused" in a DNS warning about the node's own hostname, which made a
 // join that failed on its own leftover files look like a slow API
-// server, tried again for 21 minutes (session 10, run T).
+// server, tried again for 21 minutes.
 func apiUnreachable(err error) bool {
 	s := failedLine(err)
 	for _, m := range []string{"connection refused", "TLS handshake timeout", "Client.Timeout exceeded", "context deadline exceeded", "i/o timeout",

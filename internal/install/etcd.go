@@ -260,9 +260,9 @@ func (e *Etcd) installClientCert(ctx context.Context, pki *bootstrap.EtcdPKI) er
 // waitHealthy asks etcd itself (client v3, through each member's SSH
 // connection: no port needs to be open to the workstation). Leadership
 // is moved home (leaderMoves) only when this run started a member: a
-// re-run that changed nothing moved it in run S, and the API server's
+// re-run that changed nothing moved it on the emulated lab, and the API server's
 // etcd checks failed for a while (whether that is why kube-apiserver was
-// lost a minute later is not known: in run T it was lost without a move).
+// lost a minute later is not known: on the emulated lab it was lost without a move).
 func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, moveLeader bool) error {
 	dial, err := etcdDial(e.Cluster.Etcd, e.Hosts, e.nodeIPs)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/k8slab/k8slab/internal/host/hosttest"
 )
 
-// unreadable is a node whose file reads fail the way run AB's
+// unreadable is a node whose file reads fail the way one run's
 // control-plane VM did: no answer in time.
 type unreadable struct{ host.Host }
 

@@ -40,7 +40,7 @@ func TestRetryKubeadm(t *testing.T) {
 		{"another failure: no retry", []error{other}, &resume, -1, []string{"join"}, other},
 		{"three attempts at most", []error{preflight, preflight, preflight, nil}, &resume, -1, []string{"join", "join", "join"}, preflight},
 		{"preflight on a slow API server: past three while the wait allows", []error{slowAPI, slowAPI, slowAPI, slowAPI, nil}, &resume, -1, []string{"join", "join", "join", "join", "join"}, nil},
-		{"resumed, then a slow preflight: still resumed (run T)", []error{slowKubeletStart, slowResumedPreflight, nil}, &resume, -1,
+		{"resumed, then a slow preflight: still resumed", []error{slowKubeletStart, slowResumedPreflight, nil}, &resume, -1,
 			[]string{"join", "join --ignore-preflight-errors=all", "join --ignore-preflight-errors=all"}, nil},
 		{"a refused preflight with a DNS warning above it is no slow API server", []error{leftovers, leftovers, leftovers, leftovers}, &resume, -1,
 			[]string{"join", "join", "join"}, leftovers},

@@ -12,7 +12,7 @@ import (
 
 // readFileIfExists tells a file that is not there (nil, nil) from one that
 // could not be read: a node that does not answer is not a node without
-// the file (run AB's timeout read as "no etcd CA").
+// the file (one run's timeout read as "no etcd CA").
 func readFileIfExists(ctx context.Context, h host.Host, path string) ([]byte, error) {
 	b, err := h.ReadFile(ctx, path)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -29,7 +29,7 @@ type ResetOptions struct {
 // ResetPhases undo an installation. External etcd is snapshotted after
 // Kubernetes is gone from every node and before its own data goes: the
 // snapshot then comes from an etcd that no API server writes to, on nodes
-// whose kubelets are stopped (85 s on the busy emulated lab, run R).
+// whose kubelets are stopped (85 s on the busy emulated lab).
 // kubeadm reset removes a stacked etcd with the rest of the control
 // plane, so that one is snapshotted first.
 func ResetPhases(c *Context, o ResetOptions) []phase.Phase {
@@ -307,7 +307,7 @@ if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; th
 
 // kubeadmUnitsStopScript stops k8slab's detached kubeadm runs (transient
 // units, gone once they end) in two or three systemctl calls: asking and
-// resetting each unit apart took six, "units" 14.1 s of run AK's
+// resetting each unit apart took six, "units" 14.1 s of one run's
 // reinstall on the loaded control-plane VM.
 const kubeadmUnitsStopScript = `running=$(systemctl list-units --no-legend --plain --state=active,activating,deactivating \
 	k8slab-kubeadm-init.service k8slab-kubeadm-init-rest.service k8slab-kubeadm-join.service 2>/dev/null | awk '{print $1}')
@@ -322,8 +322,8 @@ systemctl reset-failed 'k8slab-kubeadm-*' 2>/dev/null`
 // tidies up: on the control plane the API server, controller-manager and
 // scheduler kept the VM busy until their pods were stopped, and in the
 // meantime the kubelet's graceful stop took 16 s and one crictl listing
-// about 20 s (run AM's reinstall: the first pod was stopped 40 s after
-// the kubelet's stop began; killed first in run AO, 2 s after it).
+// about 20 s (one run's reinstall: the first pod was stopped 40 s after
+// the kubelet's stop began; killed first on the emulated lab, 2 s after it).
 // Nothing in a reset needs either to end gracefully: their state is
 // deleted next. The kubelet is killed first so it restarts no container,
 // and stopped so systemd does not restart it.
@@ -337,10 +337,10 @@ systemctl kill --signal=SIGKILL kubepods.slice >/dev/null 2>&1`
 // podRemoveScript removes every pod sandbox, one crictl per pod and all
 // at once: crictl rmp -a stops them one after the other, which made
 // "kubelet and pods" 1m30s of the emulated control plane's 2 min reset
-// (run AH's reinstall). A call that failed (xargs then exits non-zero)
+// (one run's reinstall). A call that failed (xargs then exits non-zero)
 // gets the serial pass; no second listing looks for what is left when
 // all of them succeeded, because each crictl took seconds just to start
-// on the emulated VMs (run AM: 7 s from the kubelet's stop to the first
+// on the emulated VMs (7 s from the kubelet's stop to the first
 // StopPodSandbox on kube-node4), and with the kubelet stopped nothing
 // starts a pod meanwhile.
 const podRemoveScript = `pods=$(crictl pods -q 2>/dev/null)
@@ -355,8 +355,7 @@ fi`
 // exist: a lookup by name (`ip link show tunl0`) loads ipip through its
 // netdev-tunl0 alias and so makes tunl0 — seen on a fresh node VM. That
 // is why every earlier reset "removed" a tunl0 from nodes where
-// calico-node never ran, and how run AP's kube-node4 (like run AG's
-// kube-node2) kept one: ipip went and something loaded it again within
+// calico-node never ran, and how a VM's reset once kept one: ipip went and something loaded it again within
 // seconds, seen by hand once in ~70 load-and-remove tries; most likely
 // udev, handling the new tunl0's event late, looked it up by name. So
 // existence is read from the link list, udev may finish before and after
@@ -382,7 +381,7 @@ fi`
 // kubeadmResetScript runs kubeadm reset. Finding no stacked etcd
 // manifest, kubeadm reset deletes /var/lib/etcd anyway (its default data
 // directory): on a member of k8slab's external etcd that is the member's
-// data, before etcd-backup has read it and while etcd still runs — in run X
+// data, before etcd-backup has read it and while etcd still runs — on the emulated lab
 // kube-node1's etcd crash-looped on the data it lost ("member already
 // bootstrapped"). Those nodes skip kubeadm's etcd phase;
 // reset-etcd removes their etcd after the backup.
@@ -391,7 +390,7 @@ fi`
 // reads kubeadm-config from the API server, which a reset that takes the
 // whole cluster down has no use for (k8slab gives it the CRI socket, and
 // the rest are kubeadm's defaults, as k8slab installs them) and which cost
-// kube-node1 about a minute of a loaded API server in run AF. The pods are
+// kube-node1 about a minute of a loaded API server on the emulated lab. The pods are
 // gone before it runs: its own CRI calls wait 2 s and gave up on each
 // sandbox a loaded containerd stopped more slowly (21 s of retries, run
 // AF). K8SLAB_RESET_ROOT is unset on nodes; the test sets it to run the
@@ -446,7 +445,7 @@ systemctl is-active -q etcd && echo "left=etcd running"
 [ -e /var/lib/etcd ] && echo "left=/var/lib/etcd"`
 
 // containerd's CRI plugin watches /etc/cni/net.d and makes it again, empty,
-// as soon as it is removed (all four VMs, run Q): the CNI configuration in
+// as soon as it is removed (seen on all four VMs): the CNI configuration in
 // it is what reset removes and checks, the directory stays.
 const (
 	cniConfRemoveScript = `if [ -n "$(ls -A /etc/cni/net.d 2>/dev/null)" ]; then

@@ -13,7 +13,7 @@ import (
 // and in a network namespace of its own: on a node with k8slab's etcd
 // unit, the member's data in /var/lib/etcd survives kubeadm reset; on a
 // node without one kubeadm deletes it — what happened to kube-node1's
-// member in run X. Either way it reads nothing from the API server.
+// member on the emulated lab. Either way it reads nothing from the API server.
 func TestE2EKubeadmResetKeepsExternalEtcd(t *testing.T) {
 	bundle := os.Getenv("K8SLAB_BUNDLE")
 	if bundle == "" || (os.Getenv("K8SLAB_E2E") == "" && os.Getenv("K8SLAB_E2E_INSTALL") == "") {

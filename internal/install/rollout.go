@@ -77,7 +77,7 @@ type rolloutReader func(context.Context) (calico.Status, error)
 // watchRollout reads the rollout every poll until it is done (wait) or
 // read once (no wait). An unreachable API server is retried until the
 // timeout in both cases: on an emulated lab kube-apiserver went away for
-// a restart at the very end of an install (run U), and a report-only step
+// a restart at the very end of an install, and a report-only step
 // turned a built cluster into exit 1.
 func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, poll time.Duration, status io.Writer) error {
 	start := time.Now()

@@ -28,7 +28,7 @@ func TestWatchRollout(t *testing.T) {
 		wantSays []string
 	}{
 		{"no wait: read once", false, time.Hour, []rolloutRead{{}}, "", []string{"not waiting", "kube-node3: calico-node ImagePullBackOff"}},
-		{"no wait: an API server restart is waited out (run U)", false, time.Hour,
+		{"no wait: an API server restart is waited out", false, time.Hour,
 			[]rolloutRead{{err: refused}, {err: refused}, {}}, "", []string{"cannot read it yet", "not waiting"}},
 		{"no wait: an API server that stays away fails", false, 20 * time.Millisecond,
 			[]rolloutRead{{err: refused}}, "reading the rollout for", nil},

@@ -123,7 +123,7 @@ func Acquire(ctx context.Context, hosts []host.Host, me Holder, o Options) (rele
 	wg.Wait()
 	release = func(ctx context.Context) error {
 		// All at once: one node slow to accept SSH must not spend the
-		// others' share of the caller's limit (run AA).
+		// others' share of the caller's limit.
 		errs := make([]error, len(taken))
 		var wg sync.WaitGroup
 		for i, h := range taken {

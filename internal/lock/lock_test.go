@@ -146,7 +146,7 @@ func TestLock(t *testing.T) {
 }
 
 // stuckUnlock is a node that takes the lock but never answers the unlock,
-// like run AA's control-plane VM that accepted no SSH connection.
+// like one run's control-plane VM that accepted no SSH connection.
 type stuckUnlock struct{ host.Host }
 
 func (s stuckUnlock) Run(ctx context.Context, c host.Cmd) error {

@@ -268,7 +268,7 @@ func (c *Client) Run(ctx context.Context, cmd host.Cmd) error {
 
 // timeoutLimit names the limit that will stop a command started at start:
 // the pool's CommandTimeout, or the caller's deadline when that comes
-// first (run AA's unlock, given 30 s, said "timed out after 10m0s").
+// first (one run's unlock, given 30 s, said "timed out after 10m0s").
 func timeoutLimit(ctx context.Context, start time.Time, command time.Duration) string {
 	d, ok := ctx.Deadline()
 	switch {

@@ -15,7 +15,7 @@ func TestTimeoutLimitNamesTheLimitThatFires(t *testing.T) {
 		want     string
 	}{
 		{"command timeout only", 0, 10 * time.Minute, "10m0s"},
-		{"caller's shorter deadline (run AA's 30 s unlock)", 30 * time.Second, 10 * time.Minute, "30s (the caller's limit)"},
+		{"caller's shorter deadline (one run's 30 s unlock)", 30 * time.Second, 10 * time.Minute, "30s (the caller's limit)"},
 		{"caller's longer deadline", time.Hour, 10 * time.Minute, "10m0s"},
 		{"caller's deadline only", 2 * time.Minute, 0, "2m0s (the caller's limit)"},
 		{"neither", 0, 0, "the run's deadline"},

@@ -139,7 +139,7 @@ func TestRunSettles(t *testing.T) {
 
 // TestSettleExcusesOnlyACalicoKnownDown: nodes NotReady for want of a
 // CNI are SKIP only when calico-node is seen not running; when its state
-// cannot be read (run Y: the API server timed out), they are FAIL and the
+// cannot be read (the API server timed out), they are FAIL and the
 // pod-network checks say why they cannot run.
 func TestSettleExcusesOnlyACalicoKnownDown(t *testing.T) {
 	timeout := errors.New(`Get "https://172.31.3.11:6443/apis/apps/v1/namespaces/kube-system/daemonsets/calico-node": net/http: request canceled (Client.Timeout exceeded while awaiting headers)`)

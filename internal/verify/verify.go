@@ -58,7 +58,7 @@ type Cluster struct {
 	// Settle is how long the node and pod checks may take to pass: they
 	// are read again every few seconds while one fails (0: the first
 	// reading is judged). A control plane that has just been initialized
-	// answers before all of it is Ready (run R: kube-apiserver's readiness
+	// answers before all of it is Ready (kube-apiserver's readiness
 	// probe, a joined node's first status).
 	Settle time.Duration
 	// settleEvery is how often a settling cluster is read again (default
@@ -167,7 +167,7 @@ func Failed(checks []Check) int {
 
 // calicoProblem is why the pod network cannot work ("" when calico-node
 // runs on every node). Only a calico-node known not to run excuses nodes
-// and pods that wait for the pod network: run Y's verify, whose reads of
+// and pods that wait for the pod network: one run's verify, whose reads of
 // calico-node timed out on a saturated API server, called NotReady nodes
 // "waiting for the pod network" with that timeout as the reason. So a
 // failed read comes back as err, and excuses nothing.
@@ -317,7 +317,7 @@ func podReason(p corev1.Pod) string {
 	if p.Status.Phase == "" {
 		return "Pending (no kubelet has taken it)"
 	}
-	// "Running" alone read like a pass in a FAIL line (run R: the
+	// "Running" alone read like a pass in a FAIL line (the
 	// reinstalled kube-apiserver failed its readiness probe).
 	if p.Status.Phase == corev1.PodRunning {
 		for _, cs := range p.Status.ContainerStatuses {
@@ -367,7 +367,7 @@ func podChecks(cfg *cluster.Config, nodes []corev1.Node, pods []corev1.Pod, cali
 		if podRunning(p) || p.Status.Phase == corev1.PodSucceeded {
 			continue
 		}
-		// Where it is stuck says which node to look at (runs AG, AH: one
+		// Where it is stuck says which node to look at (one
 		// kube-proxy stuck in ContainerCreating, its node unnamed).
 		on := ""
 		if p.Spec.NodeName != "" {

@@ -52,7 +52,7 @@ CONF
 # pam_systemd, so sshd and every command run over SSH share ssh.service;
 # at the default weight (100), next to etcd's 1000 in system.slice, a
 # handshake to the saturated emulated control plane took over 4 minutes
-# after an install (runs AA-AC); with 1000 set live, 14-29 s.
+# after an install; with 1000 set live, 14-29 s.
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
 cat > "$root/etc/systemd/system/ssh.service.d/k8slab-lab.conf" <<'CONF'
 [Service]
