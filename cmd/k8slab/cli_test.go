@@ -429,3 +429,29 @@ func TestPlanFollowsFlags(t *testing.T) {
 		t.Errorf("plan JSON keys: want cluster and the nodes, no empty key: %v", plan)
 	}
 }
+
+// TestCLIUsageErrors: a mistyped flag or command is one line on stderr
+// naming what was meant, exit 2, nothing on stdout; --version works; the
+// help of --only lists the real phases in their real order.
+func TestCLIUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"install", "--node", "172.31.3.11"}, "k8slab: unknown flag --node (did you mean --nodes?)\n"},
+		{[]string{"fact"}, "k8slab: unknown command fact, did you mean facts? (k8slab --help lists them)\n"},
+		{[]string{"lab", "up", "--containrs"}, "k8slab: unknown flag --containrs (did you mean --containers?)\n"},
+	} {
+		r := runCLI(t, nil, nil, c.args...)
+		if r.code != exitBadInput || r.stderr != c.want || r.stdout != "" {
+			t.Errorf("%v: exit %d, stderr %q, stdout %d bytes; want exit 2 and %q", c.args, r.code, r.stderr, len(r.stdout), c.want)
+		}
+	}
+	if r := runCLI(t, nil, nil, "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "k8slab version ") {
+		t.Errorf("--version: exit %d %q", r.code, r.stdout)
+	}
+	r := runCLI(t, nil, nil, "install", "--help")
+	if !strings.Contains(r.stdout, "of: "+strings.Join(phaseNames(), ", ")) || !strings.Contains(r.stdout, "dns, calico, join, rollout, kubeconfig") {
+		t.Errorf("--only's help does not list the phases in order:\n%s", r.stdout)
+	}
+}

@@ -32,7 +32,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
 		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by k8slab-bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
 		&cli.StringSliceFlag{Name: "mirror", Usage: "without --artifacts: fetch from a mirror, `FROM=TO` URL prefixes (e.g. https://dl.k8s.io=http://mirror.lab/k8s; repeatable)"},
-		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable): preflight, provision, etcd, control-plane, join, calico, kubeconfig"},
+		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable), of: " + strings.Join(phaseNames(), ", ")},
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
 		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; a small API server may need a cap)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
@@ -188,6 +188,16 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	ictx := installContext(c, s, cfg, bundle, mirrors)
 	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: os.Stderr}
 	return s, ictx, m, nil
+}
+
+// phaseNames are install's phases in the order they run, from the phase
+// list itself, so the help cannot drift from it.
+func phaseNames() []string {
+	var out []string
+	for _, p := range install.Phases(&install.Context{}) {
+		out = append(out, p.Name())
+	}
+	return out
 }
 
 // installContext is what the install phases share, from the flags.

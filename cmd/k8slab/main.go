@@ -19,11 +19,13 @@ var (
 )
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "k8slab",
 		Usage:                "install Kubernetes on lab machines over SSH, natively and in parallel",
+		Version:              version + " (commit " + commit + ")",
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
+		Action:               unknownCommand,
 		Commands: []*cli.Command{
 			versionCommand(),
 			execCommand(),
@@ -35,6 +37,9 @@ func newApp() *cli.App {
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code
 	}
+	app.OnUsageError = onUsageError(app.Flags)
+	usageErrors(app.Commands)
+	return app
 }
 
 func main() {
