@@ -106,6 +106,9 @@ func LoadBundleCached(dir, sumsFile string) (*Bundle, error) {
 	sums := loadSums(sumsFile)
 	defer sums.save()
 	data, err := os.ReadFile(filepath.Join(dir, BundleManifestName))
+	if os.IsNotExist(err) {
+		return nil, fmt.Errorf("--artifacts %s: no %s: not an offline bundle (make bundle builds one into ~/.cache/k8slab/bundle/<version>; or leave --artifacts out to download the release)", dir, BundleManifestName)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--artifacts %s: %w", dir, err)
 	}

@@ -447,6 +447,12 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q, stdout %d bytes; want exit 2 and %q", c.args, r.code, r.stderr, len(r.stdout), c.want)
 		}
 	}
+	if r := runCLI(t, nil, nil, "lab", "exec", "--name", "nosuchlab", "--", "true"); r.code != exitFailed || r.stderr != "k8slab: the lab nosuchlab is not up (k8slab lab up)\n" {
+		t.Errorf("lab exec with the lab down: exit %d %q", r.code, r.stderr)
+	}
+	if r := runCLI(t, nil, nil, "plan", "--nodes", "172.31.3.11", "--artifacts", t.TempDir()); r.code != exitBadInput || !strings.Contains(r.stderr, "make bundle") {
+		t.Errorf("--artifacts without bundle.json: exit %d %q", r.code, r.stderr)
+	}
 	if r := runCLI(t, nil, nil, "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "k8slab version ") {
 		t.Errorf("--version: exit %d %q", r.code, r.stdout)
 	}

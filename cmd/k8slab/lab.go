@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab"
+	"github.com/k8slab/k8slab/internal/netns"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/urfave/cli/v2"
 )
@@ -153,6 +154,9 @@ func labCommand() *cli.Command {
 					args := c.Args().Slice()
 					if len(args) == 0 {
 						return badInput("lab exec: no command given")
+					}
+					if _, err := os.Stat(netns.Path(lab.NS(topology.WorkstationName))); err != nil {
+						return &exitError{exitFailed, fmt.Errorf("the lab %s is not up (k8slab lab up)", lab.Spec.Name)}
 					}
 					// "k8slab" means this very binary, installed or not.
 					if args[0] == "k8slab" {

@@ -135,6 +135,15 @@ func (c *Config) StackedEtcd() bool {
 	return len(c.Etcd) == 1 && c.Etcd[0] == c.ControlPlane
 }
 
+// networkHint offers the network address of a prefix written with host
+// bits set, as ip and ipcalc users expect.
+func networkHint(p netip.Prefix, err error) string {
+	if err != nil || !p.Addr().Is4() || p.Masked() == p {
+		return ""
+	}
+	return fmt.Sprintf(": host bits are set, did you mean %s?", p.Masked())
+}
+
 // Validate reports every problem at once, each naming its field and value,
 // so one run shows everything to fix.
 func (c *Config) Validate() error {
@@ -201,12 +210,12 @@ func (c *Config) Validate() error {
 
 	svc, svcErr := netip.ParsePrefix(c.ServiceCIDR)
 	if svcErr != nil || !svc.Addr().Is4() || svc.Masked() != svc {
-		bad("service-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.64.0/18)", c.ServiceCIDR)
+		bad("service-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.64.0/18)%s", c.ServiceCIDR, networkHint(svc, svcErr))
 		svcErr = errors.New("bad")
 	}
 	pod, podErr := netip.ParsePrefix(c.PodCIDR)
 	if podErr != nil || !pod.Addr().Is4() || pod.Masked() != pod {
-		bad("pod-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.128.0/18)", c.PodCIDR)
+		bad("pod-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.128.0/18)%s", c.PodCIDR, networkHint(pod, podErr))
 		podErr = errors.New("bad")
 	}
 	if svcErr == nil && podErr == nil && svc.Overlaps(pod) {
