@@ -116,7 +116,7 @@ func TestE2EContainers(t *testing.T) {
 		t.Fatalf("reset exit %d\n%s", r.code, tail(r.stderr, 30))
 	}
 	for _, n := range lab.Spec.NodeAddrs() {
-		left := sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; find /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d -mindepth 1 2>/dev/null | head -n 5`)
+		left := sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; find /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d -mindepth 1 2>/dev/null | head -n 5; ls /etc/k8slab/cluster.yaml 2>/dev/null || true`)
 		if left != "" {
 			t.Errorf("%s: left after reset:\n%s", n, left)
 		}

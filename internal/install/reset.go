@@ -41,7 +41,7 @@ func ResetPhases(c *Context, o ResetOptions) []phase.Phase {
 	if o.All {
 		ps = append(ps, &ResetNodes{c, o, resetProvisioned})
 	}
-	return ps
+	return append(ps, &ForgetRecord{c})
 }
 
 // EtcdBackup saves a snapshot of etcd in the run directory before reset

@@ -82,10 +82,11 @@ func TestResetPhases(t *testing.T) {
 		// nodes each ResetNodes phase acts on, by phase name
 		acts map[string]int
 	}{
-		{"external etcd", nodes[:3], false, []string{"reset", "etcd-backup", "reset-etcd"}, map[string]int{"reset": 4, "reset-etcd": 3}},
-		{"external etcd, --all", nodes[:3], true, []string{"reset", "etcd-backup", "reset-etcd", "reset-provisioned"}, map[string]int{"reset": 4, "reset-etcd": 3, "reset-provisioned": 4}},
-		{"stacked etcd", nodes[:1], false, []string{"etcd-backup", "reset"}, map[string]int{"reset": 4}},
-		{"stacked etcd, --all", nodes[:1], true, []string{"etcd-backup", "reset", "reset-provisioned"}, map[string]int{"reset": 4, "reset-provisioned": 4}},
+		// The record goes last: a reset that failed somewhere keeps it.
+		{"external etcd", nodes[:3], false, []string{"reset", "etcd-backup", "reset-etcd", "forget"}, map[string]int{"reset": 4, "reset-etcd": 3}},
+		{"external etcd, --all", nodes[:3], true, []string{"reset", "etcd-backup", "reset-etcd", "reset-provisioned", "forget"}, map[string]int{"reset": 4, "reset-etcd": 3, "reset-provisioned": 4}},
+		{"stacked etcd", nodes[:1], false, []string{"etcd-backup", "reset", "forget"}, map[string]int{"reset": 4}},
+		{"stacked etcd, --all", nodes[:1], true, []string{"etcd-backup", "reset", "reset-provisioned", "forget"}, map[string]int{"reset": 4, "reset-provisioned": 4}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
