@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/k8slab/k8slab/internal/host"
@@ -45,6 +47,9 @@ type labState struct {
 	Name       string   `json:"name"`
 	Namespaces []string `json:"namespaces"`
 	Procs      []Proc   `json:"procs"`
+	// Addrs are the members' addresses: they exist only inside the lab's
+	// namespaces (OutsideLab).
+	Addrs []string `json:"addrs,omitempty"`
 	// Container nodes' cgroups (one name, in every hierarchy) and
 	// directories, removed by `lab down`.
 	Cgroups []string `json:"cgroups,omitempty"`
@@ -122,6 +127,9 @@ func (l *Lab) Up(ctx context.Context) error {
 		}
 	}
 	l.state = labState{Name: l.Spec.Name}
+	for _, m := range l.sshMembers() {
+		l.state.Addrs = append(l.state.Addrs, m.addr)
+	}
 	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
 		return err
 	}
@@ -720,6 +728,40 @@ func (l *Lab) status(ctx context.Context) Status {
 		st.SSH = append(st.SSH, SSHStatus{Member: m.name, Addr: m.addr, Open: err == nil})
 	}
 	return st
+}
+
+// OutsideLab names the lab on this machine (under root) that owns addr
+// when this process is not in that lab's workstation namespace: a
+// connection to addr would then leave the machine by its default route
+// instead of reaching the lab. "" when no lab owns addr, or this process
+// is inside the lab.
+func OutsideLab(root, addr string) string {
+	states, _ := filepath.Glob(filepath.Join(root, "*", "state.json"))
+	owner := ""
+	for _, p := range states {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var st labState
+		if json.Unmarshal(b, &st) != nil || !slices.Contains(st.Addrs, addr) {
+			continue
+		}
+		// Two labs may use the same addresses: inside either is fine.
+		l := &Lab{Spec: &Spec{Name: st.Name}}
+		if sameNetns("/proc/self/ns/net", netns.Path(l.NS(WorkstationName))) {
+			return ""
+		}
+		if owner == "" {
+			owner = st.Name
+		}
+	}
+	return owner
+}
+
+func sameNetns(a, b string) bool {
+	var sa, sb syscall.Stat_t
+	return syscall.Stat(a, &sa) == nil && syscall.Stat(b, &sb) == nil && sa.Ino == sb.Ino && sa.Dev == sb.Dev
 }
 
 // Down stops every process the lab started (by PID, with descendants),

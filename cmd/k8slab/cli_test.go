@@ -461,3 +461,28 @@ func TestCLIUsageErrors(t *testing.T) {
 		t.Errorf("--only's help does not list the phases in order:\n%s", r.stdout)
 	}
 }
+
+// TestCLIRefusesLabAddressesOutsideTheLab: a node command aimed, from
+// outside a lab's namespaces, at an address only that lab has is refused
+// before any dial, pointing to lab exec. The lab here is a state file
+// whose one address is on loopback, so even a regression that dialled it
+// would send nothing off this machine.
+func TestCLIRefusesLabAddressesOutsideTheLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writes a lab state under " + topology.DefaultStateRoot + " (root)")
+	}
+	name := fmt.Sprintf("t%d-outside", os.Getpid())
+	dir := filepath.Join(topology.DefaultStateRoot, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	state := fmt.Sprintf(`{"name": %q, "namespaces": [], "procs": [], "addrs": ["127.31.3.11"]}`, name)
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte(state), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, nil, nil, "exec", "--nodes", "127.31.3.11", "--connect-timeout", "1s", "--", "true")
+	if r.code != exitBadInput || !strings.Contains(r.stderr, "127.31.3.11 is a node of the lab "+name) || !strings.Contains(r.stderr, "k8slab lab exec -- k8slab exec") {
+		t.Errorf("exit %d, want 2 pointing to lab exec:\n%s", r.code, r.stderr)
+	}
+}

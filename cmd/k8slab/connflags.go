@@ -16,6 +16,7 @@ import (
 	"github.com/k8slab/k8slab/internal/lock"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/topology"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
@@ -214,6 +215,11 @@ func openSession(c *cli.Context, command string) (*session, error) {
 	targets, err := ssh.ParseTargets(c.String("nodes"))
 	if err != nil {
 		return nil, badInput("--nodes: %v", err)
+	}
+	for _, t := range targets {
+		if lab := topology.OutsideLab(topology.DefaultStateRoot, t.Host); lab != "" {
+			return nil, badInput("--nodes: %s is a node of the lab %s, whose addresses exist only in its network namespaces: run k8slab lab exec -- k8slab %s ... (from here the connection would leave this machine)", t.Host, lab, command)
+		}
 	}
 	policy, err := ssh.ParseHostKeyPolicy(c.String("host-key-policy"))
 	if err != nil {
