@@ -14,6 +14,9 @@ have openssl        || need+=(openssl)
 have ping           || need+=(iputils-ping)
 have unshare        || need+=(util-linux)
 have make           || need+=(make)
+# The bundle's kube-proxy image carries this machine's iptables (a test
+# builds it).
+have xtables-nft-multi || need+=(iptables)
 # --containers: what container nodes (lab up --containers) need on top.
 if [ "${1:-}" = --containers ]; then
   have systemd-nspawn     || need+=(systemd-container)

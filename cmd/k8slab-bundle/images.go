@@ -21,10 +21,12 @@ import (
 	"github.com/k8slab/k8slab/provision"
 )
 
-// imageFile is one file put into an image layer.
+// imageFile is one file put into an image layer; with link set, a
+// symbolic link to link instead.
 type imageFile struct {
 	src, dst string
 	mode     int64
+	link     string
 }
 
 // imageSpec is one image: its files and config.
@@ -44,27 +46,26 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // kube-proxy's nftables mode, which calls nft and conntrack.
 func (b *builder) imageSpecs(r provision.Release) ([]imageSpec, error) {
 	bin := func(n string) imageFile {
-		return imageFile{filepath.Join(b.out, "bin", n), "/usr/local/bin/" + n, 0o755}
+		return imageFile{src: filepath.Join(b.out, "bin", n), dst: "/usr/local/bin/" + n, mode: 0o755}
 	}
 	env := []string{defaultPath}
 	var specs []imageSpec
 	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		specs = append(specs, imageSpec{ref: "registry.k8s.io/" + c + ":" + r.Kubernetes, files: []imageFile{bin(c)}, cfg: v1.Config{Env: env}})
 	}
-	proxyFiles := []imageFile{bin("kube-proxy")}
-	hostTools, err := hostBinariesWithLibs("/usr/sbin/nft", "/usr/sbin/conntrack")
+	proxyFiles, err := b.kubeProxyFiles(bin("kube-proxy"))
 	if err != nil {
-		return nil, fmt.Errorf("kube-proxy image: %w (install nftables and conntrack on the build machine)", err)
+		return nil, err
 	}
-	proxyFiles = append(proxyFiles, hostTools...)
 	specs = append(specs,
-		imageSpec{ref: "registry.k8s.io/kube-proxy:" + r.Kubernetes, files: proxyFiles, cfg: v1.Config{Env: env}},
+		// Rebuilt each time: its wrapper is this module's own build.
+		imageSpec{ref: "registry.k8s.io/kube-proxy:" + r.Kubernetes, files: proxyFiles, cfg: v1.Config{Env: env}, rebuild: true},
 		imageSpec{ref: "registry.k8s.io/etcd:" + r.EtcdImageTag, files: []imageFile{bin("etcd"), bin("etcdctl")}, cfg: v1.Config{Env: env}},
 		imageSpec{ref: "registry.k8s.io/coredns/coredns:" + r.CoreDNS,
-			files: []imageFile{{b.path("work/coredns"), "/coredns", 0o755}},
+			files: []imageFile{{src: b.path("work/coredns"), dst: "/coredns", mode: 0o755}},
 			cfg:   v1.Config{Env: env, Entrypoint: []string{"/coredns"}}},
 		imageSpec{ref: "registry.k8s.io/pause:" + r.Pause,
-			files: []imageFile{{b.path("work/pause"), "/pause", 0o755}},
+			files: []imageFile{{src: b.path("work/pause"), dst: "/pause", mode: 0o755}},
 			cfg:   v1.Config{Entrypoint: []string{"/pause"}, User: "65535:65535"}},
 		b.probeSpec(),
 	)
@@ -74,9 +75,43 @@ func (b *builder) imageSpecs(r provision.Release) ([]imageSpec, error) {
 // probeSpec is verify's test image: the static probe, run as nobody.
 func (b *builder) probeSpec() imageSpec {
 	return imageSpec{ref: provision.ProbeImage,
-		files:   []imageFile{{b.path("work/k8slab-probe"), "/k8slab-probe", 0o755}},
+		files:   []imageFile{{src: b.path("work/k8slab-probe"), dst: "/k8slab-probe", mode: 0o755}},
 		cfg:     v1.Config{Entrypoint: []string{"/k8slab-probe"}, User: "65534:65534"},
 		rebuild: true}
+}
+
+// xtablesPlugins is where Debian's iptables keeps the matches and targets
+// it loads at run time (ldd cannot see them).
+const xtablesPlugins = "/usr/lib/x86_64-linux-gnu/xtables"
+
+// kubeProxyFiles is what upstream's kube-proxy image has besides the
+// binary: nft and conntrack for the nftables mode; iptables in both
+// variants (legacy and nft) for the iptables mode, behind
+// k8slab-iptables-wrapper, which picks the variant the node uses.
+func (b *builder) kubeProxyFiles(proxy imageFile) ([]imageFile, error) {
+	files := []imageFile{proxy, {src: b.path("work/k8slab-iptables-wrapper"), dst: "/usr/sbin/k8slab-iptables-wrapper", mode: 0o755}}
+	host, err := hostBinariesWithLibs("/usr/sbin/nft", "/usr/sbin/conntrack", "/usr/sbin/xtables-legacy-multi", "/usr/sbin/xtables-nft-multi")
+	if err != nil {
+		return nil, fmt.Errorf("kube-proxy image: %w (install nftables, conntrack and iptables on the build machine)", err)
+	}
+	files = append(files, host...)
+	plugins, err := filepath.Glob(filepath.Join(xtablesPlugins, "*.so"))
+	if err != nil || len(plugins) == 0 {
+		return nil, fmt.Errorf("kube-proxy image: no iptables plugins in %s (install iptables on the build machine)", xtablesPlugins)
+	}
+	for _, p := range plugins {
+		files = append(files, imageFile{src: p, dst: p, mode: 0o644})
+	}
+	link := func(name, to string) { files = append(files, imageFile{dst: "/usr/sbin/" + name, link: to}) }
+	for _, fam := range []string{"iptables", "ip6tables"} {
+		for _, suffix := range []string{"", "-save", "-restore"} {
+			link(fam+suffix, "k8slab-iptables-wrapper")
+			for _, v := range []string{"legacy", "nft"} {
+				link(fam+"-"+v+suffix, "xtables-"+v+"-multi")
+			}
+		}
+	}
+	return files, nil
 }
 
 var lddPath = regexp.MustCompile(`(/[^ ]+\.so[^ ]*) \(0x`)
@@ -89,7 +124,7 @@ func hostBinariesWithLibs(bins ...string) ([]imageFile, error) {
 	add := func(p string, mode int64) {
 		if !seen[p] {
 			seen[p] = true
-			out = append(out, imageFile{p, p, mode})
+			out = append(out, imageFile{src: p, dst: p, mode: mode})
 		}
 	}
 	for _, b := range bins {
@@ -175,6 +210,12 @@ func writeLayer(path string, files []imageFile) error {
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d, "/") + "/", Mode: 0o755}); err != nil {
 				return err
 			}
+		}
+		if file.link != "" {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: strings.TrimPrefix(file.dst, "/"), Linkname: file.link, Mode: 0o777}); err != nil {
+				return err
+			}
+			continue
 		}
 		src, err := os.Open(file.src)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -69,5 +70,63 @@ func TestProbeImage(t *testing.T) {
 	}
 	if !slices.Equal(files, []string{"k8slab-probe"}) {
 		t.Errorf("layer files %q, want only k8slab-probe", files)
+	}
+}
+
+// TestKubeProxyImageFiles: the kube-proxy image's layer holds both
+// iptables variants with their run-time plugins, every iptables name
+// behind the wrapper, and nft and conntrack for the nftables mode.
+func TestKubeProxyImageFiles(t *testing.T) {
+	b := &builder{out: t.TempDir(), work: t.TempDir(), logf: t.Logf}
+	if err := b.buildStatic(context.Background(), "github.com/k8slab/k8slab/cmd/k8slab-iptables-wrapper", "work/k8slab-iptables-wrapper"); err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "kube-proxy")
+	if err := os.WriteFile(fake, []byte("kube-proxy"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, err := b.kubeProxyFiles(imageFile{src: fake, dst: "/usr/local/bin/kube-proxy", mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	if err := writeLayer(layer, files); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	regular, links := map[string]bool{}, map[string]string{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch h.Typeflag {
+		case tar.TypeReg:
+			regular["/"+h.Name] = true
+		case tar.TypeSymlink:
+			links["/"+h.Name] = h.Linkname
+		}
+	}
+	for _, p := range []string{"/usr/local/bin/kube-proxy", "/usr/sbin/k8slab-iptables-wrapper", "/usr/sbin/xtables-legacy-multi", "/usr/sbin/xtables-nft-multi",
+		"/usr/sbin/nft", "/usr/sbin/conntrack", xtablesPlugins + "/libxt_comment.so", xtablesPlugins + "/libxt_statistic.so"} {
+		if !regular[p] {
+			t.Errorf("no %s in the layer", p)
+		}
+	}
+	for name, want := range map[string]string{
+		"iptables": "k8slab-iptables-wrapper", "ip6tables-restore": "k8slab-iptables-wrapper",
+		"iptables-legacy-save": "xtables-legacy-multi", "ip6tables-nft": "xtables-nft-multi",
+	} {
+		if got := links["/usr/sbin/"+name]; got != want {
+			t.Errorf("/usr/sbin/%s -> %q, want %q", name, got, want)
+		}
 	}
 }

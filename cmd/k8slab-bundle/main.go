@@ -58,6 +58,9 @@ func run(ctx context.Context, k8s, out, work, calicoDir string) error {
 	if err := b.buildProbe(ctx); err != nil {
 		return err
 	}
+	if err := b.buildStatic(ctx, "github.com/k8slab/k8slab/cmd/k8slab-iptables-wrapper", "work/k8slab-iptables-wrapper"); err != nil {
+		return err
+	}
 	specs, err := b.imageSpecs(r)
 	if err != nil {
 		return err
@@ -180,10 +183,16 @@ func (b *builder) buildPause(ctx context.Context, r provision.Release) error {
 // buildProbe compiles verify's test binary from this module, statically:
 // its image holds nothing else.
 func (b *builder) buildProbe(ctx context.Context) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", b.path("work/k8slab-probe"), "github.com/k8slab/k8slab/cmd/k8slab-probe")
+	return b.buildStatic(ctx, "github.com/k8slab/k8slab/cmd/k8slab-probe", "work/k8slab-probe")
+}
+
+// buildStatic compiles one of this module's commands without cgo, for an
+// image that has no C library for it.
+func (b *builder) buildStatic(ctx context.Context, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", b.path(out), pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("k8slab-probe: %v: %s", err, o)
+		return fmt.Errorf("%s: %v: %s", filepath.Base(pkg), err, o)
 	}
 	return nil
 }

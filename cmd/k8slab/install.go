@@ -29,6 +29,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "service-cidr", Usage: "default " + cluster.DefaultServiceCIDR},
 		&cli.StringFlag{Name: "pod-cidr", Usage: "default " + cluster.DefaultPodCIDR},
 		&cli.StringFlag{Name: "calico-encapsulation", Usage: "IPIP | VXLAN | None (default IPIP, CrossSubnet)"},
+		&cli.StringFlag{Name: "kube-proxy-mode", Usage: "iptables | nftables (default: nftables on kernels 5.13 and newer, else iptables)"},
 		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
 		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by k8slab-bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
 		&cli.StringSliceFlag{Name: "mirror", Usage: "without --artifacts: fetch from a mirror, `FROM=TO` URL prefixes (e.g. https://dl.k8s.io=http://mirror.lab/k8s; repeatable)"},
@@ -94,6 +95,7 @@ func loadConfig(c *cli.Context) (*cluster.Config, error) {
 	set("pod-cidr", &cfg.PodCIDR)
 	set("calico-encapsulation", &cfg.Calico.Encapsulation)
 	set("calico-autodetect", &cfg.Calico.Autodetect)
+	set("kube-proxy-mode", &cfg.KubeProxyMode)
 	set("artifacts", &cfg.Artifacts)
 	if c.IsSet("etcd") {
 		cfg.Etcd = list(c.String("etcd"))

@@ -41,6 +41,9 @@ type Config struct {
 	ServiceCIDR       string   `json:"serviceCIDR,omitempty"`
 	PodCIDR           string   `json:"podCIDR,omitempty"`
 	Calico            Calico   `json:"calico,omitempty"`
+	// KubeProxyMode is iptables or nftables; empty picks by the control
+	// plane's kernel (nftables from 5.13, which kube-proxy needs for it).
+	KubeProxyMode string `json:"kubeProxyMode,omitempty"`
 	// Artifacts is an offline bundle directory (k8slab-bundle).
 	Artifacts string `json:"artifacts,omitempty"`
 }
@@ -208,6 +211,11 @@ func (c *Config) Validate() error {
 		bad("calico block size: %d is outside 20-32", c.Calico.BlockSize)
 	}
 
+	switch c.KubeProxyMode {
+	case "", "iptables", "nftables":
+	default:
+		bad("kube-proxy-mode: %q is not iptables or nftables", c.KubeProxyMode)
+	}
 	svc, svcErr := netip.ParsePrefix(c.ServiceCIDR)
 	if svcErr != nil || !svc.Addr().Is4() || svc.Masked() != svc {
 		bad("service-cidr: %q is not an IPv4 network address with prefix (e.g. 172.31.64.0/18)%s", c.ServiceCIDR, networkHint(svc, svcErr))

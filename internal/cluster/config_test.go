@@ -50,6 +50,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		{"cidrs overlap", func(c *Config) { c.PodCIDR = "172.31.96.0/19" }, []string{"service-cidr 172.31.64.0/18 and pod-cidr 172.31.96.0/19 overlap"}},
 		{"cidr contains a node", func(c *Config) { c.ServiceCIDR = "172.31.0.0/20" }, []string{"service-cidr 172.31.0.0/20 contains node address 172.31.3.11"}},
 		{"cidr not a network address", func(c *Config) { c.PodCIDR = "172.31.128.7/18" }, []string{`pod-cidr: "172.31.128.7/18" is not an IPv4 network address`, "did you mean 172.31.128.0/18?"}},
+		{"unknown kube-proxy mode", func(c *Config) { c.KubeProxyMode = "ipvs" }, []string{`kube-proxy-mode: "ipvs" is not iptables or nftables`}},
 		{"host bits set in a wide prefix", func(c *Config) { c.PodCIDR = "172.31.64.0/8" }, []string{"host bits are set, did you mean 172.0.0.0/8?"}},
 		{"pod cidr too small for the nodes", func(c *Config) { c.PodCIDR = "172.31.128.0/25" }, []string{"pod-cidr: 172.31.128.0/25 holds 2 blocks of /26, fewer than the 4 nodes"}},
 		{"unknown kubernetes", func(c *Config) { c.KubernetesVersion = "v1.20.0" }, []string{"kubernetes-version: kubernetes version v1.20.0 is not supported"}},

@@ -52,7 +52,7 @@ func (c *ControlPlane) cgroupV1Note() string {
 }
 
 func (c *ControlPlane) plannedProxyMode() string {
-	if c.Facts(c.Cluster.ControlPlane).Kernel == "" {
+	if c.Cluster.KubeProxyMode == "" && c.Facts(c.Cluster.ControlPlane).Kernel == "" {
 		return "nftables if the kernel is 5.13 or newer, else iptables"
 	}
 	return c.proxyMode()
@@ -61,6 +61,9 @@ func (c *ControlPlane) plannedProxyMode() string {
 // proxyMode picks nftables on kernels that have it (5.13+ is what
 // kube-proxy requires), else iptables.
 func (c *ControlPlane) proxyMode() string {
+	if c.Cluster.KubeProxyMode != "" {
+		return c.Cluster.KubeProxyMode
+	}
 	k := c.Facts(c.Cluster.ControlPlane).Kernel
 	var major, minor int
 	fmt.Sscanf(k, "%d.%d", &major, &minor)
