@@ -11,8 +11,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// The upstream release files, unmodified (see shared/fixtures/.../SOURCE.md).
-const fixtures = "../../shared/fixtures/calico/v3.32.1/"
+// The upstream release files, unmodified (see testdata/calico/v3.32.1/SOURCE.md).
+const fixtures = "../testdata/calico/v3.32.1/"
 
 func release(t *testing.T) []byte {
 	t.Helper()

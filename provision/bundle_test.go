@@ -70,7 +70,7 @@ func TestLoadBundle(t *testing.T) {
 		{
 			name:    "no manifest",
 			damage:  func(dir string) { os.Remove(filepath.Join(dir, BundleManifestName)) },
-			wantErr: []string{"bundle.json: no such file"},
+			wantErr: []string{"no bundle.json: not an offline bundle (make bundle"},
 		},
 	}
 	for _, tt := range tests {

@@ -50,7 +50,7 @@ func sum(b []byte) string {
 }
 
 func newReleaseHost(t *testing.T, r Release, tamper func(files map[string][]byte)) *simulatedReleaseHost {
-	calico, err := os.ReadFile("../../shared/fixtures/calico/v3.32.1/calico.yaml")
+	calico, err := os.ReadFile("../testdata/calico/v3.32.1/calico.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
