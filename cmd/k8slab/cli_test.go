@@ -486,3 +486,20 @@ func TestCLIRefusesLabAddressesOutsideTheLab(t *testing.T) {
 		t.Errorf("exit %d, want 2 pointing to lab exec:\n%s", r.code, r.stderr)
 	}
 }
+
+// TestCLIHelpShowsEachCommandsOwnFlags: commands that do not install do
+// not offer install's flags, and every help groups flags by subject.
+func TestCLIHelpShowsEachCommandsOwnFlags(t *testing.T) {
+	for _, cmd := range []string{"reset", "verify", "kubeconfig", "plan", "install"} {
+		r := runCLI(t, nil, nil, cmd, "--help")
+		for _, heading := range []string{"Connection", "Cluster", "Output"} {
+			if !strings.Contains(r.stdout, "   "+heading+"\n") {
+				t.Errorf("%s --help has no %s group", cmd, heading)
+			}
+		}
+		installOnly := strings.Contains(r.stdout, "--mirror") || strings.Contains(r.stdout, "--join-parallel") || strings.Contains(r.stdout, "--fix-machine-id") || strings.Contains(r.stdout, "--only")
+		if want := cmd == "plan" || cmd == "install"; installOnly != want {
+			t.Errorf("%s --help lists install's own flags: %v, want %v", cmd, installOnly, want)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func badInput(format string, args ...any) error {
 
 // connFlags are shared by every command that talks to nodes.
 func connFlags() []cli.Flag {
-	return []cli.Flag{
+	return append(categorized(catConnection,
 		&cli.StringFlag{Name: "nodes", Usage: "comma list of `[user@]host[:port]`", EnvVars: []string{"K8SLAB_NODES"}},
 		&cli.StringFlag{Name: "user", Value: "root", Usage: "login user when a node names none (non-root users become root with sudo)"},
 		&cli.StringSliceFlag{Name: "ssh-key", Usage: "private key file (repeatable); default ~/.ssh/id_ed25519, id_ecdsa, id_rsa", EnvVars: []string{"K8SLAB_SSH_KEY"}},
@@ -74,9 +74,10 @@ func connFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Value: 32, Usage: "how many nodes to work on at once"},
 		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "limit for each remote command (0: none)"},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "limit for connecting and authenticating (emulated or overloaded labs may need a minute)", EnvVars: []string{"K8SLAB_CONNECT_TIMEOUT"}},
+	), categorized(catOutput,
 		&cli.StringFlag{Name: "output", Value: "text", Usage: "text | json"},
 		&cli.StringFlag{Name: "log-dir", Value: defaultLogDir(), Usage: "per-run logs go to `DIR`/<timestamp>/<host>.log", EnvVars: []string{"K8SLAB_LOG_DIR"}},
-	}
+	)...)
 }
 
 func defaultLogDir() string {

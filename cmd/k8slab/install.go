@@ -17,8 +17,18 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// Help groups flags by what they are about, as kubectl and k0sctl do.
+const (
+	catConnection = "Connection"
+	catCluster    = "Cluster"
+	catInstall    = "Install"
+	catOutput     = "Output"
+)
+
+// clusterFlags describe the cluster: every command that acts on one takes
+// them (reset, verify, kubeconfig describe it so when nothing is recorded).
 func clusterFlags() []cli.Flag {
-	return []cli.Flag{
+	return categorized(catCluster,
 		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "cluster file (apiVersion k8slab.dev/v1alpha1, kind Cluster); flags override it"},
 		&cli.StringFlag{Name: "name", Usage: "cluster name (kubeconfig <name>.kubeconfig)"},
 		&cli.StringFlag{Name: "control-plane", Usage: "control plane node (default: the first node)"},
@@ -31,16 +41,63 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "calico-encapsulation", Usage: "IPIP | VXLAN | None (default IPIP, CrossSubnet)"},
 		&cli.StringFlag{Name: "kube-proxy-mode", Usage: "iptables | nftables (default: nftables on kernels 5.13 and newer, else iptables)"},
 		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
-		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by k8slab-bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
+	)
+}
+
+// installFlags are how install works, by name: each command that
+// installs takes the ones it uses.
+func installFlags(names ...string) []cli.Flag {
+	all := categorized(catInstall,
+		&cli.StringFlag{Name: "artifacts", Usage: "offline bundle `DIR` built by make bundle", EnvVars: []string{"K8SLAB_ARTIFACTS"}},
 		&cli.StringSliceFlag{Name: "mirror", Usage: "without --artifacts: fetch from a mirror, `FROM=TO` URL prefixes (e.g. https://dl.k8s.io=http://mirror.lab/k8s; repeatable)"},
 		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable), of: " + strings.Join(phaseNames(), ", ")},
-		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node and Ready nodes (--wait=false: apply, report, go on)"},
+		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node, CoreDNS and Ready nodes (--wait=false: apply, report, go on)"},
 		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; a small API server may need a cap)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
 		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
 		&cli.BoolFlag{Name: "fix-machine-id", Usage: "regenerate /etc/machine-id on nodes that share it with another (cloned VMs)"},
 		&cli.BoolFlag{Name: "merge-kubeconfig", Usage: "also merge the cluster into $KUBECONFIG or ~/.kube/config"},
+	)
+	var out []cli.Flag
+	for _, f := range all {
+		for _, n := range names {
+			if f.Names()[0] == n {
+				out = append(out, f)
+			}
+		}
 	}
+	return out
+}
+
+// acceptedArtifacts is --artifacts, hidden, for commands that do not use
+// it: scripts pass one flag set to reinstall and verify alike
+// (scripts/regression.sh).
+func acceptedArtifacts() cli.Flag {
+	f := installFlags("artifacts")[0].(*cli.StringFlag)
+	f.Hidden = true
+	return f
+}
+
+// installFlagNames is every install flag (install and plan take all).
+var installFlagNames = []string{"artifacts", "mirror", "only", "wait", "join-parallel", "wait-timeout", "kubeconfig-dir", "fix-machine-id", "merge-kubeconfig"}
+
+// categorized puts flags under one heading of the help.
+func categorized(cat string, flags ...cli.Flag) []cli.Flag {
+	for _, f := range flags {
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			f.Category = cat
+		case *cli.StringSliceFlag:
+			f.Category = cat
+		case *cli.BoolFlag:
+			f.Category = cat
+		case *cli.IntFlag:
+			f.Category = cat
+		case *cli.DurationFlag:
+			f.Category = cat
+		}
+	}
+	return flags
 }
 
 // loadCluster builds the cluster description from the file and flags and
@@ -232,7 +289,7 @@ func installCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "install",
 		Usage: "install Kubernetes on the nodes: preflight, provision, etcd, control plane, joins",
-		Flags: append(append(connFlags(), clusterFlags()...),
+		Flags: append(append(append(connFlags(), clusterFlags()...), installFlags(installFlagNames...)...),
 			forceUnlockFlag(),
 			&cli.BoolFlag{Name: "force", Usage: "proceed although the cluster was installed with other settings"}),
 		Action: func(c *cli.Context) error {
@@ -257,7 +314,7 @@ func planCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "print, per node, every phase and step install would run, changing nothing",
-		Flags: append(connFlags(), clusterFlags()...),
+		Flags: append(append(connFlags(), clusterFlags()...), installFlags(installFlagNames...)...),
 		Action: func(c *cli.Context) error {
 			cfg, bundle, err := loadCluster(c)
 			if err != nil {

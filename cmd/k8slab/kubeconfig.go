@@ -11,7 +11,7 @@ func kubeconfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "kubeconfig",
 		Usage: "write <name>.kubeconfig (0600) for the installed cluster; --merge-kubeconfig merges it",
-		Flags: append(connFlags(), clusterFlags()...),
+		Flags: append(append(connFlags(), clusterFlags()...), append(installFlags("kubeconfig-dir", "merge-kubeconfig"), acceptedArtifacts())...),
 		Action: func(c *cli.Context) error {
 			s, cfg, _, err := recordedSession(c, "kubeconfig", false)
 			if err != nil {

@@ -21,7 +21,8 @@ func reinstallCommand() *cli.Command {
 		Usage: "reset Kubernetes (keeping OS preparation, containerd, binaries, images) and install again",
 		// installContext reads --force (reinstall follows the record, so
 		// it never differs); --fix-machine-id comes with clusterFlags.
-		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
+		Flags: append(append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
+			installFlags("artifacts", "mirror", "wait", "join-parallel", "wait-timeout", "kubeconfig-dir", "fix-machine-id", "merge-kubeconfig")...),
 			&cli.BoolFlag{Name: "force", Hidden: true}),
 		Action: func(c *cli.Context) error {
 			mirrors, err := parseMirrors(c.StringSlice("mirror"))

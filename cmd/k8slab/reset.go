@@ -144,7 +144,7 @@ func resetCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reset",
 		Usage: "undo Kubernetes on the nodes (keeps containerd, binaries and images unless --all)",
-		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
+		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...), acceptedArtifacts(),
 			&cli.BoolFlag{Name: "all", Usage: "also remove containerd, images, binaries and k8slab's OS settings"}),
 		Action: func(c *cli.Context) error {
 			s, cfg, _, err := recordedSession(c, "reset", true)
