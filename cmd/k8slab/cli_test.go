@@ -270,8 +270,8 @@ func TestCLIOnLab(t *testing.T) {
 		if err := json.Unmarshal([]byte(rj.stdout), &rep); err != nil || rj.code != exitFailed || rep.OK || !strings.Contains(rep.Error, "preflight") {
 			t.Errorf("refused install --output json: exit %d, ok %v, error %q (%v)\n%s", rj.code, rep.OK, rep.Error, err, rj.stdout)
 		}
-		if !strings.Contains(r.stdout, "run FAILED: ") {
-			t.Errorf("refused install: the summary does not say the run failed:\n%s", r.stdout)
+		if !strings.Contains(r.stdout, "run FAILED") || strings.Contains(r.stdout, "shares this workstation's filesystem") {
+			t.Errorf("refused install: the summary must say the run failed, and leave the refusal to stderr (once):\n%s", r.stdout)
 		}
 		reports := filepath.Join(t.TempDir(), "refused.json")
 		if err := os.WriteFile(reports, []byte(rj.stdout), 0o644); err != nil {
@@ -452,6 +452,22 @@ func TestCLIUsageErrors(t *testing.T) {
 	}
 	if r := runCLI(t, nil, nil, "plan", "--nodes", "172.31.3.11", "--artifacts", t.TempDir()); r.code != exitBadInput || !strings.Contains(r.stderr, "make bundle") {
 		t.Errorf("--artifacts without bundle.json: exit %d %q", r.code, r.stderr)
+	}
+	// With --output json, refusals are JSON too, naming the field.
+	rj := runCLI(t, nil, nil, "install", "--nodes", "172.31.3.11", "--pod-cidr", "172.31.64.0/8", "--output", "json")
+	var refused struct {
+		OK       bool `json:"ok"`
+		ExitCode int  `json:"exit_code"`
+		Error    struct{ Field, Message string }
+	}
+	if err := json.Unmarshal([]byte(rj.stdout), &refused); err != nil || rj.code != exitBadInput || refused.OK || refused.ExitCode != 2 ||
+		refused.Error.Field != "pod-cidr" || !strings.Contains(refused.Error.Message, "did you mean 172.0.0.0/8?") {
+		t.Errorf("input error with --output json: exit %d, %+v (%v)\n%s", rj.code, refused, err, rj.stdout)
+	}
+	// A node no command ran on has no exit code: the error says why.
+	ru := runCLI(t, nil, []string{"HOME=" + t.TempDir(), "SSH_AUTH_SOCK="}, "exec", "--nodes", "127.0.0.9", "--connect-timeout", "2s", "--", "true")
+	if !strings.Contains(ru.stdout, "127.0.0.9  failed  -     ") || strings.Contains(ru.stdout, " -1 ") {
+		t.Errorf("an unreachable node's line:\n%s", ru.stdout)
 	}
 	if r := runCLI(t, nil, nil, "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "k8slab version ") {
 		t.Errorf("--version: exit %d %q", r.code, r.stdout)

@@ -324,6 +324,7 @@ func (s *session) finish(data map[string]map[string]any, runErr error, text func
 		if err := s.runner.WriteJSON(os.Stdout, rep); err != nil {
 			return err
 		}
+		reportWritten.Store(true)
 	} else {
 		if text != nil {
 			text()

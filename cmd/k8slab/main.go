@@ -3,11 +3,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"regexp"
+	"sync/atomic"
 	"syscall"
+
+	"github.com/k8slab/k8slab/internal/run"
 
 	"github.com/urfave/cli/v2"
 )
@@ -46,7 +52,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := newApp().RunContext(ctx, os.Args)
-	os.Exit(exitCode(err))
+	code := exitCode(err)
+	if err != nil && wantsJSON(os.Args) && !reportWritten.Load() {
+		// Scripts asked for JSON get JSON for every outcome, refusals too.
+		writeErrorJSON(os.Stdout, code, err)
+	}
+	os.Exit(code)
 }
 
 func exitCode(err error) int {
@@ -61,4 +72,38 @@ func exitCode(err error) int {
 	fmt.Fprintln(os.Stderr, "k8slab:", err)
 	// Flag parsing and unknown commands are bad input too.
 	return exitBadInput
+}
+
+// reportWritten is set once a run's report is on stdout: the error that
+// follows it is in the report already.
+var reportWritten atomic.Bool
+
+// wantsJSON: --output json (or --output=json) on the command line.
+func wantsJSON(args []string) bool {
+	for i, a := range args {
+		if a == "--output=json" || a == "-output=json" || (a == "--output" || a == "-output") && i+1 < len(args) && args[i+1] == "json" {
+			return true
+		}
+	}
+	return false
+}
+
+// fieldPrefix is an input error's leading field name: "pod-cidr: ...",
+// "--nodes: ...".
+var fieldPrefix = regexp.MustCompile(`^-{0,2}([a-z][a-z0-9-]*): `)
+
+// writeErrorJSON is the report of a run that ended before it had one:
+// {"ok": false, "exit_code": 2, "error": {"field": "pod-cidr", "message": ...}}.
+func writeErrorJSON(w io.Writer, code int, err error) {
+	msg := err.Error()
+	var ee *exitError
+	if errors.As(err, &ee) {
+		msg = ee.err.Error()
+	}
+	e := map[string]string{"message": msg}
+	if m := fieldPrefix.FindStringSubmatch(msg); m != nil && code == exitBadInput {
+		e["field"] = m[1]
+	}
+	b, _ := json.MarshalIndent(map[string]any{"version": run.ReportVersion, "ok": false, "exit_code": code, "error": e}, "", "  ")
+	fmt.Fprintln(w, string(b))
 }

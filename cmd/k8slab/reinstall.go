@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/k8slab/k8slab/internal/cluster"
@@ -57,7 +58,10 @@ func reinstallCommand() *cli.Command {
 
 func printPhases(results []phase.Result) {
 	for _, r := range results {
-		fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), r.Error)
+		// A failed phase's first line names it; the whole error is said
+		// once, on stderr.
+		msg, _, _ := strings.Cut(r.Error, "\n")
+		fmt.Printf("phase %-14s %-7s %s %s\n", r.Phase, r.Status, (time.Duration(r.DurationMS) * time.Millisecond).Round(100*time.Millisecond), msg)
 	}
 }
 

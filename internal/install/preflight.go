@@ -209,7 +209,7 @@ func (p *Preflight) check(probes map[string]probe) []string {
 		}
 		f := pr.facts
 		if f.LabNode == "namespace" {
-			bad(node, "a namespace-lab node shares this workstation's filesystem: installing would change the workstation itself (use the VM lab: k8slab lab up --vms)")
+			bad(node, "a namespace-lab node shares this workstation's filesystem: installing would change the workstation itself (use container or VM nodes: k8slab lab up --containers, or --vms)")
 		}
 		if !slices.Contains(supportedOS()[f.OSID], f.OSVersion) {
 			bad(node, "%s %s is not supported (Ubuntu 20.04-24.04, Debian 12)", f.OSID, f.OSVersion)

@@ -95,7 +95,13 @@ func (r *Runner) WriteSummary(w io.Writer, rep Report) error {
 		if h.Status == Failed {
 			failed++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", h.Host, h.Status, h.ExitCode,
+		// No command ran (unreachable, refused at login): no exit code,
+		// the error says why.
+		exit := "-"
+		if h.ExitCode >= 0 {
+			exit = fmt.Sprint(h.ExitCode)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, h.Status, exit,
 			(time.Duration(h.DurationMS) * time.Millisecond).String(), h.Error)
 	}
 	if err := tw.Flush(); err != nil {
@@ -105,7 +111,8 @@ func (r *Runner) WriteSummary(w io.Writer, rep Report) error {
 	if !rep.OK {
 		verdict = "FAILED"
 		if rep.Error != "" {
-			verdict += ": " + rep.Error
+			// Said once, where errors go: the command prints it on stderr.
+			verdict += " (why: on stderr; in the JSON report with --output json)"
 		}
 	}
 	_, err := fmt.Fprintf(w, "%d hosts, %d failed, %s; logs: %s\nrun %s\n", len(rep.Hosts), failed,

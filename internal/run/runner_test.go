@@ -121,7 +121,7 @@ func TestFailureSemantics(t *testing.T) {
 			}
 			var sum strings.Builder
 			r.WriteSummary(&sum, failed)
-			if !strings.Contains(sum.String(), "run FAILED: phase preflight failed: 4 problems") {
+			if !strings.Contains(sum.String(), "run FAILED (why: on stderr") || strings.Contains(sum.String(), "4 problems") {
 				t.Errorf("summary of a failed run:\n%s", sum.String())
 			}
 		})
