@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -60,6 +61,9 @@ func (l *Lab) cgroupName(node string) string { return l.NS(node) }
 func (l *Lab) startContainers(ctx context.Context) error {
 	pub, err := os.ReadFile(l.KeyFile() + ".pub")
 	if err != nil {
+		return err
+	}
+	if err := l.raiseInotify(); err != nil {
 		return err
 	}
 	for _, n := range l.Spec.Nodes {
@@ -147,8 +151,123 @@ func (l *Lab) removeContainers() []error {
 		if err := removeNodeDir(d); err != nil {
 			errs = append(errs, err)
 		}
+		os.Remove(filepath.Dir(d)) // the lab's folder, once empty
+	}
+	if err := l.restoreInotify(); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
+}
+
+// inotifyPerNode is how many inotify instances one container node may
+// hold (systemd, containerd, the kubelet, kube-proxy, calico-node,
+// CoreDNS): they all count against the workstation's root user, whose
+// default limit of 128 ran out with eight nodes ("fsnotify watcher init:
+// too many open files" from kube-proxy and calico-node).
+const inotifyPerNode = 64
+
+// procSys is where kernel settings are read and written (tests point it
+// at a folder of their own).
+var procSys = "/proc/sys"
+
+// inotifyLimits are the workstation settings container nodes share.
+var inotifyLimits = []string{"fs/inotify/max_user_instances", "fs/inotify/max_user_watches"}
+
+func (l *Lab) inotifyWanted() map[string]int {
+	return map[string]int{
+		"fs/inotify/max_user_instances": 128 + inotifyPerNode*len(l.Spec.Nodes),
+		"fs/inotify/max_user_watches":   524288,
+	}
+}
+
+// inotifyRecord keeps the workstation's own values while any container
+// lab has them raised; it is shared by every lab under the state root.
+func (l *Lab) inotifyRecord() string { return filepath.Join(filepath.Dir(l.Dir), "inotify.orig") }
+
+// raiseInotify raises the workstation's inotify limits where they are
+// below what the lab's nodes need, the one change to the workstation a
+// container lab makes: it says so, keeps the values it found, and the
+// last container lab down puts them back exactly.
+func (l *Lab) raiseInotify() error {
+	orig := map[string]int{}
+	if b, err := os.ReadFile(l.inotifyRecord()); err == nil {
+		json.Unmarshal(b, &orig)
+	}
+	changed := false
+	for _, k := range inotifyLimits {
+		want := l.inotifyWanted()[k]
+		cur, err := readSysctl(k)
+		if err != nil {
+			return err
+		}
+		if cur >= want {
+			continue
+		}
+		if _, kept := orig[k]; !kept {
+			orig[k] = cur
+		}
+		b, _ := json.Marshal(orig)
+		if err := os.WriteFile(l.inotifyRecord(), b, 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(procSys, k), []byte(strconv.Itoa(want)), 0o644); err != nil {
+			return fmt.Errorf("raising %s for %d container nodes: %w", strings.ReplaceAll(k, "/", "."), len(l.Spec.Nodes), err)
+		}
+		l.logf("lab %s: raised %s %d → %d for %d container nodes (put back at lab down)", l.Spec.Name, strings.ReplaceAll(k, "/", "."), cur, want, len(l.Spec.Nodes))
+		changed = true
+	}
+	if changed || fileExists(l.inotifyRecord()) {
+		l.state.RaisedInotify = true
+		return l.save()
+	}
+	return nil
+}
+
+// restoreInotify puts the workstation's inotify limits back once no
+// other lab that raised them is up.
+func (l *Lab) restoreInotify() error {
+	if !l.state.RaisedInotify {
+		return nil
+	}
+	states, _ := filepath.Glob(filepath.Join(filepath.Dir(l.Dir), "*", "state.json"))
+	for _, p := range states {
+		var st labState
+		if p == l.statePath() {
+			continue
+		}
+		if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &st) == nil && st.RaisedInotify {
+			l.logf("lab %s: inotify limits stay raised for lab %s", l.Spec.Name, st.Name)
+			return nil
+		}
+	}
+	b, err := os.ReadFile(l.inotifyRecord())
+	if err != nil {
+		return nil
+	}
+	orig := map[string]int{}
+	if err := json.Unmarshal(b, &orig); err != nil {
+		return fmt.Errorf("%s: %w", l.inotifyRecord(), err)
+	}
+	for k, v := range orig {
+		if err := os.WriteFile(filepath.Join(procSys, k), []byte(strconv.Itoa(v)), 0o644); err != nil {
+			return fmt.Errorf("restoring %s: %w", k, err)
+		}
+		l.logf("lab %s: %s back to %d", l.Spec.Name, strings.ReplaceAll(k, "/", "."), v)
+	}
+	return os.Remove(l.inotifyRecord())
+}
+
+func readSysctl(key string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(procSys, key))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // cgroupDirs lists name's directory in every mounted hierarchy that has it.

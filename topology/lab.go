@@ -54,6 +54,9 @@ type labState struct {
 	// directories, removed by `lab down`.
 	Cgroups []string `json:"cgroups,omitempty"`
 	Dirs    []string `json:"dirs,omitempty"`
+	// RaisedInotify: this lab raised the workstation's inotify limits
+	// (raiseInotify); the last such lab down restores them.
+	RaisedInotify bool `json:"raisedInotify,omitempty"`
 }
 
 // New binds spec to <root>/<name>.
