@@ -87,13 +87,8 @@ func (l *Lab) startContainers(ctx context.Context) error {
 		if err := os.MkdirAll(l.memberDir(n.Name), 0o755); err != nil {
 			return err
 		}
-		p, err := startDaemon(n.Name, "nspawn", filepath.Join(l.memberDir(n.Name), "container.log"),
-			[]string{"sh", "-c", containerLaunch, "container-launch", n.Name, l.Container.RootfsDir, dir, l.NS(n.Name), l.cgroupName(n.Name)})
-		if err != nil {
-			return err
-		}
-		l.state.Procs = append(l.state.Procs, p)
-		if err := l.save(); err != nil {
+		if err := l.start(n.Name, "nspawn", filepath.Join(l.memberDir(n.Name), "container.log"),
+			[]string{"sh", "-c", containerLaunch, "container-launch", n.Name, l.Container.RootfsDir, dir, l.NS(n.Name), l.cgroupName(n.Name)}); err != nil {
 			return err
 		}
 	}
@@ -281,25 +276,36 @@ func cgroupDirs(name string) []string {
 	return out
 }
 
-// cgroupRoots are the workstation's cgroup mount points (v1: one per
-// hierarchy; v2: one).
-func cgroupRoots() []string {
+// mount is one line of /proc/self/mountinfo, as far as the lab needs it.
+type mount struct{ root, point, fstype string }
+
+// mounts lists this mount namespace's mounts.
+func mounts() []mount {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	var out []string
+	var out []mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE SOURCE SUPER
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		f := strings.Fields(pre)
-		if !ok || len(f) < 5 || f[3] != "/" {
-			continue
+		f, t := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 5 && len(t) > 0 {
+			out = append(out, mount{root: f[3], point: f[4], fstype: t[0]})
 		}
-		if t := strings.Fields(post); len(t) > 0 && (t[0] == "cgroup" || t[0] == "cgroup2") {
-			out = append(out, f[4])
+	}
+	return out
+}
+
+// cgroupRoots are the workstation's cgroup mount points (v1: one per
+// hierarchy; v2: one).
+func cgroupRoots() []string {
+	var out []string
+	for _, m := range mounts() {
+		if m.root == "/" && (m.fstype == "cgroup" || m.fstype == "cgroup2") {
+			out = append(out, m.point)
 		}
 	}
 	return out
@@ -353,16 +359,10 @@ func removeNodeDir(dir string) error {
 
 // mountsBelow lists mount points at or under dir in this mount namespace.
 func mountsBelow(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fs := strings.Fields(sc.Text()); len(fs) > 4 && (fs[4] == dir || strings.HasPrefix(fs[4], dir+"/")) {
-			out = append(out, fs[4])
+	for _, m := range mounts() {
+		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
+			out = append(out, m.point)
 		}
 	}
 	return out

@@ -444,17 +444,23 @@ func (l *Lab) startRouters(ctx context.Context) error {
 		if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 			return err
 		}
-		p, err := startDaemon(r.Name, "bird", filepath.Join(dir, "bird.log"),
-			[]string{"ip", "netns", "exec", l.NS(r.Name), "bird", "-f", "-c", cf, "-s", l.birdSocket(r.Name)})
-		if err != nil {
-			return err
-		}
-		l.state.Procs = append(l.state.Procs, p)
-		if err := l.save(); err != nil {
+		if err := l.start(r.Name, "bird", filepath.Join(dir, "bird.log"),
+			[]string{"ip", "netns", "exec", l.NS(r.Name), "bird", "-f", "-c", cf, "-s", l.birdSocket(r.Name)}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// start runs a member's daemon and records it in the lab's state, so
+// lab down finds it even if this process dies next.
+func (l *Lab) start(member, role, logPath string, args []string) error {
+	p, err := startDaemon(member, role, logPath, args)
+	if err != nil {
+		return err
+	}
+	l.state.Procs = append(l.state.Procs, p)
+	return l.save()
 }
 
 func (l *Lab) birdSocket(router string) string {
@@ -579,12 +585,7 @@ exec /usr/sbin/sshd -D -e -f "$dir/sshd_config" "$@"`
 	for _, o := range extra {
 		args = append(args, "-o", o)
 	}
-	p, err := startDaemon(member, "sshd", filepath.Join(dir, "sshd.log"), args)
-	if err != nil {
-		return err
-	}
-	l.state.Procs = append(l.state.Procs, p)
-	return l.save()
+	return l.start(member, "sshd", filepath.Join(dir, "sshd.log"), args)
 }
 
 // waitReady polls until every BGP session is Established, every router

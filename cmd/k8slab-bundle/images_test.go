@@ -51,16 +51,8 @@ func TestProbeImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
 	var files []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, rc) {
 		if h.Typeflag == tar.TypeReg {
 			files = append(files, h.Name)
 			if h.Mode&0o111 == 0 || h.Size < 1<<20 {
@@ -99,15 +91,7 @@ func TestKubeProxyImageFiles(t *testing.T) {
 	}
 	defer f.Close()
 	regular, links := map[string]bool{}, map[string]string{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, f) {
 		switch h.Typeflag {
 		case tar.TypeReg:
 			regular["/"+h.Name] = true
@@ -128,5 +112,22 @@ func TestKubeProxyImageFiles(t *testing.T) {
 		if got := links["/usr/sbin/"+name]; got != want {
 			t.Errorf("/usr/sbin/%s -> %q, want %q", name, got, want)
 		}
+	}
+}
+
+// tarHeaders reads every header of a tar stream.
+func tarHeaders(t *testing.T, r io.Reader) []*tar.Header {
+	t.Helper()
+	var out []*tar.Header
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, h)
 	}
 }

@@ -11,33 +11,27 @@
 set -euo pipefail
 cache=${1:?usage: build-rootfs.sh CACHE_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
-mirror=${K8SLAB_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p; s/^deb \(http[^ ]*debian\)\/* bookworm .*/\1/p' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1 || true)}
-mirror=${mirror:-http://deb.debian.org/debian}
+# shellcheck source=scripts/lib/debian-node.sh
+. "$here/../lib/debian-node.sh"
 out=$cache/rootfs
 # The cache is keyed by this script and the node set-up it installs:
 # changing either rebuilds the rootfs.
-stamp=$(cat "$0" "$here/node-setup.sh" | sha256sum | cut -d' ' -f1)
+stamp=$(cat "$0" "$here/node-setup.sh" "$here/../lib/debian-node.sh" | sha256sum | cut -d' ' -f1)
 if [ -d "$out" ] && [ "$(cat "$cache/rootfs.sha256" 2>/dev/null)" = "$stamp" ]; then
   echo "rootfs: cached at $out"; exit 0
+fi
+# Running container nodes use it as their overlay's lower layer.
+if grep -qs "lowerdir=$out," /proc/[0-9]*/mountinfo; then
+  echo "rootfs: $out is in use by running container nodes: take their lab down first (k8slab lab down)" >&2
+  exit 1
 fi
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
 pkgs=systemd,systemd-sysv,dbus,kmod,openssh-server,iproute2,iptables,nftables,conntrack,socat,ebtables,ethtool,ca-certificates,sudo,procps,libnss-myhostname
-echo "rootfs: debootstrap bookworm from $mirror"
-debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror" > "$work/debootstrap.log" 2>&1 || {
-  tail -30 "$work/debootstrap.log" >&2; exit 1; }
-
-# Identity comes from `lab up`, never from the rootfs.
-: > "$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname" "$root"/etc/ssh/ssh_host_*
-# No DNS server on the lab network, and nothing on a node may aim traffic
-# outside the lab: no nameserver line, the node's own name from nss-myhostname.
-printf '# k8slab lab node: no DNS server on this network\n' > "$root/etc/resolv.conf"
-sed -i 's/^hosts:.*/hosts:          files myhostname dns/' "$root/etc/nsswitch.conf"
-echo "root:gns3" | chroot "$root" chpasswd
-install -d -m 0700 "$root/root/.ssh"
+echo -n "rootfs: "
+debian_node "$root" "$pkgs" "$work/debootstrap.log"
 cat > "$root/etc/ssh/sshd_config.d/k8slab.conf" <<'CONF'
 HostKey /etc/ssh/ssh_host_ed25519_key
 PermitRootLogin yes

@@ -9,12 +9,13 @@
 set -euo pipefail
 cache=${1:?usage: build-image.sh CACHE_DIR PUBKEY_FILE}
 pubkey=${2:?usage: build-image.sh CACHE_DIR PUBKEY_FILE}
-mirror=${K8SLAB_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p; s/^deb \(http[^ ]*debian\)\/* bookworm .*/\1/p' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1 || true)}
-mirror=${mirror:-http://deb.debian.org/debian}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib/debian-node.sh
+. "$here/../lib/debian-node.sh"
 out=$cache/base.qcow2
 # The cache is keyed by this script: changing how the image is made
 # rebuilds it, and node disks made from the old image are dropped.
-stamp=$(sha256sum "$0" | cut -d' ' -f1)
+stamp=$(cat "$0" "$here/../lib/debian-node.sh" | sha256sum | cut -d' ' -f1)
 if [ -f "$out" ] && [ "$(cat "$cache/image.sha256" 2>/dev/null)" = "$stamp" ]; then
   echo "image: cached at $out"; exit 0
 fi
@@ -24,22 +25,9 @@ work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
 pkgs=systemd,systemd-sysv,dbus,udev,kmod,initramfs-tools,linux-image-amd64,openssh-server,iproute2,iptables,nftables,conntrack,socat,ebtables,ethtool,ca-certificates,sudo,procps,curl,libnss-myhostname
-echo "image: debootstrap bookworm from $mirror"
-debootstrap --variant=minbase --include="$pkgs" bookworm "$root" "$mirror" > "$work/debootstrap.log" 2>&1 || {
-  tail -30 "$work/debootstrap.log" >&2; exit 1; }
-
-# Identity comes from the first boot, never from the image.
-: > "$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname" "$root"/etc/ssh/ssh_host_*
+echo -n "image: "
+debian_node "$root" "$pkgs" "$work/debootstrap.log"
 echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" > "$root/etc/fstab"
-# debootstrap copied the build machine's resolver. Lab nodes have no DNS
-# server and must never aim traffic outside the lab: with no nameserver
-# line glibc asks only the node's own loopback. Each node resolves its
-# own name through nss-myhostname.
-printf '# k8slab lab node: no DNS server on this network\n' > "$root/etc/resolv.conf"
-sed -i 's/^hosts:.*/hosts:          files myhostname dns/' "$root/etc/nsswitch.conf"
-echo "root:gns3" | chroot "$root" chpasswd
-install -d -m 0700 "$root/root/.ssh"
 install -m 0600 "$pubkey" "$root/root/.ssh/authorized_keys"
 cat > "$root/etc/ssh/sshd_config.d/k8slab.conf" <<'CONF'
 # ed25519 only: RSA key generation costs seconds under emulation.
