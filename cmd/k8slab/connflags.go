@@ -104,6 +104,8 @@ type session struct {
 	unlockLocal func()
 	// recorded: the control plane holds a cluster record (recordedSession).
 	recorded bool
+	// command is the subcommand, for messages.
+	command string
 }
 
 // lock takes the run lock on every node (commands that change nodes);
@@ -146,6 +148,9 @@ func (s *session) lockLocal(command string, force bool) error {
 
 // lockNodes takes the lock on every node, after lockLocal.
 func (s *session) lockNodes(ctx context.Context) error {
+	if err := s.guardLab(); err != nil {
+		return err
+	}
 	start := time.Now()
 	release, err := lock.Acquire(ctx, s.hosts, s.me, s.lockOpts)
 	if err != nil {
@@ -217,11 +222,6 @@ func openSession(c *cli.Context, command string) (*session, error) {
 	if err != nil {
 		return nil, badInput("--nodes: %v", err)
 	}
-	for _, t := range targets {
-		if lab := topology.OutsideLab(topology.DefaultStateRoot, t.Host); lab != "" {
-			return nil, badInput("--nodes: %s is a node of the lab %s, whose addresses exist only in its network namespaces: run k8slab lab exec -- k8slab %s ... (from here the connection would leave this machine)", t.Host, lab, command)
-		}
-	}
 	policy, err := ssh.ParseHostKeyPolicy(c.String("host-key-policy"))
 	if err != nil {
 		return nil, badInput("%v", err)
@@ -268,7 +268,7 @@ func openSession(c *cli.Context, command string) (*session, error) {
 	if err != nil {
 		return nil, badInput("--ssh-key/--known-hosts: %v", err)
 	}
-	s := &session{pool: pool, json: out == "json"}
+	s := &session{pool: pool, json: out == "json", command: command}
 	for _, t := range targets {
 		cl, err := pool.Host(t)
 		if err != nil {
@@ -298,12 +298,29 @@ func openSession(c *cli.Context, command string) (*session, error) {
 // lock) came one after the other: 13.7 s + 9.8 s before one run's
 // reinstall's first phase. A node that cannot be reached here is
 // reported by whatever uses it next.
-func (s *session) dialAll(ctx context.Context) {
+func (s *session) dialAll(ctx context.Context) error {
+	if err := s.guardLab(); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	for _, cl := range s.clients {
 		wg.Go(func() { cl.Connect(ctx) })
 	}
 	wg.Wait()
+	return nil
+}
+
+// guardLab refuses, before the first connection, a node that is one of a
+// lab's addresses while this process is outside that lab's namespaces:
+// the connection would leave this machine by its default route.
+func (s *session) guardLab() error {
+	for _, cl := range s.clients {
+		t, _ := ssh.ParseTarget(cl.Name())
+		if lab := topology.OutsideLab(topology.DefaultStateRoot, t.Host); lab != "" {
+			return badInput("--nodes: %s is a node of the lab %s, whose addresses exist only in its network namespaces: run k8slab lab exec -- k8slab %s ... (from here the connection would leave this machine)", t.Host, lab, s.command)
+		}
+	}
+	return nil
 }
 
 // connectStep dials every node first, so "unreachable" and "auth failed"

@@ -31,6 +31,9 @@ func execCommand() *cli.Command {
 				return err
 			}
 			defer s.Close()
+			if err := s.guardLab(); err != nil {
+				return err
+			}
 			var mu sync.Mutex
 			outputs := map[string]*bytes.Buffer{}
 			ctx := c.Context

@@ -23,6 +23,9 @@ func factsCommand() *cli.Command {
 				return err
 			}
 			defer s.Close()
+			if err := s.guardLab(); err != nil {
+				return err
+			}
 			var mu sync.Mutex
 			facts := map[string]provision.Facts{}
 			s.runner.Run(c.Context, s.connectStep())

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -69,13 +70,31 @@ func installFlags(names ...string) []cli.Flag {
 	return out
 }
 
-// acceptedArtifacts is --artifacts, hidden, for commands that do not use
-// it: scripts pass one flag set to reinstall and verify alike
-// (scripts/regression.sh).
-func acceptedArtifacts() cli.Flag {
-	f := installFlags("artifacts")[0].(*cli.StringFlag)
-	f.Hidden = true
-	return f
+// acceptedInstallFlags are install's flags that a command does not use
+// (all but those it shows), hidden: scripts pass one flag set to
+// reinstall and verify alike (scripts/regression.sh), and the help shows
+// only what the command uses.
+func acceptedInstallFlags(shown ...string) []cli.Flag {
+	var out []cli.Flag
+	for _, f := range installFlags(installFlagNames...) {
+		if slices.Contains(shown, f.Names()[0]) {
+			continue
+		}
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			f.Hidden = true
+		case *cli.StringSliceFlag:
+			f.Hidden = true
+		case *cli.BoolFlag:
+			f.Hidden = true
+		case *cli.IntFlag:
+			f.Hidden = true
+		case *cli.DurationFlag:
+			f.Hidden = true
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 // installFlagNames is every install flag (install and plan take all).

@@ -11,7 +11,7 @@ func kubeconfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "kubeconfig",
 		Usage: "write <name>.kubeconfig (0600) for the installed cluster; --merge-kubeconfig merges it",
-		Flags: append(append(connFlags(), clusterFlags()...), append(installFlags("kubeconfig-dir", "merge-kubeconfig"), acceptedArtifacts())...),
+		Flags: append(append(connFlags(), clusterFlags()...), append(installFlags("kubeconfig-dir", "merge-kubeconfig"), acceptedInstallFlags("kubeconfig-dir", "merge-kubeconfig")...)...),
 		Action: func(c *cli.Context) error {
 			s, cfg, _, err := recordedSession(c, "kubeconfig", false)
 			if err != nil {

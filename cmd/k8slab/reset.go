@@ -34,7 +34,10 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	s.dialAll(c.Context)
+	if err := s.dialAll(c.Context); err != nil {
+		s.abandon()
+		return nil, nil, nil, err
+	}
 	cpTarget, _ := ssh.ParseTarget(cfg.ControlPlane)
 	for _, cl := range s.clients {
 		if t, _ := ssh.ParseTarget(cl.Name()); t.Host != cpTarget.Host {
@@ -144,7 +147,7 @@ func resetCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reset",
 		Usage: "undo Kubernetes on the nodes (keeps containerd, binaries and images unless --all)",
-		Flags: append(append(append(connFlags(), clusterFlags()...), resetFlags()...), acceptedArtifacts(),
+		Flags: append(append(append(append(connFlags(), clusterFlags()...), resetFlags()...), acceptedInstallFlags()...),
 			&cli.BoolFlag{Name: "all", Usage: "also remove containerd, images, binaries and k8slab's OS settings"}),
 		Action: func(c *cli.Context) error {
 			s, cfg, _, err := recordedSession(c, "reset", true)

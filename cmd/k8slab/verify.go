@@ -19,7 +19,7 @@ func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "verify",
 		Usage: "check the installed cluster: named checks, each PASS, FAIL or SKIP with a reason",
-		Flags: append(append(connFlags(), clusterFlags()...), acceptedArtifacts(),
+		Flags: append(append(append(connFlags(), clusterFlags()...), acceptedInstallFlags()...),
 			&cli.DurationFlag{Name: "pod-timeout", Value: 4 * time.Minute, Usage: "limit for each test pod to start and give its verdict (emulated nodes take minutes)"},
 			&cli.DurationFlag{Name: "api-wait", Value: 2 * time.Minute, Usage: "how long the API server may time out or refuse before verify judges it down"},
 			&cli.DurationFlag{Name: "settle", Value: 2 * time.Minute, Usage: "how long node and pod checks may take to pass after a fresh (re)install (0: judge the first reading)"}),
