@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -49,13 +51,12 @@ func TestE2EContainers(t *testing.T) {
 	}
 	t.Logf("phases: %s", phaseSummary(parseReport(t, r.stdout)))
 
-	verifyAll := func(step string) {
+	judge := func(step string, code int, stdout, stderr string) {
 		t.Helper()
-		r := runCLI(t, lab, env, "verify", "--output", "json")
-		keepReport(t, "containers-verify-"+step, r.stdout)
+		keepReport(t, "containers-verify-"+step, stdout)
 		var rep verifyReport
-		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-			t.Fatalf("verify %s: exit %d: %v\n%s", step, r.code, err, tail(r.stderr, 20))
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("verify %s: exit %d: %v\n%s", step, code, err, tail(stderr, 20))
 		}
 		for _, c := range rep.Data.Checks {
 			t.Logf("verify %s: %s %s: %s", step, c.Status, c.Name, c.Reason)
@@ -63,9 +64,14 @@ func TestE2EContainers(t *testing.T) {
 				t.Errorf("verify %s: %s is %s: %s", step, c.Name, c.Status, c.Reason)
 			}
 		}
-		if r.code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 12 {
-			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, r.code, rep.Data.Verdict, len(rep.Data.Checks))
+		if code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 17 {
+			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, code, rep.Data.Verdict, len(rep.Data.Checks))
 		}
+	}
+	verifyAll := func(step string) {
+		t.Helper()
+		r := runCLI(t, lab, env, "verify", "--output", "json")
+		judge(step, r.code, r.stdout, r.stderr)
 	}
 	verifyAll("install")
 	checkPodRoutes(t, e)
@@ -101,15 +107,29 @@ func TestE2EContainers(t *testing.T) {
 		t.Errorf("the no-op re-run took %s, more than 10 %% of the install (%s)", rerun.Round(time.Second), install.Round(time.Second))
 	}
 
-	start = time.Now()
-	r = runCLI(t, lab, env, append([]string{"reinstall", "--yes"}, e.args[1:]...)...)
-	reinstall := time.Since(start)
-	keepReport(t, "containers-reinstall", r.stdout)
-	t.Logf("reinstall: %s (%.0f %% of the install), exit %d", reinstall.Round(time.Second), 100*reinstall.Seconds()/install.Seconds(), r.code)
-	if r.code != 0 {
-		t.Fatalf("reinstall exit %d\n%s", r.code, tail(r.stderr, 30))
+	// reinstall as a scripted regression cycle runs it: scripts/regression.sh
+	// with the flags a user would give (the record holds the rest), its
+	// reinstall's and verify's JSON reports judged as above.
+	out := t.TempDir()
+	script, _ := filepath.Abs("../../scripts/regression.sh")
+	so, err := labCmd(t, lab, append(env, "K8SLAB="+binPath, "OUT="+out), script, "1", "--nodes", "172.31.3.11", "--artifacts", os.Getenv("K8SLAB_BUNDLE")).CombinedOutput()
+	t.Logf("scripts/regression.sh 1: %v\n%s", err, tail(string(so), 20))
+	var rcs [2]int
+	if _, serr := fmt.Sscanf(string(so), "cycle 1: reinstall exit %d, verify exit %d", &rcs[0], &rcs[1]); serr != nil || err != nil || !strings.Contains(string(so), "1 cycles, 0 failed") {
+		t.Errorf("regression.sh 1: %v, %v", err, serr)
 	}
-	verifyAll("reinstall")
+	readOut := func(name string) string { b, _ := os.ReadFile(filepath.Join(out, name)); return string(b) }
+	keepReport(t, "containers-reinstall", readOut("cycle-1-reinstall.json"))
+	var rr struct {
+		DurationMS int64 `json:"duration_ms"`
+	}
+	json.Unmarshal([]byte(readOut("cycle-1-reinstall.json")), &rr)
+	reinstall := time.Duration(rr.DurationMS) * time.Millisecond
+	t.Logf("reinstall: %s (%.0f %% of the install), exit %d", reinstall.Round(time.Second), 100*reinstall.Seconds()/install.Seconds(), rcs[0])
+	if rcs[0] != 0 || reinstall == 0 {
+		t.Fatalf("reinstall exit %d\n%s", rcs[0], tail(readOut("cycle-1-reinstall.log"), 30))
+	}
+	judge("reinstall", rcs[1], readOut("cycle-1-verify.json"), readOut("cycle-1-verify.log"))
 
 	start = time.Now()
 	r = runCLI(t, lab, env, "reset", "--yes", "--output", "json")
