@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -516,6 +517,35 @@ func TestCLIHelpShowsEachCommandsOwnFlags(t *testing.T) {
 		installOnly := strings.Contains(r.stdout, "--mirror") || strings.Contains(r.stdout, "--join-parallel") || strings.Contains(r.stdout, "--fix-machine-id") || strings.Contains(r.stdout, "--only")
 		if want := cmd == "plan" || cmd == "install"; installOnly != want {
 			t.Errorf("%s --help lists install's own flags: %v, want %v", cmd, installOnly, want)
+		}
+	}
+}
+
+// TestCompletionFlagsAndValues asks the binary what the completion
+// scripts ask it (the words so far, the one being completed last).
+func TestCompletionFlagsAndValues(t *testing.T) {
+	for _, c := range []struct {
+		words     []string
+		want, not []string
+	}{
+		{[]string{"install", "--calico-encapsulation", ""}, []string{"IPIP", "VXLAN", "None"}, nil},
+		{[]string{"install", "--only", ""}, phaseNames(), nil},
+		{[]string{"verify", "--host-key-policy", "a"}, []string{"strict", "accept-new", "insecure"}, nil},
+		{[]string{"reset", "--ho"}, []string{"--host-key-policy", "--yes"}, []string{"--mirror", "--join-parallel"}},
+		{[]string{"lab", "u"}, []string{"up", "down", "status", "exec"}, nil},
+		{[]string{"fa"}, []string{"facts", "install", "verify"}, nil},
+	} {
+		r := runCLI(t, nil, nil, append(c.words, "--generate-bash-completion")...)
+		got := strings.Fields(r.stdout)
+		for _, w := range c.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("%q: completions %v lack %s", c.words, got, w)
+			}
+		}
+		for _, w := range c.not {
+			if slices.Contains(got, w) {
+				t.Errorf("%q: completions %v offer %s", c.words, got, w)
+			}
 		}
 	}
 }

@@ -45,6 +45,7 @@ func newApp() *cli.App {
 	}
 	app.OnUsageError = onUsageError(app.Flags)
 	usageErrors(app.Commands)
+	completeAll(app)
 	return app
 }
 
