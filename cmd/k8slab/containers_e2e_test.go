@@ -103,9 +103,9 @@ func TestE2EContainers(t *testing.T) {
 	if after := started(); after != servicesBefore {
 		t.Errorf("the no-op re-run restarted containerd or the kubelet:\nbefore\n%safter\n%s", servicesBefore, after)
 	}
-	// The target is 10 %: measured 7-11 % here (11 % with another build
-	// loading the machine). The check fails well before a restart or an
-	// upload would show, which the service and pod checks above catch.
+	// The target is 10 %; measured 11 % (14 s of 2m3s, with a VM image
+	// build loading the machine), so the test holds it to 15 %. A restart
+	// or an upload, which made it 17 %, is caught by the checks above.
 	if rerun > install*15/100 {
 		t.Errorf("the no-op re-run took %s, more than 15 %% of the install (%s)", rerun.Round(time.Second), install.Round(time.Second))
 	}
