@@ -303,6 +303,17 @@ for c in iptables ip6tables; do
 	fi
 done
 if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; then ipvsadm -C && gone "ipvs services"; fi
+# Calico's ipsets (iptables dataplane), free once no rule names them.
+if command -v ipset >/dev/null 2>&1; then
+	for set in $(ipset list -n 2>/dev/null | grep '^cali'); do ipset destroy "$set" && gone "ipset $set"; done
+fi
+# Calico's routes (protocol 80: BIRD's to other nodes' pod blocks, the
+# blackhole for this node's own) outlive calico-node, and the next
+# cluster's IPAM may give those blocks to other nodes: a stale blackhole
+# would swallow their pods' traffic.
+for fam in -4 -6; do
+	if [ -n "$(ip $fam route show proto 80 2>/dev/null)" ]; then ip $fam route flush proto 80 && gone "ip $fam routes of Calico (protocol 80)"; fi
+done
 `
 
 // kubeadmUnitsStopScript stops k8slab's detached kubeadm runs (transient
@@ -436,6 +447,8 @@ for l in $(links); do
 	case "$l" in cali*|vxlan.calico|vxlan-v6.calico|kube-ipvs0|tunl0) echo "left=link $l${ipiperr:+ (modprobe -r ipip: $ipiperr)}";; esac
 done
 nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
+for fam in -4 -6; do [ -z "$(ip $fam route show proto 80 2>/dev/null)" ] || echo "left=ip $fam routes of Calico (protocol 80)"; done
+ipset list -n 2>/dev/null | grep -q '^cali' && echo "left=Calico's ipsets"
 systemctl is-active -q kubelet && echo "left=kubelet running"
 for p in /etc/kubernetes /var/lib/kubelet; do [ -e "$p" ] && echo "left=$p"; done
 ` + cniConfCheckScript
