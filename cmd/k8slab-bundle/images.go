@@ -90,18 +90,17 @@ const xtablesPlugins = "/usr/lib/x86_64-linux-gnu/xtables"
 // k8slab-iptables-wrapper, which picks the variant the node uses.
 func (b *builder) kubeProxyFiles(proxy imageFile) ([]imageFile, error) {
 	files := []imageFile{proxy, {src: b.path("work/k8slab-iptables-wrapper"), dst: "/usr/sbin/k8slab-iptables-wrapper", mode: 0o755}}
-	host, err := hostBinariesWithLibs("/usr/sbin/nft", "/usr/sbin/conntrack", "/usr/sbin/xtables-legacy-multi", "/usr/sbin/xtables-nft-multi")
-	if err != nil {
-		return nil, fmt.Errorf("kube-proxy image: %w (install nftables, conntrack and iptables on the build machine)", err)
-	}
-	files = append(files, host...)
 	plugins, err := filepath.Glob(filepath.Join(xtablesPlugins, "*.so"))
 	if err != nil || len(plugins) == 0 {
 		return nil, fmt.Errorf("kube-proxy image: no iptables plugins in %s (install iptables on the build machine)", xtablesPlugins)
 	}
-	for _, p := range plugins {
-		files = append(files, imageFile{src: p, dst: p, mode: 0o644})
+	// The plugins need libraries of their own (libxt_statistic: libm),
+	// which iptables-restore loads with them: ldd each one too.
+	host, err := hostBinariesWithLibs(append([]string{"/usr/sbin/nft", "/usr/sbin/conntrack", "/usr/sbin/xtables-legacy-multi", "/usr/sbin/xtables-nft-multi"}, plugins...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kube-proxy image: %w (install nftables, conntrack and iptables on the build machine)", err)
 	}
+	files = append(files, host...)
 	link := func(name, to string) { files = append(files, imageFile{dst: "/usr/sbin/" + name, link: to}) }
 	for _, fam := range []string{"iptables", "ip6tables"} {
 		for _, suffix := range []string{"", "-save", "-restore"} {
