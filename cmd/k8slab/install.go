@@ -80,18 +80,8 @@ func acceptedInstallFlags(shown ...string) []cli.Flag {
 		if slices.Contains(shown, f.Names()[0]) {
 			continue
 		}
-		switch f := f.(type) {
-		case *cli.StringFlag:
-			f.Hidden = true
-		case *cli.StringSliceFlag:
-			f.Hidden = true
-		case *cli.BoolFlag:
-			f.Hidden = true
-		case *cli.IntFlag:
-			f.Hidden = true
-		case *cli.DurationFlag:
-			f.Hidden = true
-		}
+		_, hidden := flagFields(f)
+		*hidden = true
 		out = append(out, f)
 	}
 	return out
@@ -103,20 +93,28 @@ var installFlagNames = []string{"artifacts", "mirror", "only", "wait", "join-par
 // categorized puts flags under one heading of the help.
 func categorized(cat string, flags ...cli.Flag) []cli.Flag {
 	for _, f := range flags {
-		switch f := f.(type) {
-		case *cli.StringFlag:
-			f.Category = cat
-		case *cli.StringSliceFlag:
-			f.Category = cat
-		case *cli.BoolFlag:
-			f.Category = cat
-		case *cli.IntFlag:
-			f.Category = cat
-		case *cli.DurationFlag:
-			f.Category = cat
-		}
+		category, _ := flagFields(f)
+		*category = cat
 	}
 	return flags
+}
+
+// flagFields reaches the help fields every flag type has but no
+// interface gives.
+func flagFields(f cli.Flag) (category *string, hidden *bool) {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return &f.Category, &f.Hidden
+	case *cli.StringSliceFlag:
+		return &f.Category, &f.Hidden
+	case *cli.BoolFlag:
+		return &f.Category, &f.Hidden
+	case *cli.IntFlag:
+		return &f.Category, &f.Hidden
+	case *cli.DurationFlag:
+		return &f.Category, &f.Hidden
+	}
+	return new(string), new(bool)
 }
 
 // loadCluster builds the cluster description from the file and flags and
