@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,6 +319,41 @@ func TestCLIOnLab(t *testing.T) {
 		release()
 		if r := runCLI(t, lab, env, "install", "--only", "preflight", "--artifacts", t.TempDir()); r.code != exitBadInput || !strings.Contains(r.stderr, "--artifacts") {
 			t.Errorf("unlocked, an empty --artifacts dir: exit %d, want %d\n%s", r.code, exitBadInput, r.stderr)
+		}
+	})
+
+	t.Run("a run stopped by SIGTERM or a timeout reports ok: false", func(t *testing.T) {
+		okOf := func(stdout string) (bool, []string) {
+			var rep struct {
+				OK    bool `json:"ok"`
+				Hosts []struct {
+					Status string `json:"status"`
+				} `json:"hosts"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatalf("report: %v\n%s", err, stdout)
+			}
+			var st []string
+			for _, h := range rep.Hosts {
+				st = append(st, h.Status)
+			}
+			return rep.OK, st
+		}
+		cmd := cliCmd(t, lab, env, "exec", "--output", "json", "--", "sleep", "30")
+		var so bytes.Buffer
+		cmd.Stdout = &so
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		if ok, st := okOf(so.String()); ok || err == nil {
+			t.Errorf("SIGTERM: ok %v, exit %v, hosts %v", ok, err, st)
+		}
+		r := runCLI(t, lab, env, "exec", "--output", "json", "--timeout", "1s", "--", "sleep", "5")
+		if ok, st := okOf(r.stdout); ok || r.code != exitFailed {
+			t.Errorf("a command timing out: ok %v, exit %d, hosts %v", ok, r.code, st)
 		}
 	})
 
