@@ -489,11 +489,32 @@ func resumeInstalled(t *testing.T) (*e2e, time.Duration) {
 // verifyReport is verify's JSON.
 type verifyReport struct {
 	Data struct {
-		Verdict string `json:"verdict"`
-		Checks  []struct {
-			Name, Status, Reason string
-		} `json:"checks"`
+		Verdict string        `json:"verdict"`
+		Checks  []verifyCheck `json:"checks"`
 	} `json:"data"`
+}
+
+type verifyCheck struct{ Name, Status, Reason string }
+
+// judgeVerify keeps a verify's JSON report, logs every check, and fails
+// the test on a check bad says is bad (its reason, "" when fine), on a
+// non-zero exit, a verdict other than PASS, or fewer than min checks.
+func judgeVerify(t *testing.T, name string, code int, stdout, stderr string, min int, bad func(verifyCheck) string) {
+	t.Helper()
+	keepReport(t, name, stdout)
+	var rep verifyReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%s: exit %d: %v\n%s", name, code, err, tail(stderr, 20))
+	}
+	for _, c := range rep.Data.Checks {
+		t.Logf("%s: %s %s: %s", name, c.Status, c.Name, c.Reason)
+		if why := bad(c); why != "" {
+			t.Errorf("%s: %s %s: %s", name, c.Name, why, c.Reason)
+		}
+	}
+	if code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < min {
+		t.Errorf("%s: exit %d, verdict %s, %d checks", name, code, rep.Data.Verdict, len(rep.Data.Checks))
+	}
 }
 
 // keepReport saves a run's JSON where CI keeps artifacts (K8SLAB_E2E_REPORTS).
@@ -514,24 +535,16 @@ func lifecycle(t *testing.T, e *e2e, first time.Duration, resumed bool) {
 	t.Helper()
 	lab, env, sh, with := e.lab, e.env, e.sh, e.with
 	judge := func(step string, code int, stdout, stderr string) {
-		keepReport(t, "verify-"+step, stdout)
-		var rep verifyReport
-		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
-			t.Fatalf("verify %s: exit %d: %v\n%s", step, code, err, tail(stderr, 20))
-		}
-		for _, c := range rep.Data.Checks {
-			t.Logf("verify %s: %s %s: %s", step, c.Status, c.Name, c.Reason)
+		judgeVerify(t, "verify-"+step, code, stdout, stderr, 12, func(c verifyCheck) string {
 			needsCalico := strings.Contains(c.Reason, "calico-node not ready") || strings.Contains(c.Reason, "pod network")
 			switch {
 			case c.Status == "FAIL":
-				t.Errorf("verify %s: %s failed: %s", step, c.Name, c.Reason)
+				return "failed"
 			case c.Status == "SKIP" && !needsCalico:
-				t.Errorf("verify %s: %s skipped for another reason than Calico: %s", step, c.Name, c.Reason)
+				return "skipped for another reason than Calico"
 			}
-		}
-		if code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < 12 {
-			t.Errorf("verify %s: exit %d, verdict %s, %d checks", step, code, rep.Data.Verdict, len(rep.Data.Checks))
-		}
+			return ""
+		})
 	}
 	// Every judged verify gets the 10 min the reinstall's has (SETTLE):
 	// right after an install whose three workers joined at once, node1's
