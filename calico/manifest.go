@@ -21,6 +21,9 @@ type Options struct {
 	Encapsulation string
 	// Autodetect is IP_AUTODETECTION_METHOD, e.g. kubernetes-internal-ip.
 	Autodetect string
+	// Racks, when set, switch BGP to the AS-per-rack model: no node-to-node
+	// mesh, one BGPPeer per rack (see Peers).
+	Racks []Rack
 }
 
 // Modes returns the IPIP and VXLAN pool modes for an encapsulation.

@@ -167,39 +167,89 @@ func TestResourcesMatchTheCRDs(t *testing.T) {
 			}
 		}
 	}
-	objs, err := Resources(Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "IPIP", Autodetect: "kubernetes-internal-ip"})
+	mesh, err := Resources(Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "IPIP", Autodetect: "kubernetes-internal-ip"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kinds []string
-	for _, o := range objs {
-		b, _ := json.Marshal(o)
-		var m map[string]any
-		json.Unmarshal(b, &m)
-		kind := m["kind"].(string)
-		kinds = append(kinds, kind)
-		props, ok := schemas[kind]
-		if !ok {
-			t.Errorf("%s: no CRD %s in the release manifest", kind, CRDGroupVersion)
-			continue
-		}
-		for field, val := range m["spec"].(map[string]any) {
-			schema, ok := props[field].(map[string]any)
+	racks, err := Resources(Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "None", Autodetect: "kubernetes-internal-ip",
+		Racks: []Rack{{Name: "leaf1", Router: "172.31.3.1", ASN: 65001}, {Name: "leaf2", Router: "172.31.4.1", ASN: 65002}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := CalicoNodeStatus{TypeMeta: TypeMeta{APIVersion: CRDGroupVersion, Kind: "CalicoNodeStatus"}, Metadata: ObjectMeta{Name: "x"},
+		Spec: CalicoNodeStatusSpec{Node: "kube-node1", Classes: []string{"BGP"}, UpdatePeriodSeconds: 5}}
+	for _, tt := range []struct {
+		name  string
+		objs  []any
+		kinds string
+	}{
+		{"mesh", mesh, "BGPConfiguration,FelixConfiguration,IPPool"},
+		{"as-per-rack", racks, "BGPConfiguration,BGPPeer,BGPPeer,FelixConfiguration,IPPool"},
+		{"verify's node status", []any{status}, "CalicoNodeStatus"},
+	} {
+		var kinds []string
+		for _, o := range tt.objs {
+			b, _ := json.Marshal(o)
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			kind := m["kind"].(string)
+			kinds = append(kinds, kind)
+			props, ok := schemas[kind]
 			if !ok {
-				t.Errorf("%s.spec.%s is not in the CRD schema", kind, field)
+				t.Errorf("%s: no CRD %s in the release manifest", kind, CRDGroupVersion)
 				continue
 			}
-			if typ, _ := schema["type"].(string); typ != "" && !jsonTypeMatches(typ, val) {
-				t.Errorf("%s.spec.%s = %v: CRD wants %s", kind, field, val, typ)
-			}
-			if enum, ok := schema["enum"].([]any); ok && !inEnum(enum, val) {
-				t.Errorf("%s.spec.%s = %v: CRD allows only %v", kind, field, val, enum)
+			for field, val := range m["spec"].(map[string]any) {
+				schema, ok := props[field].(map[string]any)
+				if !ok {
+					t.Errorf("%s.spec.%s is not in the CRD schema", kind, field)
+					continue
+				}
+				if typ, _ := schema["type"].(string); typ != "" && !jsonTypeMatches(typ, val) {
+					t.Errorf("%s.spec.%s = %v: CRD wants %s", kind, field, val, typ)
+				}
+				if enum, ok := schema["enum"].([]any); ok && !inEnum(enum, val) {
+					t.Errorf("%s.spec.%s = %v: CRD allows only %v", kind, field, val, enum)
+				}
+				if items, ok := schema["items"].(map[string]any); ok {
+					if enum, ok := items["enum"].([]any); ok {
+						for _, v := range val.([]any) {
+							if !inEnum(enum, v) {
+								t.Errorf("%s.spec.%s item %v: CRD allows only %v", kind, field, v, enum)
+							}
+						}
+					}
+				}
 			}
 		}
+		sort.Strings(kinds)
+		if strings.Join(kinds, ",") != tt.kinds {
+			t.Errorf("%s: kinds %v, want %s", tt.name, kinds, tt.kinds)
+		}
 	}
-	sort.Strings(kinds)
-	if strings.Join(kinds, ",") != "BGPConfiguration,FelixConfiguration,IPPool" {
-		t.Errorf("kinds: %v", kinds)
+}
+
+func TestAsPerRackResources(t *testing.T) {
+	objs, err := Resources(Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "None",
+		Racks: []Rack{{Name: "leaf2", Router: "172.31.4.1", ASN: 65002}, {Name: "leaf1", Router: "172.31.3.1", ASN: 65001}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(objs)
+	got := string(b)
+	for _, want := range []string{
+		`"nodeToNodeMeshEnabled":false`,
+		`"ipipMode":"Never","vxlanMode":"Never","natOutgoing":true`,
+		`{"apiVersion":"crd.projectcalico.org/v1","kind":"BGPPeer","metadata":{"name":"k8slab-rack-leaf1"},"spec":{"nodeSelector":"topology.kubernetes.io/zone == 'leaf1'","peerIP":"172.31.3.1","asNumber":65001}}`,
+		`"name":"k8slab-rack-leaf2"},"spec":{"nodeSelector":"topology.kubernetes.io/zone == 'leaf2'","peerIP":"172.31.4.1","asNumber":65002}`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("resources lack %s:\n%s", want, got)
+		}
+	}
+	p, _ := json.Marshal(NodePatch(Rack{Name: "leaf1", Router: "172.31.3.1", ASN: 65001}))
+	if string(p) != `{"metadata":{"annotations":{"projectcalico.org/ASNumber":"65001"},"labels":{"topology.kubernetes.io/zone":"leaf1"}}}` {
+		t.Errorf("node patch %s", p)
 	}
 }
 

@@ -66,8 +66,8 @@ type BGPConfiguration struct {
 // BGPConfigurationSpec holds the settings k8slab sets.
 type BGPConfigurationSpec struct {
 	LogSeverityScreen string `json:"logSeverityScreen,omitempty"`
-	// NodeToNodeMeshEnabled: nodes peer with each other; peering with the
-	// lab's routers instead (encapsulation None) is a later step.
+	// NodeToNodeMeshEnabled: nodes peer with each other (off when they
+	// peer with their racks' routers instead).
 	NodeToNodeMeshEnabled bool   `json:"nodeToNodeMeshEnabled"`
 	ASNumber              uint32 `json:"asNumber,omitempty"`
 }
@@ -86,6 +86,10 @@ func Resources(o Options) ([]any, error) {
 	felix := FelixConfiguration{TypeMeta: meta("FelixConfiguration"), Metadata: ObjectMeta{Name: "default"},
 		Spec: FelixConfigurationSpec{LogSeverityScreen: "Info", ReportingInterval: "0s"}}
 	bgp := BGPConfiguration{TypeMeta: meta("BGPConfiguration"), Metadata: ObjectMeta{Name: "default"},
-		Spec: BGPConfigurationSpec{LogSeverityScreen: "Info", NodeToNodeMeshEnabled: o.Encapsulation != "VXLAN", ASNumber: 64512}}
-	return []any{pool, felix, bgp}, nil
+		Spec: BGPConfigurationSpec{LogSeverityScreen: "Info", NodeToNodeMeshEnabled: o.Encapsulation != "VXLAN" && len(o.Racks) == 0, ASNumber: 64512}}
+	out := []any{pool, felix, bgp}
+	for _, p := range Peers(o.Racks) {
+		out = append(out, p)
+	}
+	return out, nil
 }

@@ -46,6 +46,16 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# BIRD 1.6 (Debian's bird; it conflicts with bird2), unpacked into the
+# cache: tests parse `k8slab fabric config --dialect bird1` with it.
+bird1=$HOME/.cache/k8slab/bird1
+if [ ! -x "$bird1/usr/sbin/bird" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq bird 2>/dev/null || { apt-get update -qq && apt-get download -qq bird; })
+  mkdir -p "$bird1"
+  dpkg -x "$tmp"/bird_1.6*.deb "$bird1"
+  rm -rf "$tmp"
+fi
 # The package may start a system bird/sshd: the lab runs its own per
 # namespace and does not need or touch them.
 mkdir -p /run/sshd

@@ -38,6 +38,10 @@ type Lab struct {
 	VM *VMOptions
 	// Container, when set, boots the nodes as systemd containers.
 	Container *ContainerOptions
+	// CalicoPeering, when set (the cluster's pod network), has every
+	// leaf also peer with its rack's nodes as `k8slab fabric config`
+	// generates it, for Calico's AS-per-rack mode.
+	CalicoPeering netip.Prefix
 
 	mu    sync.Mutex
 	state labState
@@ -439,6 +443,18 @@ func (l *Lab) startRouters(ctx context.Context) error {
 		conf, err := BirdConfig(r)
 		if err != nil {
 			return err
+		}
+		if l.CalicoPeering.IsValid() {
+			for _, rack := range l.Spec.Racks() {
+				if rack.Router != r.Name {
+					continue
+				}
+				peering, err := FabricConfig(rack, Bird2, l.CalicoPeering)
+				if err != nil {
+					return err
+				}
+				conf += "\n" + peering
+			}
 		}
 		cf := filepath.Join(dir, "bird.conf")
 		if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {

@@ -421,6 +421,15 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 		{"verify: zero pod timeout", []string{"verify", "--nodes", "172.31.3.11", "--pod-timeout", "0s"}, "--pod-timeout: must be positive"},
 		{"verify: zero API wait", []string{"verify", "--nodes", "172.31.3.11", "--api-wait", "0s"}, "--api-wait: must be positive"},
 		{"install: bad mirror", []string{"install", "--nodes", "172.31.3.11,172.31.3.12,172.31.4.11,172.31.4.12", "--mirror", "nope"}, `--mirror "nope"`},
+		{"install: as-per-rack without racks", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "as-per-rack"}, "calico bgp as-per-rack needs the racks' routers (--rack NAME=ROUTER@ASN, or --lab FILE)"},
+		{"install: as-per-rack with VXLAN", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "as-per-rack", "--rack", "leaf1=172.31.3.1@65001", "--calico-encapsulation", "VXLAN"}, "encapsulation must be None"},
+		{"install: bad rack", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "as-per-rack", "--rack", "leaf1=172.31.3.1"}, `--rack: "leaf1=172.31.3.1" is not NAME=ROUTER@ASN`},
+		{"install: racks two ways", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "as-per-rack", "--rack", "leaf1=172.31.3.1@65001", "--lab", "../../testdata/labs/gns3-reference.yaml"}, "--rack and --lab"},
+		{"install: racks without as-per-rack", []string{"install", "--nodes", "172.31.3.11", "--rack", "leaf1=172.31.3.1@65001"}, "calico racks: only used with calico bgp as-per-rack (bgp is mesh)"},
+		{"install: unknown BGP mode", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "full-mesh"}, `calico-bgp: "full-mesh"`},
+		{"fabric config: no such router", []string{"fabric", "config", "--router", "spine"}, `--router: "spine" has no rack of nodes (routers with racks: leaf1, leaf2)`},
+		{"fabric config: bad pod CIDR", []string{"fabric", "config", "--pod-cidr", "172.31.128.1/18"}, `--pod-cidr: "172.31.128.1/18"`},
+		{"fabric config: bad dialect", []string{"fabric", "config", "--dialect", "frr"}, `--dialect: "frr" is not bird2 or bird1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -432,6 +441,33 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(logDir); len(entries) > 0 {
 		t.Errorf("a refused run created %d run directories", len(entries))
+	}
+}
+
+// TestCLIFabricConfig: the router side for the reference lab, as the
+// golden files in testdata/fabric hold it, one block per leaf.
+func TestCLIFabricConfig(t *testing.T) {
+	r := runCLI(t, nil, nil, "fabric", "config", "--pod-cidr", "172.31.128.0/18")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var want string
+	for i, leaf := range []string{"leaf1", "leaf2"} {
+		b, err := os.ReadFile("../../testdata/fabric/gns3-reference/" + leaf + ".bird2.conf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			want += "\n"
+		}
+		want += "# ===== router " + leaf + " =====\n" + string(b)
+	}
+	if r.stdout != want {
+		t.Errorf("fabric config:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	one := runCLI(t, nil, nil, "fabric", "config", "--pod-cidr", "172.31.128.0/18", "--router", "leaf2", "--dialect", "bird1")
+	if one.code != 0 || strings.Contains(one.stdout, "leaf1") || !strings.Contains(one.stdout, "bgp_next_hop = 172.31.4.1") {
+		t.Errorf("--router leaf2 --dialect bird1: exit %d\n%s", one.code, one.stdout)
 	}
 }
 
@@ -510,7 +546,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		t.Errorf("--version: exit %d %q", r.code, r.stdout)
 	}
 	r := runCLI(t, nil, nil, "install", "--help")
-	if !strings.Contains(r.stdout, "of: "+strings.Join(phaseNames(), ", ")) || !strings.Contains(r.stdout, "dns, calico, join, rollout, kubeconfig") {
+	if !strings.Contains(r.stdout, "of: "+strings.Join(phaseNames(), ", ")) || !strings.Contains(r.stdout, "dns, calico, join, peering, rollout, kubeconfig") {
 		t.Errorf("--only's help does not list the phases in order:\n%s", r.stdout)
 	}
 }

@@ -52,6 +52,8 @@ func completionCommand() *cli.Command {
 func flagValues() map[string][]string {
 	return map[string][]string{
 		"calico-encapsulation": {"IPIP", "VXLAN", "None"},
+		"calico-bgp":           {"mesh", "as-per-rack"},
+		"dialect":              {"bird2", "bird1"},
 		"kube-proxy-mode":      {"iptables", "nftables"},
 		"host-key-policy":      {"strict", "accept-new", "insecure"},
 		"output":               {"text", "json"},

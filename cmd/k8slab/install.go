@@ -42,6 +42,9 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "calico-encapsulation", Usage: "IPIP | VXLAN | None (default IPIP, CrossSubnet)"},
 		&cli.StringFlag{Name: "kube-proxy-mode", Usage: "iptables | nftables (default: nftables on kernels 5.13 and newer, else iptables)"},
 		&cli.StringFlag{Name: "calico-autodetect", Usage: "Calico IP_AUTODETECTION_METHOD (default kubernetes-internal-ip)"},
+		&cli.StringFlag{Name: "calico-bgp", Usage: "mesh (default: nodes peer with each other) | as-per-rack (each node peers with its rack's router, pods routed by the fabric; needs --rack or --lab)"},
+		&cli.StringSliceFlag{Name: "rack", Usage: "as-per-rack: a rack's router and AS, `NAME=ROUTER@ASN` (e.g. rack1=172.31.3.1@65001; repeatable); a node is in the rack whose router is on its subnet"},
+		&cli.StringFlag{Name: "lab", Usage: "as-per-rack: take the racks from a lab description `FILE` (each router with nodes, its address and AS)"},
 	)
 }
 
@@ -170,6 +173,24 @@ func loadConfig(c *cli.Context) (*cluster.Config, error) {
 	set("calico-encapsulation", &cfg.Calico.Encapsulation)
 	set("calico-autodetect", &cfg.Calico.Autodetect)
 	set("kube-proxy-mode", &cfg.KubeProxyMode)
+	set("calico-bgp", &cfg.Calico.BGP)
+	if c.IsSet("rack") && c.IsSet("lab") {
+		return nil, badInput("--rack and --lab: give the racks one way")
+	}
+	if c.IsSet("rack") {
+		racks, err := cluster.ParseRacks(c.StringSlice("rack"))
+		if err != nil {
+			return nil, badInput("%v", err)
+		}
+		cfg.Calico.Racks = racks
+	}
+	if f := c.String("lab"); f != "" {
+		racks, err := labRacks(f)
+		if err != nil {
+			return nil, badInput("--lab: %v", err)
+		}
+		cfg.Calico.Racks = racks
+	}
 	set("artifacts", &cfg.Artifacts)
 	if c.IsSet("etcd") {
 		cfg.Etcd = list(c.String("etcd"))

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +66,7 @@ func labCommand() *cli.Command {
 					&cli.StringFlag{Name: "vm-dir", Value: defaultVMDir(), Usage: "with --vms: image and node disks (scripts/vm/build-image.sh fills it)", EnvVars: []string{"K8SLAB_VM_DIR"}},
 					&cli.StringFlag{Name: "accel", Value: "auto", Usage: "with --vms: auto (probe KVM, else TCG) | tcg | kvm"},
 					&cli.DurationFlag{Name: "boot-timeout", Value: 10 * time.Minute, Usage: "with --vms: how long to wait for every node's SSH"},
+					&cli.StringFlag{Name: "calico-peering", Usage: "the leaves also peer with their racks' nodes for Calico's AS-per-rack mode (install --calico-bgp as-per-rack), accepting pod routes within `POD_CIDR`; the configuration is k8slab fabric config's"},
 				),
 				Action: func(c *cli.Context) error {
 					lab, err := loadLab(c)
@@ -73,6 +75,13 @@ func labCommand() *cli.Command {
 					}
 					if c.Bool("vms") && c.Bool("containers") {
 						return badInput("--vms and --containers: choose one kind of node")
+					}
+					if v := c.String("calico-peering"); v != "" {
+						p, err := netip.ParsePrefix(v)
+						if err != nil || !p.Addr().Is4() || p.Masked() != p {
+							return badInput("--calico-peering: %q is not the pod network (an IPv4 network address with prefix, e.g. 172.31.128.0/18)", v)
+						}
+						lab.CalicoPeering = p
 					}
 					if c.Bool("containers") {
 						dir := c.String("container-dir")

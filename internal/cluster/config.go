@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/ssh"
@@ -60,6 +61,74 @@ type Calico struct {
 	Autodetect string `json:"autodetect,omitempty"`
 	// BlockSize is the IPAM block prefix length per node (default 26).
 	BlockSize int `json:"blockSize,omitempty"`
+	// BGP is how Calico's routes are exchanged: "mesh" (the default: every
+	// node peers with every other, pods cross racks encapsulated) or
+	// "as-per-rack" (Calico's L3 interconnect fabric model: each rack's
+	// router and its nodes form one AS, the router reflects routes, and
+	// the fabric routes pods natively, without encapsulation).
+	BGP string `json:"bgp,omitempty"`
+	// Racks are the routers the nodes peer with in as-per-rack mode; a
+	// node belongs to the rack whose router is on its own subnet.
+	Racks []Rack `json:"racks,omitempty"`
+}
+
+// Rack is one top-of-rack router and the AS it shares with its nodes.
+type Rack struct {
+	// Name becomes the nodes' topology.kubernetes.io/zone label.
+	Name   string `json:"name"`
+	Router string `json:"router"`
+	ASN    uint32 `json:"asn"`
+}
+
+// Calico BGP modes.
+const (
+	BGPMesh      = "mesh"
+	BGPAsPerRack = "as-per-rack"
+)
+
+// ParseRacks reads --rack values: NAME=ROUTER@ASN, comma-separated or
+// repeated ("rack1=172.31.3.1@65001,rack2=172.31.4.1@65002").
+func ParseRacks(values []string) ([]Rack, error) {
+	var out []Rack
+	for _, v := range values {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			name, rest, ok1 := strings.Cut(f, "=")
+			router, asn, ok2 := strings.Cut(rest, "@")
+			n, err := strconv.ParseUint(asn, 10, 32)
+			if !ok1 || !ok2 || err != nil {
+				return nil, fmt.Errorf("--rack: %q is not NAME=ROUTER@ASN (e.g. rack1=172.31.3.1@65001)", f)
+			}
+			out = append(out, Rack{Name: name, Router: router, ASN: uint32(n)})
+		}
+	}
+	return out, nil
+}
+
+// RackOf finds the rack whose router is on a node's subnet (the node's
+// address with its prefix, as the node has it on its default-route
+// interface): that router is where the node's iBGP session goes.
+func (c *Config) RackOf(node string, subnet netip.Prefix) (Rack, error) {
+	var found []Rack
+	for _, r := range c.Calico.Racks {
+		if a, err := netip.ParseAddr(r.Router); err == nil && subnet.Masked().Contains(a) {
+			found = append(found, r)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		var all []string
+		for _, r := range c.Calico.Racks {
+			all = append(all, r.Name+" "+r.Router)
+		}
+		return Rack{}, fmt.Errorf("%s (%s): no rack's router is on its subnet (racks: %s); as-per-rack peering needs the node's router on its own subnet", node, subnet, strings.Join(all, ", "))
+	default:
+		return Rack{}, fmt.Errorf("%s (%s): racks %s and %s both have their router on its subnet", node, subnet, found[0].Name, found[1].Name)
+	}
 }
 
 // Defaults as the user's kubespray inventory had them.
@@ -105,8 +174,15 @@ func (c *Config) Default() {
 	if c.Calico.Version == "" {
 		c.Calico.Version = DefaultCalicoVersion
 	}
+	if c.Calico.BGP == "" {
+		c.Calico.BGP = BGPMesh
+	}
 	if c.Calico.Encapsulation == "" {
 		c.Calico.Encapsulation = DefaultEncapsulation
+		if c.Calico.BGP == BGPAsPerRack {
+			// The fabric knows every pod block: nothing to tunnel.
+			c.Calico.Encapsulation = "None"
+		}
 	}
 	if c.Calico.Autodetect == "" {
 		c.Calico.Autodetect = DefaultAutodetect
@@ -207,6 +283,40 @@ func (c *Config) Validate() error {
 	default:
 		bad("calico-encapsulation: %q is not IPIP, VXLAN or None", c.Calico.Encapsulation)
 	}
+	switch c.Calico.BGP {
+	case BGPMesh:
+		if len(c.Calico.Racks) > 0 {
+			bad("calico racks: only used with calico bgp %s (bgp is %s)", BGPAsPerRack, c.Calico.BGP)
+		}
+	case BGPAsPerRack:
+		if c.Calico.Encapsulation != "None" {
+			bad("calico-encapsulation: %s with calico bgp %s: the fabric routes pods natively, encapsulation must be None", c.Calico.Encapsulation, BGPAsPerRack)
+		}
+		if len(c.Calico.Racks) == 0 {
+			bad("calico racks: calico bgp %s needs the racks' routers (--rack NAME=ROUTER@ASN, or --lab FILE)", BGPAsPerRack)
+		}
+	default:
+		bad("calico-bgp: %q is not %s or %s", c.Calico.BGP, BGPMesh, BGPAsPerRack)
+	}
+	rackNames, routers := map[string]bool{}, map[string]bool{}
+	for _, r := range c.Calico.Racks {
+		if !validLabelValue(r.Name) {
+			bad("calico racks: name %q must be letters, digits, '-', '_' or '.' (at most 63; it becomes the nodes' topology.kubernetes.io/zone label)", r.Name)
+		}
+		if rackNames[r.Name] {
+			bad("calico racks: %q is listed twice", r.Name)
+		}
+		rackNames[r.Name] = true
+		if a, err := netip.ParseAddr(r.Router); err != nil || !a.Is4() {
+			bad("calico racks: %s: router %q is not an IPv4 address", r.Name, r.Router)
+		} else if routers[r.Router] {
+			bad("calico racks: %s: router %s is another rack's too", r.Name, r.Router)
+		}
+		routers[r.Router] = true
+		if r.ASN == 0 {
+			bad("calico racks: %s: asn must be 1-4294967295", r.Name)
+		}
+	}
 	if c.Calico.BlockSize < 20 || c.Calico.BlockSize > 32 {
 		bad("calico block size: %d is outside 20-32", c.Calico.BlockSize)
 	}
@@ -279,6 +389,20 @@ func (c *Config) CheckNetworks(nodeSubnets map[string][]netip.Prefix) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validLabelValue is Kubernetes' rule for a label value (non-empty here).
+func validLabelValue(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && !((r == '-' || r == '_' || r == '.') && i > 0 && i < len(s)-1) {
+			return false
+		}
+	}
+	return true
 }
 
 func validName(s string) bool {

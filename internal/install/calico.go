@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/calico"
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/phase"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,13 +34,37 @@ func (*Calico) Name() string { return "calico" }
 
 func (c *Calico) options() calico.Options {
 	return calico.Options{PodCIDR: c.Cluster.PodCIDR, BlockSize: c.Cluster.Calico.BlockSize,
-		Encapsulation: c.Cluster.Calico.Encapsulation, Autodetect: c.Cluster.Calico.Autodetect}
+		Encapsulation: c.Cluster.Calico.Encapsulation, Autodetect: c.Cluster.Calico.Autodetect, Racks: c.racks()}
+}
+
+// racks are the cluster's racks as Calico's resources take them (none in
+// mesh mode).
+func (c *Context) racks() []calico.Rack {
+	if c.Cluster.Calico.BGP != cluster.BGPAsPerRack {
+		return nil
+	}
+	var out []calico.Rack
+	for _, r := range c.Cluster.Calico.Racks {
+		out = append(out, calico.Rack{Name: r.Name, Router: r.Router, ASN: r.ASN})
+	}
+	return out
 }
 
 func (c *Calico) Plan() []phase.Step {
 	ipip, vxlan, _ := c.options().Modes()
-	return []phase.Step{{Node: "", Action: fmt.Sprintf("calico %s: manifest with CALICO_IPV4POOL_CIDR=%s, IPIP %s, VXLAN %s, IP_AUTODETECTION_METHOD=%s; IPPool, FelixConfiguration, BGPConfiguration (server-side apply); NetworkPolicy is enforced by Calico",
-		c.Cluster.Calico.Version, c.Cluster.PodCIDR, ipip, vxlan, c.Cluster.Calico.Autodetect)}}
+	bgp := "BGPConfiguration (server-side apply)"
+	if racks := c.racks(); len(racks) > 0 {
+		bgp = "BGPConfiguration without the node-to-node mesh, one BGPPeer per rack ("
+		for i, r := range racks {
+			if i > 0 {
+				bgp += ", "
+			}
+			bgp += fmt.Sprintf("%s: %s AS%d", r.Name, r.Router, r.ASN)
+		}
+		bgp += ") (server-side apply)"
+	}
+	return []phase.Step{{Node: "", Action: fmt.Sprintf("calico %s: manifest with CALICO_IPV4POOL_CIDR=%s, IPIP %s, VXLAN %s, IP_AUTODETECTION_METHOD=%s; IPPool, FelixConfiguration, %s; NetworkPolicy is enforced by Calico",
+		c.Cluster.Calico.Version, c.Cluster.PodCIDR, ipip, vxlan, c.Cluster.Calico.Autodetect, bgp)}}
 }
 
 func (c *Calico) Run(ctx context.Context) error {

@@ -138,6 +138,7 @@ func Phases(c *Context) []phase.Phase {
 		&DNS{c},
 		&Calico{c},
 		&Join{c},
+		&Peering{c},
 		&Rollout{c},
 		&Kubeconfig{c},
 	}

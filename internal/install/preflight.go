@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -224,6 +225,13 @@ func (p *Preflight) check(probes map[string]probe) []string {
 		}
 		if p.Cluster.Calico.Encapsulation == "IPIP" && !f.IPIP {
 			bad(node, "Calico's IPIP encapsulation needs the ipip kernel module, which kernel %s does not have (use --calico-encapsulation VXLAN)", f.Kernel)
+		}
+		if p.Cluster.Calico.BGP == cluster.BGPAsPerRack {
+			if subnet, err := netip.ParsePrefix(f.DefaultAddr); err != nil {
+				bad(node, "no address on its default route (%q): as-per-rack peering finds a node's rack by its subnet", f.DefaultAddr)
+			} else if _, err := p.Cluster.RackOf(node, subnet); err != nil {
+				problems = append(problems, err.Error())
+			}
 		}
 		if node == p.Cluster.ControlPlane {
 			if f.CPUs < 2 {

@@ -90,6 +90,13 @@ func Run(ctx context.Context, c Cluster) []Check {
 	out = append(out, serviceCheck(ctx, c))
 	out = append(out, ippoolCheck(ctx, c))
 	out = append(out, calicoCheck(podNetSkip, len(nodes.Items)))
+	if c.Config.Calico.BGP == cluster.BGPAsPerRack {
+		every := c.settleEvery
+		if every == 0 {
+			every = 5 * time.Second
+		}
+		out = append(out, bgpCheck(ctx, c, nodes.Items, 2*time.Minute, every))
+	}
 	timeout := c.PodTimeout
 	if timeout == 0 {
 		timeout = defaultPodTimeout

@@ -1,0 +1,81 @@
+package install
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/k8slab/k8slab/calico"
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/phase"
+	"k8s.io/apimachinery/pkg/types"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Peering puts every node into its rack for Calico's AS-per-rack mode: the
+// zone label the rack's BGPPeer selects and the rack's AS number, on the
+// Node object. It runs once every node has joined (a Node exists only
+// then); calico-node's BIRD picks both up without a restart. In mesh mode
+// it has nothing to do.
+type Peering struct{ *Context }
+
+func (*Peering) Name() string { return "peering" }
+
+// rackOf is the node's rack, from its subnet as preflight read it.
+func (c *Context) rackOf(node string) (cluster.Rack, error) {
+	subnet, err := netip.ParsePrefix(c.Facts(node).DefaultAddr)
+	if err != nil {
+		return cluster.Rack{}, fmt.Errorf("%s: no address on its default route (%q) to find its rack by", node, c.Facts(node).DefaultAddr)
+	}
+	return c.Cluster.RackOf(node, subnet)
+}
+
+func (p *Peering) Plan() []phase.Step {
+	if p.Cluster.Calico.BGP != cluster.BGPAsPerRack {
+		return []phase.Step{{Action: "nothing (calico bgp mesh: nodes peer with each other)"}}
+	}
+	var steps []phase.Step
+	for _, n := range p.Cluster.Nodes {
+		r, err := p.rackOf(n)
+		if err != nil {
+			steps = append(steps, phase.Step{Node: n, Action: fmt.Sprintf("label %s=<its rack>, annotate %s=<its rack's AS> (racks are matched by subnet once preflight has run)", calico.ZoneLabel, calico.ASNAnnotation)})
+			continue
+		}
+		steps = append(steps, phase.Step{Node: n, Action: fmt.Sprintf("label %s=%s, annotate %s=%d: iBGP with %s", calico.ZoneLabel, r.Name, calico.ASNAnnotation, r.ASN, r.Router)})
+	}
+	return steps
+}
+
+func (p *Peering) Run(ctx context.Context) error {
+	if p.Cluster.Calico.BGP != cluster.BGPAsPerRack {
+		return nil
+	}
+	cl, err := p.kubeClient()
+	if err != nil {
+		return err
+	}
+	status := p.Runner.StatusWriter()
+	for _, n := range p.Cluster.Nodes {
+		r, err := p.rackOf(n)
+		if err != nil {
+			return err
+		}
+		name := p.Facts(n).Hostname
+		node, err := cl.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("%s: reading Node %s: %w", n, name, err)
+		}
+		asn := fmt.Sprint(r.ASN)
+		if node.Labels[calico.ZoneLabel] == r.Name && node.Annotations[calico.ASNAnnotation] == asn {
+			continue
+		}
+		patch, _ := json.Marshal(calico.NodePatch(calico.Rack{Name: r.Name, Router: r.Router, ASN: r.ASN}))
+		if _, err := cl.Kube.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("%s: labelling Node %s with its rack: %w", n, name, err)
+		}
+		fmt.Fprintf(status, "peering: %s in rack %s (AS%d): iBGP with %s\n", name, r.Name, r.ASN, r.Router)
+	}
+	return nil
+}
