@@ -660,6 +660,19 @@ func (l *Lab) problems(ctx context.Context) []string {
 	return probs
 }
 
+// bgpState reads a BGP session's state from a `birdc show protocols`
+// line: the first BGP state word after the protocol's own state (BIRD's
+// "since" column may take one or two words), else that protocol state.
+func bgpState(f []string) string {
+	for _, w := range f[4:] {
+		switch w {
+		case "Established", "Active", "Connect", "Idle", "OpenSent", "OpenConfirm", "Close":
+			return w
+		}
+	}
+	return f[3]
+}
+
 // Status is the lab's observable state.
 type Status struct {
 	Name    string         `json:"name"`
@@ -674,7 +687,9 @@ type Status struct {
 type RouterStatus struct {
 	Name     string            `json:"name"`
 	Sessions map[string]string `json:"sessions"`
-	Missing  []string          `json:"missingRoutes,omitempty"`
+	// NodePeers are the sessions with Calico nodes (--calico-peering).
+	NodePeers map[string]string `json:"nodePeers,omitempty"`
+	Missing   []string          `json:"missingRoutes,omitempty"`
 }
 
 // SSHStatus says whether a member's sshd answers.
@@ -715,10 +730,17 @@ func (l *Lab) status(ctx context.Context) Status {
 			for _, line := range strings.Split(string(out), "\n") {
 				f := strings.Fields(line)
 				if len(f) >= 4 && f[1] == "BGP" {
-					if len(f) >= 6 {
-						rs.Sessions[f[0]] = f[len(f)-1]
+					state := bgpState(f)
+					// The fabric's own sessions make the lab up; sessions
+					// with Calico nodes (--calico-peering) come up only
+					// once a cluster runs, and are reported apart.
+					if _, fabric := rs.Sessions[f[0]]; fabric {
+						rs.Sessions[f[0]] = state
 					} else {
-						rs.Sessions[f[0]] = f[3]
+						if rs.NodePeers == nil {
+							rs.NodePeers = map[string]string{}
+						}
+						rs.NodePeers[f[0]] = state
 					}
 				}
 			}
@@ -910,6 +932,15 @@ func (l *Lab) RestartSSH(ctx context.Context, member string, how SSHRestart) err
 		return err
 	}
 	return l.waitReady(ctx)
+}
+
+// Birdc asks a router's BIRD (show protocols, show route ...).
+func (l *Lab) Birdc(ctx context.Context, router string, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "birdc", append([]string{"-s", l.birdSocket(router)}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: birdc %s: %w: %s", router, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
 
 // Run executes a command line inside a member's namespace (for tests and

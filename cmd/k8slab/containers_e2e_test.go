@@ -175,13 +175,7 @@ func TestE2EContainers(t *testing.T) {
 // other-rack node's through the VXLAN device (CrossSubnet).
 func checkPodRoutes(t *testing.T, e *e2e) {
 	t.Helper()
-	blocks := map[string][]string{}
-	out := e.kubectl(`get blockaffinities.crd.projectcalico.org -o jsonpath='{range .items[*]}{.spec.node}={.spec.cidr} {end}'`)
-	for _, f := range strings.Fields(out) {
-		if node, cidr, ok := strings.Cut(f, "="); ok {
-			blocks[node] = append(blocks[node], cidr)
-		}
-	}
+	blocks, out := podBlocks(t, e)
 	want := map[string]string{"kube-node2": "dev eth0", "kube-node3": "dev vxlan.calico", "kube-node4": "dev vxlan.calico"}
 	for _, node := range []string{"kube-node2", "kube-node3", "kube-node4"} {
 		if len(blocks[node]) == 0 {
@@ -196,4 +190,18 @@ func checkPodRoutes(t *testing.T, e *e2e) {
 			}
 		}
 	}
+}
+
+// podBlocks are the pod blocks Calico's IPAM gave each node, by node name
+// (and the affinities as read, for messages).
+func podBlocks(t *testing.T, e *e2e) (map[string][]string, string) {
+	t.Helper()
+	blocks := map[string][]string{}
+	out := e.kubectl(`get blockaffinities.crd.projectcalico.org -o jsonpath='{range .items[*]}{.spec.node}={.spec.cidr} {end}'`)
+	for _, f := range strings.Fields(out) {
+		if node, cidr, ok := strings.Cut(f, "="); ok {
+			blocks[node] = append(blocks[node], cidr)
+		}
+	}
+	return blocks, out
 }

@@ -206,20 +206,14 @@ func printLabStatus(st topology.Status) {
 	fmt.Printf("lab %s: %s\n", st.Name, state)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	for _, r := range st.Routers {
-		names := make([]string, 0, len(r.Sessions))
-		for n := range r.Sessions {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		var sess []string
-		for _, n := range names {
-			sess = append(sess, n+"="+r.Sessions[n])
-		}
 		missing := "all node subnets routed"
 		if len(r.Missing) > 0 {
 			missing = "missing " + strings.Join(r.Missing, ",")
 		}
-		fmt.Fprintf(tw, "router %s\tBGP %s\t%s\n", r.Name, strings.Join(sess, " "), missing)
+		fmt.Fprintf(tw, "router %s\tBGP %s\t%s\n", r.Name, sessions(r.Sessions), missing)
+		if len(r.NodePeers) > 0 {
+			fmt.Fprintf(tw, "\tCalico nodes %s\t\n", sessions(r.NodePeers))
+		}
 	}
 	for _, s := range st.SSH {
 		open := "ssh open"
@@ -232,4 +226,18 @@ func printLabStatus(st topology.Status) {
 	for _, i := range st.Issues {
 		fmt.Println("issue:", i)
 	}
+}
+
+// sessions lists BGP sessions as name=state, sorted by name.
+func sessions(m map[string]string) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []string
+	for _, n := range names {
+		out = append(out, n+"="+m[n])
+	}
+	return strings.Join(out, " ")
 }

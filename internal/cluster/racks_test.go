@@ -96,3 +96,25 @@ func TestModeChangeShowsInTheDiff(t *testing.T) {
 		t.Errorf("diff %v", d)
 	}
 }
+
+// A record written before the BGP mode existed holds mesh, its default:
+// a re-run of such a cluster is not a changed setting.
+func TestRecordWithoutBGPModeIsMesh(t *testing.T) {
+	now := reference()
+	b, err := now.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.ReplaceAll(string(b), "  bgp: mesh\n", "")
+	if old == string(b) {
+		t.Fatalf("the record has no bgp line to drop:\n%s", b)
+	}
+	rec, err := Parse([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Default()
+	if d := now.Diff(rec); len(d) > 0 {
+		t.Errorf("an old record differs: %v", d)
+	}
+}

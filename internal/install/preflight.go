@@ -107,6 +107,8 @@ func (p *Preflight) compareRecord(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("host %s: %s: %w", p.Cluster.ControlPlane, cluster.RecordPath, err)
 	}
+	// A record written before a setting existed holds its default.
+	rec.Default()
 	if diff := p.Cluster.Diff(rec); len(diff) > 0 {
 		if !p.Force {
 			return &RecordMismatch{ControlPlane: p.Cluster.ControlPlane, Diff: diff}

@@ -78,7 +78,7 @@ func Up(t testing.TB) *topology.Lab {
 // UpContainers builds the reference lab with systemd containers as nodes
 // (K8SLAB_CONTAINER_DIR, default ~/.cache/k8slab/container, holds the
 // rootfs make container-rootfs builds). Its name is the e2e lab's.
-func UpContainers(t testing.TB) *topology.Lab {
+func UpContainers(t testing.TB, configure ...func(*topology.Lab)) *topology.Lab {
 	t.Helper()
 	Require(t)
 	dir := ContainerDir()
@@ -86,7 +86,7 @@ func UpContainers(t testing.TB) *topology.Lab {
 	if err := ctr.CheckRootfs(); err != nil {
 		t.Fatal(err) // the make target builds the rootfs first: missing is a failure
 	}
-	return up(t, nil, ctr, LabName())
+	return upSpec(t, k8slab.ReferenceLab, nil, ctr, LabName(), configure...)
 }
 
 // UpContainersFile is UpContainers for another lab description (its own
@@ -175,7 +175,7 @@ func up(t testing.TB, vm *topology.VMOptions, ctr *topology.ContainerOptions, na
 	return upSpec(t, k8slab.ReferenceLab, vm, ctr, name)
 }
 
-func upSpec(t testing.TB, labFile []byte, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string) *topology.Lab {
+func upSpec(t testing.TB, labFile []byte, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string, configure ...func(*topology.Lab)) *topology.Lab {
 	t.Helper()
 	spec, err := topology.Parse(labFile)
 	if err != nil {
@@ -191,6 +191,9 @@ func upSpec(t testing.TB, labFile []byte, vm *topology.VMOptions, ctr *topology.
 	lab.Logf = t.Logf
 	lab.VM = vm
 	lab.Container = ctr
+	for _, f := range configure {
+		f(lab)
+	}
 	timeout := 60 * time.Second
 	if ctr != nil {
 		timeout = 3 * time.Minute

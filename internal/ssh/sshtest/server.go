@@ -1,8 +1,9 @@
-// Package sshtest is a SIMULATED SSH endpoint: a minimal in-process
-// x/crypto/ssh server that answers every exec request with "ok". It exists
-// for the fan-out benchmark, where 200 real sshd processes would measure
-// the machine rather than k8slab. It proves nothing about real OpenSSH:
-// the transport's real tests run against sshd in the namespace lab.
+// Package sshtest serves the fan-out benchmarks. Start is a SIMULATED SSH
+// endpoint: a minimal in-process x/crypto/ssh server that answers every
+// exec request with "ok", so k8slab's own cost shows without 200 sshd
+// logins loading the machine; it proves nothing about real OpenSSH.
+// StartOpenSSH runs real sshd processes on loopback, for the CPU each
+// host costs the workstation against real servers.
 package sshtest
 
 import (
