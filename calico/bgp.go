@@ -1,9 +1,16 @@
 package calico
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 )
 
 // Peering: Calico's "AS per rack" model of an L3 interconnect fabric. Each
@@ -129,4 +136,87 @@ func PeeringProblems(node string, r Rack, peers []BGPPeerState) string {
 		return ""
 	}
 	return node + ":" + problem[1:]
+}
+
+var nodeStatusGVR = schema.GroupVersionResource{Group: "crd.projectcalico.org", Version: "v1", Resource: "caliconodestatuses"}
+
+// PeerReader asks calico-node on each node for its BGP sessions: one
+// CalicoNodeStatus per node, which calico-node fills every few seconds
+// (no login to the nodes). Close deletes them.
+type PeerReader struct {
+	res   dynamic.NamespaceableResourceInterface
+	names map[string]string // node -> object
+}
+
+// NewPeerReader creates the status objects for nodes; prefix names them
+// after their user ("k8slab-verify", "k8slab-rollout").
+func NewPeerReader(ctx context.Context, dyn dynamic.Interface, prefix string, nodes []string) (*PeerReader, error) {
+	p := &PeerReader{res: dyn.Resource(nodeStatusGVR), names: map[string]string{}}
+	for _, n := range nodes {
+		name := prefix + "-" + n
+		obj := CalicoNodeStatus{
+			TypeMeta: TypeMeta{APIVersion: CRDGroupVersion, Kind: "CalicoNodeStatus"},
+			Metadata: ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "k8slab"}},
+			Spec:     CalicoNodeStatusSpec{Node: n, Classes: []string{"BGP"}, UpdatePeriodSeconds: 5},
+		}
+		b, _ := json.Marshal(obj)
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		p.res.Delete(ctx, name, metav1.DeleteOptions{}) // a leftover of a killed run
+		if _, err := p.res.Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}); err != nil {
+			p.Close(ctx)
+			return nil, fmt.Errorf("creating CalicoNodeStatus for %s: %w", n, err)
+		}
+		p.names[n] = name
+	}
+	return p, nil
+}
+
+// Peers returns a node's sessions as last reported; ok is false while
+// calico-node has not reported yet.
+func (p *PeerReader) Peers(ctx context.Context, node string) (peers []BGPPeerState, ok bool, err error) {
+	u, err := p.res.Get(ctx, p.names[node], metav1.GetOptions{})
+	if err != nil {
+		return nil, false, err
+	}
+	var st CalicoNodeStatus
+	b, _ := json.Marshal(u.Object)
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, false, err
+	}
+	if st.Status == nil || st.Status.LastUpdated == "" {
+		return nil, false, nil
+	}
+	return st.Status.BGP.PeersV4, true, nil
+}
+
+// Close deletes the status objects (also when ctx has ended).
+func (p *PeerReader) Close(ctx context.Context) {
+	for _, name := range p.names {
+		p.res.Delete(context.WithoutCancel(ctx), name, metav1.DeleteOptions{})
+	}
+}
+
+// RackProblems reads every node's sessions once and judges them against
+// its rack (PeeringProblems); nodes maps node name to rack. It returns
+// the problems and the nodes peered as they should be.
+func (p *PeerReader) RackProblems(ctx context.Context, nodes map[string]Rack) (problems, good []string) {
+	for node, r := range nodes {
+		peers, ok, err := p.Peers(ctx, node)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", node, err))
+		case !ok:
+			problems = append(problems, node+": calico-node has not reported its BGP sessions")
+		default:
+			if pr := PeeringProblems(node, r, peers); pr != "" {
+				problems = append(problems, pr)
+			} else {
+				good = append(good, fmt.Sprintf("%s↔%s", node, r.Router))
+			}
+		}
+	}
+	sort.Strings(problems)
+	sort.Strings(good)
+	return problems, good
 }

@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/phase"
+	"k8s.io/client-go/dynamic"
 )
 
 // Rollout waits, once every node has joined, for calico-node on every node
@@ -28,6 +30,9 @@ type RolloutIncomplete struct {
 	// LastRead is set when the final read failed and Nodes come from an
 	// earlier one.
 	LastRead error
+	// Peering is, in as-per-rack mode, what is wrong with each node's BGP
+	// session with its rack's router, as calico-node reports it.
+	Peering []string
 }
 
 func (e *RolloutIncomplete) Error() string {
@@ -50,6 +55,9 @@ func (e *RolloutIncomplete) Error() string {
 			fmt.Fprintf(&b, "\n  %s: %s", w.Name, w.Problem)
 		}
 	}
+	for _, p := range e.Peering {
+		fmt.Fprintf(&b, "\n  %s", p)
+	}
 	return b.String()
 }
 
@@ -68,7 +76,46 @@ func (r *Rollout) Run(ctx context.Context) error {
 	read := func(ctx context.Context) (calico.Status, error) {
 		return calico.Rollout(ctx, cl.Kube)
 	}
-	return watchRollout(ctx, read, r.WaitRollout, r.Wait, 5*time.Second, r.Runner.StatusWriter())
+	err = watchRollout(ctx, read, r.WaitRollout, r.Wait, 5*time.Second, r.Runner.StatusWriter())
+	var inc *RolloutIncomplete
+	if errors.As(err, &inc) && len(r.racks()) > 0 {
+		inc.Peering = r.peeringProblems(ctx, cl.Dyn)
+	}
+	return err
+}
+
+// peeringProblems says, for a rollout that did not finish in as-per-rack
+// mode, which node's session with its rack's router is not Established
+// and in what state, as calico-node reports it (given 20 s to report).
+func (r *Rollout) peeringProblems(ctx context.Context, dyn dynamic.Interface) []string {
+	racks := map[string]calico.Rack{}
+	var names []string
+	for _, n := range r.Cluster.Nodes {
+		rack, err := r.rackOf(n)
+		if err != nil {
+			continue
+		}
+		name := r.Facts(n).Hostname
+		names = append(names, name)
+		racks[name] = calico.Rack{Name: rack.Name, Router: rack.Router, ASN: rack.ASN}
+	}
+	reader, err := calico.NewPeerReader(ctx, dyn, "k8slab-rollout", names)
+	if err != nil {
+		return []string{"BGP sessions could not be read: " + err.Error()}
+	}
+	defer reader.Close(ctx)
+	var problems []string
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		problems, _ = reader.RackProblems(ctx, racks)
+		if len(problems) == 0 || time.Now().After(deadline) {
+			return problems
+		}
+		select {
+		case <-ctx.Done():
+			return problems
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 // rolloutReader reads calico-node's rollout and the nodes' readiness.

@@ -68,3 +68,16 @@ func TestWatchRollout(t *testing.T) {
 		})
 	}
 }
+
+// An incomplete rollout in as-per-rack mode names each node whose session
+// with its rack's router is not up, with the router, AS and state.
+func TestRolloutIncompleteNamesThePeering(t *testing.T) {
+	e := &RolloutIncomplete{Wait: time.Minute, Status: calico.Status{Nodes: []calico.NodeReport{
+		{Node: "kube-node3", Ready: true, Calico: "calico/node is not ready: BIRD is not ready: BGP not established with 172.31.4.1"}}},
+		Peering: []string{calico.PeeringProblems("kube-node3", calico.Rack{Name: "leaf2", Router: "172.31.4.1", ASN: 65002},
+			[]calico.BGPPeerState{{PeerIP: "172.31.4.1", State: "Active", Type: "GlobalPeer"}})}}
+	want := "\n  kube-node3: calico-node calico/node is not ready: BIRD is not ready: BGP not established with 172.31.4.1\n  kube-node3: BGP with 172.31.4.1 (AS65002) Active"
+	if got := e.Error(); !strings.HasSuffix(got, want) {
+		t.Errorf("got %q, want it to end with %q", got, want)
+	}
+}

@@ -22,7 +22,7 @@ import (
 // get the status a calico-node would write for their node.
 func calicoNodeAnswering(peers map[string][]calico.BGPPeerState) *dynfake.FakeDynamicClient {
 	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{nodeStatusGVR: "CalicoNodeStatusList"})
+		map[schema.GroupVersionResource]string{{Group: "crd.projectcalico.org", Version: "v1", Resource: "caliconodestatuses"}: "CalicoNodeStatusList"})
 	dc.PrependReactor("create", "caliconodestatuses", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		u := a.(k8stesting.CreateAction).GetObject().(*unstructured.Unstructured)
 		node, _, _ := unstructured.NestedString(u.Object, "spec", "node")
@@ -87,7 +87,7 @@ func TestBGPCheck(t *testing.T) {
 			if got.Status != tt.status || !strings.Contains(got.Reason, tt.reason) {
 				t.Errorf("%s: %s, want %s containing %q", got.Status, got.Reason, tt.status, tt.reason)
 			}
-			left, err := dc.Resource(nodeStatusGVR).List(context.Background(), metav1.ListOptions{})
+			left, err := dc.Resource(schema.GroupVersionResource{Group: "crd.projectcalico.org", Version: "v1", Resource: "caliconodestatuses"}).List(context.Background(), metav1.ListOptions{})
 			if err != nil || len(left.Items) != 0 {
 				t.Errorf("CalicoNodeStatus objects left behind: %v %v", left, err)
 			}
