@@ -52,10 +52,11 @@ e2e: deps vm-image bundle
 
 # The container-node tier: the reference lab with systemd containers as
 # nodes, a whole install → verify → re-run → reinstall → reset cycle with
-# Calico (VXLAN) forwarding between racks. JSON reports in e2e-reports/.
+# Calico (VXLAN) forwarding between racks, then Calico peering with the
+# lab's BIRD leaves (AS per rack). JSON reports in e2e-reports/.
 e2e-containers: deps container-rootfs bundle
 	K8SLAB_E2E_CONTAINERS=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_CONTAINER_DIR=$(CONTAINER_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
-		$(GO) test -count=1 -timeout 40m -run 'E2EContainers' -v ./cmd/k8slab/
+		$(GO) test -count=1 -timeout 60m -run 'E2EContainers' -v ./cmd/k8slab/
 
 # The install tier (not in CI: close to an hour under emulation): a full
 # k8slab install on the VM lab and the lab engineer's loop on it (no-op

@@ -17,6 +17,8 @@ import (
 
 	"github.com/k8slab/k8slab/internal/lock"
 	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/kubespray"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
 )
@@ -430,6 +432,10 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 		{"install: racks two ways", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "as-per-rack", "--rack", "leaf1=172.31.3.1@65001", "--lab", "../../testdata/labs/gns3-reference.yaml"}, "--rack and --lab"},
 		{"install: racks without as-per-rack", []string{"install", "--nodes", "172.31.3.11", "--rack", "leaf1=172.31.3.1@65001"}, "calico racks: only used with calico bgp as-per-rack (bgp is mesh)"},
 		{"install: unknown BGP mode", []string{"install", "--nodes", "172.31.3.11", "--calico-bgp", "full-mesh"}, `calico-bgp: "full-mesh"`},
+		{"install: inventory with flannel", []string{"install", "-i", "../../testdata/kubespray/bad-flannel/inventory.cfg"}, "k8s-cluster.yml:3: kube_network_plugin: flannel: k8slab installs Calico only"},
+		{"install: inventory and other nodes", []string{"install", "-i", "../../testdata/kubespray/seed/inventory.cfg", "--nodes", "10.0.0.1"}, "--nodes and --inventory name different hosts"},
+		{"install: inventory and cluster file", []string{"install", "-i", "../../testdata/kubespray/seed/inventory.cfg", "-f", "k8slab.yaml"}, "--file and --inventory"},
+		{"import: no inventory", []string{"import", "kubespray"}, "import kubespray: give one inventory"},
 		{"fabric config: no such router", []string{"fabric", "config", "--router", "spine"}, `--router: "spine" has no rack of nodes (routers with racks: leaf1, leaf2)`},
 		{"fabric config: bad pod CIDR", []string{"fabric", "config", "--pod-cidr", "172.31.128.1/18"}, `--pod-cidr: "172.31.128.1/18"`},
 		{"fabric config: bad dialect", []string{"fabric", "config", "--dialect", "frr"}, `--dialect: "frr" is not bird2 or bird1`},
@@ -444,6 +450,41 @@ func TestCLIBadInputTouchesNothing(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(logDir); len(entries) > 0 {
 		t.Errorf("a refused run created %d run directories", len(entries))
+	}
+}
+
+// TestCLIImportKubespray: the seed's inventory becomes a cluster file
+// (its ignored groups as comments) that describes the same cluster as
+// installing from the inventory itself; an existing file is not
+// overwritten.
+func TestCLIImportKubespray(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "k8slab.yaml")
+	r := runCLI(t, nil, nil, "import", "kubespray", "../../testdata/kubespray/seed/inventory.cfg", "-o", out)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "#   ../../testdata/kubespray/seed/inventory.cfg:27: [vault]: k8slab generates its own PKI") {
+		t.Errorf("the ignored list is not in the file:\n%s", b)
+	}
+	fromFile, err := cluster.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := kubespray.Load("../../testdata/kubespray/seed/inventory.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile.Default()
+	inv.Config.Default()
+	if d := inv.Config.Diff(fromFile); len(d) > 0 {
+		t.Errorf("the imported file differs from the inventory: %v", d)
+	}
+	if r := runCLI(t, nil, nil, "import", "kubespray", "../../testdata/kubespray/seed/inventory.cfg", "-o", out); r.code != exitBadInput || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("overwriting %s: exit %d %s", out, r.code, r.stderr)
 	}
 }
 

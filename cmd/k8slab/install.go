@@ -12,6 +12,7 @@ import (
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/install"
+	"github.com/k8slab/k8slab/internal/kubespray"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/provision"
@@ -31,6 +32,7 @@ const (
 func clusterFlags() []cli.Flag {
 	return categorized(catCluster,
 		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "cluster file (apiVersion k8slab.dev/v1alpha1, kind Cluster); flags override it"},
+		&cli.StringFlag{Name: "inventory", Aliases: []string{"i"}, Usage: "a kubespray inventory `PATH` (inventory.cfg, hosts.ini, hosts.yaml) with its group_vars and host_vars; flags override it"},
 		&cli.StringFlag{Name: "name", Usage: "cluster name (kubeconfig <name>.kubeconfig)"},
 		&cli.StringFlag{Name: "control-plane", Usage: "control plane node (default: the first node)"},
 		&cli.StringFlag{Name: "etcd", Usage: "comma list of etcd nodes (default: the first 3 nodes, or the control plane when fewer)"},
@@ -138,6 +140,30 @@ func loadCluster(c *cli.Context) (*cluster.Config, *provision.Bundle, error) {
 // seconds on a cold cache.
 func loadConfig(c *cli.Context) (*cluster.Config, error) {
 	cfg := &cluster.Config{}
+	if c.IsSet("file") && c.IsSet("inventory") {
+		return nil, badInput("--file and --inventory: give the cluster one way")
+	}
+	if path := c.String("inventory"); path != "" {
+		inv, err := kubespray.Load(path)
+		if err != nil {
+			return nil, badInput("--inventory %s:\n%v", path, err)
+		}
+		if c.IsSet("nodes") && !sameHosts(strings.Split(c.String("nodes"), ","), inv.Config.Nodes) {
+			return nil, badInput("--nodes and --inventory name different hosts (%s; the inventory: %s): give one", c.String("nodes"), strings.Join(inv.Config.Nodes, ","))
+		}
+		if len(inv.Ignored) > 0 {
+			fmt.Fprintf(os.Stderr, "kubespray inventory: %d settings ignored:\n  %s\n", len(inv.Ignored), strings.Join(inv.Ignored, "\n  "))
+		}
+		for _, k := range inv.KeyFiles {
+			if !c.IsSet("ssh-key") {
+				c.Set("ssh-key", k)
+			}
+		}
+		if inv.Password != "" && !c.IsSet("password") && !c.Bool("ask-password") {
+			c.Set("password", inv.Password)
+		}
+		cfg = inv.Config
+	}
 	if f := c.String("file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -156,7 +182,7 @@ func loadConfig(c *cli.Context) (*cluster.Config, error) {
 		}
 		return out
 	}
-	if c.IsSet("nodes") || len(cfg.Nodes) == 0 {
+	if c.IsSet("nodes") && !c.IsSet("inventory") || len(cfg.Nodes) == 0 {
 		cfg.Nodes = list(c.String("nodes"))
 	}
 	set := func(flag string, dst *string) {
@@ -203,6 +229,22 @@ func loadConfig(c *cli.Context) (*cluster.Config, error) {
 		return nil, badInput("%v", err)
 	}
 	return cfg, nil
+}
+
+// sameHosts: two node lists name the same hosts (users and ports aside).
+func sameHosts(a, b []string) bool {
+	hosts := func(nodes []string) []string {
+		var out []string
+		for _, n := range nodes {
+			if n = strings.TrimSpace(n); n != "" {
+				t, _ := ssh.ParseTarget(n)
+				out = append(out, t.Host)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(hosts(a), hosts(b))
 }
 
 // loadBundle verifies the --artifacts bundle against its manifest (nil

@@ -38,7 +38,7 @@ func newApp() *cli.App {
 			factsCommand(),
 			installCommand(), resetCommand(), verifyCommand(), reinstallCommand(), kubeconfigCommand(), reportCommand(),
 			planCommand(),
-			labCommand(), fabricCommand(),
+			labCommand(), fabricCommand(), importCommand(),
 			completionCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -63,7 +62,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 		}
 		cfg = rec
 		s.recorded = true
-		if !sameHosts(cfg.Nodes, s.clients) {
+		if !sameHosts(cfg.Nodes, clientNames(s.clients)) {
 			// The record knows more nodes than were named: act on all.
 			s.Close()
 			c.Set("nodes", strings.Join(cfg.Nodes, ","))
@@ -82,21 +81,6 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 	}
 	canonical(cfg, s.names())
 	return s, cfg, bundle, nil
-}
-
-func sameHosts(nodes []string, clients []*ssh.Client) bool {
-	var a, b []string
-	for _, n := range nodes {
-		t, _ := ssh.ParseTarget(n)
-		a = append(a, t.Host)
-	}
-	for _, cl := range clients {
-		t, _ := ssh.ParseTarget(cl.Name())
-		b = append(b, t.Host)
-	}
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
 }
 
 // resetFlags are those of the commands that reset nodes.
@@ -176,4 +160,12 @@ func resetCommand() *cli.Command {
 			return runExit(runErr, err)
 		},
 	}
+}
+
+func clientNames(clients []*ssh.Client) []string {
+	var out []string
+	for _, c := range clients {
+		out = append(out, c.Name())
+	}
+	return out
 }
