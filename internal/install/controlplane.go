@@ -60,7 +60,7 @@ func (c *ControlPlane) plannedProxyMode() string {
 
 // proxyMode picks nftables on kernels that have it (5.13+ is what
 // kube-proxy requires), else iptables.
-func (c *ControlPlane) proxyMode() string {
+func (c *Context) proxyMode() string {
 	if c.Cluster.KubeProxyMode != "" {
 		return c.Cluster.KubeProxyMode
 	}

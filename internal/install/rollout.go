@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/calico"
+	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
 	"k8s.io/client-go/dynamic"
 )
@@ -73,8 +74,17 @@ func (r *Rollout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	hosts := map[string]host.Host{}
+	for _, n := range r.Cluster.Nodes {
+		hosts[r.Facts(n).Hostname] = r.Hosts[n]
+	}
+	proxies := newProxyWatch(cl.Kube, hosts, r.Cluster.ServiceCIDR, r.proxyMode(), r.Runner.StatusWriter())
 	read := func(ctx context.Context) (calico.Status, error) {
-		return calico.Rollout(ctx, cl.Kube)
+		st, err := calico.Rollout(ctx, cl.Kube)
+		if err == nil && r.WaitRollout {
+			proxies.look(ctx, st)
+		}
+		return st, err
 	}
 	err = watchRollout(ctx, read, r.WaitRollout, r.Wait, 5*time.Second, r.Runner.StatusWriter())
 	var inc *RolloutIncomplete
