@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/k8slab/k8slab/internal/lock"
-	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/kubespray"
+	"github.com/k8slab/k8slab/internal/lock"
+	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
 )
