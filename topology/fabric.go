@@ -70,35 +70,12 @@ var fabricTmpl = template.Must(template.New("fabric").Funcs(template.FuncMap{"sy
 # from the nodes or sent to them. Include it beside the router's own
 # sessions (e.g. /etc/bird/k8s-rack.conf); its kernel protocol must export
 # BGP routes, so that pod traffic is forwarded.
-{{if eq .Dialect "bird2"}}
+
 filter k8slab_pods {
 	if net ~ [ {{.PodCIDR}}+ ] then accept;
 	reject;
 }
-
-template bgp k8slab_rack {
-	local {{.Local}} as {{.ASN}};
-	direct;
-	rr client;
-	# A node's BIRD restarts when its configuration changes: come back in
-	# seconds, not BIRD's default minutes.
-	connect retry time 5;
-	error wait time 5, 30;
-	ipv4 {
-		import filter k8slab_pods;
-		export filter k8slab_pods;
-		# Pod routes learned over eBGP (other racks) reach the nodes with
-		# this router as next hop; those reflected from the rack's own
-		# nodes keep the node's address, so traffic within the rack is direct.
-		next hop self ebgp;
-	};
-}
-{{else}}
-filter k8slab_pods {
-	if net ~ [ {{.PodCIDR}}+ ] then accept;
-	reject;
-}
-
+{{if eq .Dialect "bird1"}}
 filter k8slab_pods_to_nodes {
 	if ! (net ~ [ {{.PodCIDR}}+ ]) then reject;
 	# Pod routes learned over eBGP (other racks: their AS path is not empty)
@@ -108,7 +85,7 @@ filter k8slab_pods_to_nodes {
 	if bgp_path.len > 0 then bgp_next_hop = {{.Local}};
 	accept;
 }
-
+{{end}}
 template bgp k8slab_rack {
 	local {{.Local}} as {{.ASN}};
 	direct;
@@ -117,10 +94,21 @@ template bgp k8slab_rack {
 	# seconds, not BIRD's default minutes.
 	connect retry time 5;
 	error wait time 5, 30;
+{{- if eq .Dialect "bird2"}}
+	ipv4 {
+		import filter k8slab_pods;
+		export filter k8slab_pods;
+		# Pod routes learned over eBGP (other racks) reach the nodes with
+		# this router as next hop; those reflected from the rack's own
+		# nodes keep the node's address, so traffic within the rack is direct.
+		next hop self ebgp;
+	};
+{{- else}}
 	import filter k8slab_pods;
 	export filter k8slab_pods_to_nodes;
+{{- end}}
 }
-{{end}}{{range .Nodes}}
+{{range .Nodes}}
 protocol bgp {{symbol .Name}} from k8slab_rack {
 	neighbor {{.Addr}} as {{$.ASN}};
 }
