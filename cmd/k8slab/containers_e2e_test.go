@@ -41,25 +41,12 @@ func TestE2EContainers(t *testing.T) {
 		t.Fatalf("preflight with IPIP on a kernel without ipip: exit %d\n%s", r.code, tail(r.stderr, 20))
 	}
 
-	start := time.Now()
-	r = runCLI(t, lab, env, e.args...)
-	install := time.Since(start)
-	keepReport(t, "containers-install", r.stdout)
-	t.Logf("install: %s, exit %d\n%s", install.Round(time.Second), r.code, tail(r.stderr, 30))
-	if r.code != 0 {
-		t.Fatalf("install exit %d\n%s", r.code, r.stdout)
-	}
-	t.Logf("phases: %s", phaseSummary(parseReport(t, r.stdout)))
+	install := e.install(t, "containers-install", e.args)
 
 	// Every check PASS, none skipped: the pod network is real here.
 	judge := func(step string, code int, stdout, stderr string) {
 		t.Helper()
-		judgeVerify(t, "containers-verify-"+step, code, stdout, stderr, 17, func(c verifyCheck) string {
-			if c.Status != "PASS" {
-				return "is " + c.Status
-			}
-			return ""
-		})
+		judgeVerify(t, "containers-verify-"+step, code, stdout, stderr, 17, allPass)
 	}
 	verifyAll := func(step string) {
 		t.Helper()
@@ -82,7 +69,7 @@ func TestE2EContainers(t *testing.T) {
 	}
 	servicesBefore := started()
 
-	start = time.Now()
+	start := time.Now()
 	r = runCLI(t, lab, env, e.args...)
 	rerun := time.Since(start)
 	keepReport(t, "containers-rerun", r.stdout)
@@ -204,4 +191,29 @@ func podBlocks(t *testing.T, e *e2e) (map[string][]string, string) {
 		}
 	}
 	return blocks, out
+}
+
+// install runs an install the test needs to succeed: its JSON report
+// kept as name, its time and phases logged.
+func (e *e2e) install(t *testing.T, name string, args []string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	r := runCLI(t, e.lab, e.env, args...)
+	took := time.Since(start)
+	keepReport(t, name, r.stdout)
+	t.Logf("%s: %s, exit %d\n%s", name, took.Round(time.Second), r.code, tail(r.stderr, 30))
+	if r.code != 0 {
+		t.Fatalf("%s: exit %d\n%s", name, r.code, r.stdout)
+	}
+	t.Logf("phases: %s", phaseSummary(parseReport(t, r.stdout)))
+	return took
+}
+
+// allPass is the container tier's verdict on verify: every check PASS,
+// none skipped (the pod network is real here).
+func allPass(c verifyCheck) string {
+	if c.Status != "PASS" {
+		return "is " + c.Status
+	}
+	return ""
 }

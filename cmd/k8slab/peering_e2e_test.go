@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,7 +14,6 @@ import (
 	"github.com/k8slab/k8slab/provision"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/k8slab/k8slab/topology/labtest"
-	"net/netip"
 )
 
 // TestE2EContainersAsPerRack is Calico's AS-per-rack mode on the container
@@ -38,24 +38,11 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	start := time.Now()
-	r := runCLI(t, lab, env, e.args...)
-	install := time.Since(start)
-	keepReport(t, "as-per-rack-install", r.stdout)
-	t.Logf("install (as-per-rack): %s, exit %d\n%s", install.Round(time.Second), r.code, tail(r.stderr, 30))
-	if r.code != 0 {
-		t.Fatalf("install exit %d\n%s", r.code, r.stdout)
-	}
-	t.Logf("phases: %s", phaseSummary(parseReport(t, r.stdout)))
+	install := e.install(t, "as-per-rack-install", e.args)
 
 	// verify: every check PASS, the BGP check among them.
-	r = runCLI(t, lab, env, "verify", "--output", "json")
-	judgeVerify(t, "as-per-rack-verify", r.code, r.stdout, r.stderr, 18, func(c verifyCheck) string {
-		if c.Status != "PASS" {
-			return "is " + c.Status
-		}
-		return ""
-	})
+	r := runCLI(t, lab, env, "verify", "--output", "json")
+	judgeVerify(t, "as-per-rack-verify", r.code, r.stdout, r.stderr, 18, allPass)
 	if !strings.Contains(r.stdout, "BGP: every node Established with its rack") {
 		t.Errorf("verify has no BGP check:\n%s", r.stdout)
 	}

@@ -82,17 +82,7 @@ func (inv *Inventory) Convert() (*Result, error) {
 	}
 
 	// Cluster-wide variables: k8s_cluster's override all's.
-	clusterVars := map[string]Value{}
-	for _, g := range []string{"all", "k8s_cluster"} {
-		for k, v := range inv.GroupVars[g] {
-			clusterVars[k] = v
-		}
-		if grp, ok := inv.Groups[g]; ok {
-			for k, v := range grp.Vars {
-				clusterVars[k] = v
-			}
-		}
-	}
+	clusterVars := inv.groupVars("all", "k8s_cluster")
 	// Hosts: the SSH target from ansible_host/port/user, node-ip from ip;
 	// connection settings given for the whole cluster apply to every host
 	// that does not set its own.
@@ -190,15 +180,7 @@ func (inv *Inventory) Convert() (*Result, error) {
 		}
 	}
 	for _, g := range []string{"kube_control_plane", "kube_node", "etcd"} {
-		vars := map[string]Value{}
-		for k, v := range inv.GroupVars[g] {
-			vars[k] = v
-		}
-		if grp, ok := inv.Groups[g]; ok {
-			for k, v := range grp.Vars {
-				vars[k] = v
-			}
-		}
+		vars := inv.groupVars(g)
 		for _, name := range sortedKeys(vars) {
 			ignore(vars[name].Pos, name, "k8slab takes cluster settings from all and k8s_cluster only")
 		}
@@ -221,19 +203,26 @@ func (inv *Inventory) Convert() (*Result, error) {
 	return r, nil
 }
 
-// calicoPeering is calico_peer_with_router as the group vars set it.
-func (inv *Inventory) calicoPeering() string {
-	for _, g := range []string{"k8s_cluster", "all"} {
-		if v, ok := inv.GroupVars[g]["calico_peer_with_router"]; ok {
-			return v.Raw
+// groupVars merges groups' variables, from group_vars files and the
+// inventory itself, later groups winning.
+func (inv *Inventory) groupVars(groups ...string) map[string]Value {
+	out := map[string]Value{}
+	for _, g := range groups {
+		for k, v := range inv.GroupVars[g] {
+			out[k] = v
 		}
 		if grp, ok := inv.Groups[g]; ok {
-			if v, ok := grp.Vars["calico_peer_with_router"]; ok {
-				return v.Raw
+			for k, v := range grp.Vars {
+				out[k] = v
 			}
 		}
 	}
-	return ""
+	return out
+}
+
+// calicoPeering is calico_peer_with_router as the group vars set it.
+func (inv *Inventory) calicoPeering() string {
+	return inv.groupVars("all", "k8s_cluster")["calico_peer_with_router"].Raw
 }
 
 // calico collects the Calico variables, judged together at the end.
