@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 
@@ -52,7 +53,15 @@ func newApp() *cli.App {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// K8SLAB_CPUPROFILE=FILE writes a CPU profile of the run (go tool
+	// pprof), for finding where a run's workstation CPU goes.
+	if f := os.Getenv("K8SLAB_CPUPROFILE"); f != "" {
+		if out, err := os.Create(f); err == nil {
+			pprof.StartCPUProfile(out)
+		}
+	}
 	err := newApp().RunContext(ctx, os.Args)
+	pprof.StopCPUProfile()
 	code := exitCode(err)
 	if err != nil && wantsJSON(os.Args) && !reportWritten.Load() {
 		// Scripts asked for JSON get JSON for every outcome, refusals too.
