@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -246,6 +247,9 @@ type JoinConfiguration struct {
 type Node struct {
 	Name string // hostname: the Kubernetes node name
 	IP   string // node-ip: its address on the route to the control plane
+	// Labels the kubelet registers the node with (--node-labels): the
+	// node carries them from its first moment, before kube-proxy starts.
+	Labels map[string]string
 }
 
 // InitInput is everything kubeadm init's configuration depends on.
@@ -297,6 +301,14 @@ func nodeRegistration(n Node, worker bool, ignore []string) NodeRegistration {
 		KubeletExtraArgs: []Arg{{Name: "node-ip", Value: n.IP}},
 		Taints:           []Taint{},
 		IgnorePreflight:  ignore,
+	}
+	if len(n.Labels) > 0 {
+		var kv []string
+		for k, v := range n.Labels {
+			kv = append(kv, k+"="+v)
+		}
+		sort.Strings(kv)
+		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, Arg{Name: "node-labels", Value: strings.Join(kv, ",")})
 	}
 	if !worker {
 		nr.Taints = []Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: "NoSchedule"}}

@@ -27,7 +27,7 @@ func TestE2EKubeadmTakesInitConfig(t *testing.T) {
 	kubeadm := filepath.Join(bundle, "bin", "kubeadm")
 	dir := t.TempDir()
 	cfg, err := RenderInit(InitInput{
-		ClusterName: "lab", KubernetesVersion: "v1.37.2", ControlPlane: Node{"kube-node1", "172.31.3.11"},
+		ClusterName: "lab", KubernetesVersion: "v1.37.2", ControlPlane: Node{Name: "kube-node1", IP: "172.31.3.11"},
 		ServiceCIDR: "172.31.64.0/18", PodCIDR: "172.31.128.0/18", EtcdEndpoints: []string{"https://172.31.3.11:2379"},
 		Token: "abcdef.0123456789abcdef", ControlPlaneIsWorker: true, ProxyMode: "nftables", Wait: 40 * time.Minute,
 	})

@@ -57,6 +57,14 @@ func TestRenderInit(t *testing.T) {
 		change func(*InitInput)
 		check  func(t *testing.T, d map[string]map[string]any)
 	}{
+		{"registered with its rack's zone label", func(in *InitInput) {
+			in.ControlPlane.Labels = map[string]string{"topology.kubernetes.io/zone": "leaf1"}
+		}, func(t *testing.T, d map[string]map[string]any) {
+			args, _ := json.Marshal(get(d["InitConfiguration"], "nodeRegistration", "kubeletExtraArgs"))
+			if !strings.Contains(string(args), `{"name":"node-labels","value":"topology.kubernetes.io/zone=leaf1"}`) {
+				t.Errorf("kubeletExtraArgs %s", args)
+			}
+		}},
 		{"external etcd, control plane also a worker", func(*InitInput) {}, func(t *testing.T, d map[string]map[string]any) {
 			cc := d["ClusterConfiguration"]
 			if get(cc, "networking", "serviceSubnet") != "172.31.64.0/18" || get(cc, "networking", "podSubnet") != "172.31.128.0/18" {

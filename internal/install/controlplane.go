@@ -140,7 +140,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 	cfg, err := bootstrap.RenderInit(bootstrap.InitInput{
 		ClusterName:          c.Cluster.Name,
 		KubernetesVersion:    c.Release.Kubernetes,
-		ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp)},
+		ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp), Labels: c.nodeLabels(cp)},
 		ServiceCIDR:          c.Cluster.ServiceCIDR,
 		PodCIDR:              c.Cluster.PodCIDR,
 		EtcdEndpoints:        c.etcdEndpoints(),

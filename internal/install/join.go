@@ -99,7 +99,7 @@ func (j *Join) Run(ctx context.Context) error {
 	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
 		h := t.Host
 		cfg, err := bootstrap.RenderJoin(bootstrap.JoinInput{
-			Node: bootstrap.Node{Name: j.Facts(node).Hostname, IP: j.NodeIP(node)}, APIServer: api,
+			Node: bootstrap.Node{Name: j.Facts(node).Hostname, IP: j.NodeIP(node), Labels: j.nodeLabels(node)}, APIServer: api,
 			Token: token, CACertHash: hash, Wait: j.Wait, IgnorePreflight: j.kubeadmIgnores(node),
 		})
 		if err != nil {

@@ -32,6 +32,23 @@ func (c *Context) rackOf(node string) (cluster.Rack, error) {
 	return c.Cluster.RackOf(node, subnet)
 }
 
+// nodeLabels are the labels a node's kubelet registers it with: in
+// as-per-rack mode its rack's zone label. Set at registration, not only by
+// the peering phase: a zone label added later made kube-proxy (nftables
+// mode) re-sync in full, after which its service map lacked the
+// kubernetes Service (reproduced by removing and re-adding the label), and
+// calico-node on that node could not reach the API server.
+func (c *Context) nodeLabels(node string) map[string]string {
+	if c.Cluster.Calico.BGP != cluster.BGPAsPerRack {
+		return nil
+	}
+	r, err := c.rackOf(node)
+	if err != nil {
+		return nil
+	}
+	return map[string]string{calico.ZoneLabel: r.Name}
+}
+
 func (p *Peering) Plan() []phase.Step {
 	if p.Cluster.Calico.BGP != cluster.BGPAsPerRack {
 		return []phase.Step{{Action: "nothing (calico bgp mesh: nodes peer with each other)"}}
