@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,8 +26,15 @@ func BenchmarkExecOpenSSH200(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("real sshd needs root")
 	}
+	// K8SLAB_BENCH_HOSTS lowers the count: each login runs the user's
+	// shell start-up files on the server, which on this workstation
+	// (root's bashrc runs pyenv) cost seconds of CPU per login.
+	hosts := 200
+	if n, err := strconv.Atoi(os.Getenv("K8SLAB_BENCH_HOSTS")); err == nil && n > 0 {
+		hosts = n
+	}
 	dir := b.TempDir()
-	srv, err := sshtest.StartOpenSSH(200, dir)
+	srv, err := sshtest.StartOpenSSH(hosts, dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,11 +66,11 @@ func BenchmarkExecOpenSSH200(b *testing.B) {
 	}
 	b.StopTimer()
 	km, pm := median(k), median(p)
-	b.ReportMetric(float64(km.Microseconds())/1000/200, "k8slab-cpu-ms/host")
-	b.ReportMetric(float64(pm.Microseconds())/1000/200, "plain-cpu-ms/host")
+	b.ReportMetric(float64(km.Microseconds())/1000/float64(hosts), "k8slab-cpu-ms/host")
+	b.ReportMetric(float64(pm.Microseconds())/1000/float64(hosts), "plain-cpu-ms/host")
 	b.ReportMetric(km.Seconds()/pm.Seconds(), "ratio")
 	if km > pm*3/2 {
-		b.Errorf("k8slab used %s of CPU for 200 hosts, more than 1.5× the plain fan-out's %s", km, pm)
+		b.Errorf("k8slab used %s of CPU for %d hosts, more than 1.5× the plain fan-out's %s", km, hosts, pm)
 	}
 }
 
