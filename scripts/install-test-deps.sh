@@ -51,7 +51,12 @@ fi
 bird1=$HOME/.cache/k8slab/bird1
 if [ ! -x "$bird1/usr/sbin/bird" ]; then
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -qq bird 2>/dev/null || { apt-get update -qq && apt-get download -qq bird; })
+  cd "$tmp"
+  if ! apt-get download -qq bird 2>/dev/null; then
+    apt-get update -qq
+    apt-get download -qq bird
+  fi
+  cd - >/dev/null
   mkdir -p "$bird1"
   dpkg -x "$tmp"/bird_1.6*.deb "$bird1"
   rm -rf "$tmp"
