@@ -3,10 +3,8 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 
-	"github.com/k8slab/k8slab"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/topology"
 	"github.com/urfave/cli/v2"
@@ -33,14 +31,7 @@ func fabricCommand() *cli.Command {
 				if c.NArg() > 0 {
 					return badInput("fabric config takes no arguments (got %q)", c.Args().First())
 				}
-				b := k8slab.ReferenceLab
-				if f := c.String("lab"); f != "" {
-					var err error
-					if b, err = os.ReadFile(f); err != nil {
-						return badInput("--lab: %v", err)
-					}
-				}
-				spec, err := topology.Parse(b)
+				spec, err := readLab(c.String("lab"))
 				if err != nil {
 					return badInput("--lab: %v", err)
 				}
@@ -78,11 +69,7 @@ func fabricCommand() *cli.Command {
 // labRacks are a lab file's racks as the cluster file writes them: one per
 // router bridge with nodes, named after the router.
 func labRacks(path string) ([]cluster.Rack, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	spec, err := topology.Parse(b)
+	spec, err := readLab(path)
 	if err != nil {
 		return nil, err
 	}

@@ -28,16 +28,9 @@ func labFlags() []cli.Flag {
 }
 
 func loadLab(c *cli.Context) (*topology.Lab, error) {
-	b := k8slab.ReferenceLab
-	if f := c.String("file"); f != "" {
-		var err error
-		if b, err = os.ReadFile(f); err != nil {
-			return nil, badInput("--file: %v", err)
-		}
-	}
-	spec, err := topology.Parse(b)
+	spec, err := readLab(c.String("file"))
 	if err != nil {
-		return nil, badInput("%v", err)
+		return nil, badInput("--file: %v", err)
 	}
 	if n := c.String("name"); n != "" {
 		spec.Name = n
@@ -240,4 +233,16 @@ func sessions(m map[string]string) string {
 		out = append(out, n+"="+m[n])
 	}
 	return strings.Join(out, " ")
+}
+
+// readLab parses a lab description file; "" is the built-in reference lab.
+func readLab(path string) (*topology.Spec, error) {
+	b := k8slab.ReferenceLab
+	if path != "" {
+		var err error
+		if b, err = os.ReadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	return topology.Parse(b)
 }
