@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/host"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
 // FileSpec is a file a node must have: from a local file (a bundle
@@ -54,34 +55,15 @@ func SyncFiles(ctx context.Context, h host.Host, files []FileSpec) ([]string, er
 	return ApplyFiles(ctx, h, files, ParseFileCheck(out))
 }
 
-// FileCheckScript prints one "file <sha256> <mode> <recorded|hashed>
-// <path>" line per existing file, so that callers can fold the check into
-// a larger script and save a round trip.
+// FileCheckScript checks files on a node (scripts/node/file-check.sh),
+// in a subshell so that callers can fold it into a larger script and
+// save a round trip.
 func FileCheckScript(files []FileSpec) string {
-	var list strings.Builder
-	for _, f := range files {
-		list.WriteString(" " + host.Quote(f.Remote))
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.Remote
 	}
-	// Hashing hundreds of MB on an emulated CPU took a minute per node, so,
-	// like rsync's quick check, a file whose size and mtime match what
-	// k8slab recorded when it installed it keeps its recorded sha256.
-	// Mode is part of "the same": a binary that lost its x bit is fixed.
-	// One stat and one awk for all files: on the saturated emulated
-	// control plane every process start cost 1-2 s, and four per file made
-	// a no-op check take 113 s.
-	return `stat -c '%s|%Y %a %n' --` + list.String() + ` 2>/dev/null | awk -v state=` + stateFile + ` '
-BEGIN { while ((getline l < state) > 0) { n = split(l, r, "|"); if (n >= 4) rec[r[2] "|" r[3] "|" r[4]] = r[1] } }
-{
-	split($1, sm, "|"); f = substr($0, length($1) + length($2) + 3)
-	k = f "|" sm[1] "|" sm[2]
-	if (k in rec) print "file " rec[k] " " $2 " recorded " f; else print "hash " $2 " " f
-}' | while read -r tag mode f; do
-	case $tag in
-	file) echo "$tag $mode $f" ;;
-	hash) echo "file $(sha256sum "$f" | cut -d' ' -f1) $mode hashed $f" ;;
-	esac
-done
-`
+	return "(\n" + nodescript.Command("file-check.sh", paths...) + ")\n"
 }
 
 // FileState is what a node has at a path.
@@ -95,10 +77,9 @@ type FileState struct {
 // ParseFileCheck reads FileCheckScript's lines out of any output.
 func ParseFileCheck(out string) map[string]FileState {
 	have := map[string]FileState{}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.SplitN(line, " ", 5)
-		if len(f) == 5 && f[0] == "file" {
-			have[f[4]] = FileState{SHA256: f[1], Mode: f[2], Recorded: f[3] == "recorded"}
+	for _, v := range nodescript.Parse(out).All("file") {
+		if f := strings.SplitN(v, " ", 4); len(f) == 4 {
+			have[f[3]] = FileState{SHA256: f[0], Mode: f[1], Recorded: f[2] == "recorded"}
 		}
 	}
 	return have

@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
-// TestKernelScript runs kernelScript with a real shell (bash and dash) on
+// TestKernelScript runs kernel.sh with a real shell (bash and dash) on
 // a stand-in root: /proc/swaps, /proc/filesystems, /proc/sys and /etc
 // under a temporary directory, swapoff and modprobe replaced by stubs that
 // log their calls. A converged node prints changed=0 and calls nothing; a
@@ -71,11 +73,7 @@ func TestKernelScript(t *testing.T) {
 				for _, stub := range []string{"swapoff", "modprobe"} {
 					put("bin/"+stub, "#!/bin/sh\necho \""+stub+" $*\" >> "+calls+"\n[ ! -x "+root+"/bin/"+stub+"-effect ] || "+root+"/bin/"+stub+"-effect \"$@\"\n")
 				}
-				script := kernelScript
-				for _, p := range []string{"/proc/swaps", "/proc/filesystems", "/proc/sys/", "/etc/"} {
-					script = strings.ReplaceAll(script, p, root+p)
-				}
-				cmd := exec.Command(sh, "-c", script)
+				cmd := exec.Command(sh, "-c", nodescript.Command("kernel.sh", root))
 				cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"))
 				out, err := cmd.CombinedOutput()
 				if err != nil {

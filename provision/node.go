@@ -10,44 +10,8 @@ import (
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/host"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
-
-// kernelScript turns swap off (now and in fstab), loads and persists the
-// modules and sysctls kubeadm's preflight checks. It changes only what
-// differs and prints "changed=0" when the node was already right.
-const kernelScript = `set -e
-changed=0
-# /proc/swaps: a header line, then one line per active swap area.
-swap=; { read -r _; read -r swap; } < /proc/swaps 2>/dev/null || true
-if [ -n "$swap" ]; then swapoff -a; changed=1; fi
-if grep -qE '^[^#][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab 2>/dev/null; then
-	sed -i.k8slab-bak -E 's/^([^#][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]].*)$/# \1 # swap disabled by k8slab/' /etc/fstab
-	changed=1
-fi
-mods='overlay
-br_netfilter'
-if [ "$(cat /etc/modules-load.d/k8slab.conf 2>/dev/null)" != "$mods" ]; then
-	mkdir -p /etc/modules-load.d; printf '%s\n' "$mods" > /etc/modules-load.d/k8slab.conf; changed=1
-fi
-# What the modules provide, not whether they are loaded: a kernel with
-# them built in (a container node's, many cloud kernels) has no module
-# to load and may list neither in /sys/module.
-grep -qw overlay /proc/filesystems || { modprobe overlay; changed=1; }
-[ -d /proc/sys/net/bridge ] || { modprobe br_netfilter; changed=1; }
-sysctls='net.ipv4.ip_forward = 1
-net.bridge.bridge-nf-call-iptables = 1
-net.bridge.bridge-nf-call-ip6tables = 1'
-if [ "$(cat /etc/sysctl.d/99-k8slab.conf 2>/dev/null)" != "$sysctls" ]; then
-	mkdir -p /etc/sysctl.d; printf '%s\n' "$sysctls" > /etc/sysctl.d/99-k8slab.conf; changed=1
-fi
-# Read from /proc/sys with the shell's read, not sysctl -n: every process
-# start cost 1-2 s on the saturated emulated control plane.
-for k in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
-	v=; read -r v < /proc/sys/$k || true
-	[ "$v" = 1 ] || { echo 1 > /proc/sys/$k; changed=1; }
-done
-echo "changed=$changed"
-`
 
 // requiredPackages are the programs kubeadm's preflight and kube-proxy
 // need, with the Debian/Ubuntu package that provides each.
@@ -305,7 +269,7 @@ func nodeCheck(files []FileSpec) string {
 	for _, p := range requiredPackages() {
 		fmt.Fprintf(&pk, "command -v %s >/dev/null 2>&1 || echo missing=%s\n", p[0], p[1])
 	}
-	return "( " + kernelScript + ") || { echo 'kernel settings failed' >&2; exit 1; }\n" +
+	return "(\n" + nodescript.Script("kernel.sh") + ") || { echo 'kernel settings failed' >&2; exit 1; }\n" +
 		pk.String() + FileCheckScript(files) +
 		"systemctl is-enabled -q containerd 2>/dev/null && systemctl is-active -q containerd && echo containerd=active\n" +
 		"ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/image=/'\ntrue\n"
@@ -328,23 +292,12 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 	if err != nil {
 		return nil, fmt.Errorf("checking the node: %w", err)
 	}
-	var changed, missing, images []string
-	active := false
-	for _, line := range strings.Split(out, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "changed":
-			if v == "1" {
-				changed = append(changed, "kernel settings")
-			}
-		case "missing":
-			missing = append(missing, v)
-		case "containerd":
-			active = v == "active"
-		case "image":
-			images = append(images, v)
-		}
+	var changed []string
+	vals := nodescript.Parse(out)
+	if vals.Get("changed") == "1" {
+		changed = append(changed, "kernel settings")
 	}
+	missing, images, active := vals.All("missing"), vals.All("image"), vals.Get("containerd") == "active"
 	have := ParseFileCheck(out)
 	if len(missing) > 0 {
 		status("packages " + strings.Join(missing, " "))

@@ -94,7 +94,9 @@ func TestE2EContainers(t *testing.T) {
 	// reinstall's and verify's JSON reports judged as above.
 	out := t.TempDir()
 	script, _ := filepath.Abs("../../scripts/regression.sh")
-	so, err := labCmd(t, lab, append(env, "K8SLAB="+binPath, "OUT="+out), script, "1", "--nodes", "172.31.3.11", "--artifacts", os.Getenv("K8SLAB_BUNDLE")).CombinedOutput()
+	regress := labCmd(t, lab, append(env, "K8SLAB="+binPath, "OUT="+out), script, "1", "--nodes", "172.31.3.11", "--artifacts", os.Getenv("K8SLAB_BUNDLE"))
+	regress.Dir = out // the reinstall writes the kubeconfig where it runs: never into the source tree
+	so, err := regress.CombinedOutput()
 	t.Logf("scripts/regression.sh 1: %v\n%s", err, tail(string(so), 20))
 	var rcs [2]int
 	if _, serr := fmt.Sscanf(string(so), "cycle 1: reinstall exit %d, verify exit %d", &rcs[0], &rcs[1]); serr != nil || err != nil || !strings.Contains(string(so), "1 cycles, 0 failed") {

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/host"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -45,18 +45,6 @@ func newProxyWatch(kube kubernetes.Interface, hosts map[string]host.Host, servic
 		notReady: map[string]time.Time{}, looked: map[string]time.Time{}, restarted: map[string]bool{}}
 }
 
-// programmedScript prints "programmed" or "missing" for the Service
-// address and port 443 in kube-proxy's rules of its mode (nftables map
-// or iptables nat table), "unknown" when they cannot be read.
-const programmedScript = `svc=%s mode=%s
-if [ "$mode" = nftables ]; then
-	rules=$(nft list map ip kube-proxy service-ips 2>/dev/null) || { echo unknown; exit 0; }
-	case $rules in *"$svc . tcp . 443"*) echo programmed ;; *) echo missing ;; esac
-else
-	rules=$(iptables-save -t nat 2>/dev/null) || { echo unknown; exit 0; }
-	case $rules in *"-d $svc/32 "*"--dport 443"*) echo programmed ;; *) echo missing ;; esac
-fi`
-
 // look is called with every rollout reading: a node whose calico-node has
 // been not ready for a while gets its kube-proxy checked (once a minute),
 // and restarted once if it has not programmed the Service.
@@ -77,8 +65,8 @@ func (w *proxyWatch) look(ctx context.Context, st calico.Status) {
 			continue
 		}
 		w.looked[n.Node] = now
-		out, err := host.Output(ctx, h, fmt.Sprintf(programmedScript, w.svc, w.mode))
-		if err != nil || strings.TrimSpace(out) != "missing" {
+		out, err := host.Output(ctx, h, nodescript.Command("kube-proxy-programmed.sh", w.svc.String(), w.mode))
+		if err != nil || nodescript.Parse(out).Get("service") != "missing" {
 			continue
 		}
 		pods, err := w.kube.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-proxy", FieldSelector: "spec.nodeName=" + n.Node})

@@ -20,6 +20,7 @@ import (
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/provision"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
 // Preflight gathers facts on every node and checks them all before
@@ -30,12 +31,6 @@ func (*Preflight) Name() string { return "preflight" }
 
 // Always: every other phase needs the facts, and preflight only reads.
 func (*Preflight) Always() bool { return true }
-
-// probeScript reads what preflight needs beyond the facts: listening
-// ports with their owners, the clock, and the route to the control plane.
-const probeScript = `ss -Hltnp 2>/dev/null | awk '{print "listen=" $4 " " $6}'
-echo "route=$(ip -4 -o route get CONTROL_PLANE 2>/dev/null)"
-`
 
 type probe struct {
 	facts provision.Facts
@@ -133,7 +128,7 @@ func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (prob
 	var stdout, stderr bytes.Buffer
 	first := &arrival{w: &stdout, now: p.Now}
 	sent := p.Now()
-	err := h.Run(ctx, host.Cmd{Command: `echo "now=$(date +%s.%N)"` + "\n" + provision.FactsScript() + strings.Replace(probeScript, "CONTROL_PLANE", host.Quote(cpHost), 1),
+	err := h.Run(ctx, host.Cmd{Command: `echo "now=$(date +%s.%N)"` + "\n" + provision.FactsScript() + "(\n" + nodescript.Command("preflight-probe.sh", cpHost) + ")\n",
 		Stdout: first, Stderr: &stderr})
 	if err != nil {
 		return pr, fmt.Errorf("preflight probe: %w: %s", err, strings.TrimSpace(stderr.String()))
@@ -145,31 +140,26 @@ func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (prob
 	}
 	pr.facts = f
 	pr.listen = map[int]string{}
-	for _, line := range strings.Split(out, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "now":
-			secs, _ := strconv.ParseFloat(v, 64)
-			node := time.Unix(0, int64(secs*1e9))
-			pr.skewLow, pr.skewHigh = node.Sub(first.at), node.Sub(sent)
-		case "listen":
-			addr, owner, _ := strings.Cut(v, " ")
-			if _, port, err := net.SplitHostPort(addr); err == nil {
-				n, _ := strconv.Atoi(port)
-				pr.listen[n] = ownerName(owner)
-			}
-		case "route":
-			// "172.31.3.11 via 172.31.3.1 dev eth0 src 172.31.3.12 uid 0"
-			f := strings.Fields(v)
-			for i := 0; i+1 < len(f); i++ {
-				if f[i] == "src" {
-					pr.src = f[i+1]
-				}
-			}
-			if pr.src == "" && len(f) > 0 && f[0] == "local" {
-				pr.src = cpHost // the control plane itself
-			}
+	vals := nodescript.Parse(out)
+	secs, _ := strconv.ParseFloat(vals.Get("now"), 64)
+	node := time.Unix(0, int64(secs*1e9))
+	pr.skewLow, pr.skewHigh = node.Sub(first.at), node.Sub(sent)
+	for _, v := range vals.All("listen") {
+		addr, owner, _ := strings.Cut(v, " ")
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			n, _ := strconv.Atoi(port)
+			pr.listen[n] = ownerName(owner)
 		}
+	}
+	// "172.31.3.11 via 172.31.3.1 dev eth0 src 172.31.3.12 uid 0"
+	route := strings.Fields(vals.Get("route"))
+	for i := 0; i+1 < len(route); i++ {
+		if route[i] == "src" {
+			pr.src = route[i+1]
+		}
+	}
+	if pr.src == "" && len(route) > 0 && route[0] == "local" {
+		pr.src = cpHost // the control plane itself
 	}
 	if pr.src == "" {
 		pr.src = strings.Split(f.DefaultAddr, "/")[0]
@@ -306,11 +296,15 @@ func (p *Preflight) fixMachineIDs(ctx context.Context, probes map[string]probe) 
 			seen[id] = node
 			continue
 		}
-		out, err := host.Output(ctx, p.Hosts[node], regenerateMachineID)
+		out, err := host.Output(ctx, p.Hosts[node], nodescript.Script("machine-id.sh"))
+		fresh := strings.TrimSpace(nodescript.Parse(out).Get("machine_id"))
+		if err == nil && fresh == "" {
+			err = fmt.Errorf("no machine_id in %q", out)
+		}
 		if err != nil {
 			return fmt.Errorf("host %s: --fix-machine-id: %w", node, err)
 		}
-		pr.facts.MachineID = strings.TrimSpace(out)
+		pr.facts.MachineID = fresh
 		probes[node] = pr
 		p.setFacts(node, pr.facts, pr.src)
 		fmt.Fprintf(p.Runner.StatusWriter(), "%s: machine-id %s was %s's too; regenerated: %s\n", node, id, seen[id], pr.facts.MachineID)
@@ -318,12 +312,6 @@ func (p *Preflight) fixMachineIDs(ctx context.Context, probes map[string]probe) 
 	}
 	return nil
 }
-
-// regenerateMachineID makes a new random machine-id the way systemd does
-// on first boot; D-Bus's copy follows it.
-const regenerateMachineID = `rm -f /etc/machine-id && systemd-machine-id-setup >/dev/null 2>&1 || dbus-uuidgen --ensure=/etc/machine-id
-[ ! -e /var/lib/dbus/machine-id ] || ln -sf /etc/machine-id /var/lib/dbus/machine-id
-cat /etc/machine-id`
 
 // arrival notes when the first output arrives.
 type arrival struct {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
 // TestE2EKubeadmResetKeepsExternalEtcd runs reset's kubeadm step with the
@@ -46,7 +48,7 @@ func TestE2EKubeadmResetKeepsExternalEtcd(t *testing.T) {
 			if tt.etcdUnit {
 				os.WriteFile(filepath.Join(root, "etc/systemd/system/etcd.service"), []byte("[Service]\n"), 0o644)
 			}
-			cmd := exec.Command("unshare", "--net", "sh", "-c", "gone() { echo \"removed=$1\"; }\n"+kubeadmResetScript)
+			cmd := exec.Command("unshare", "--net", "sh", "-c", nodescript.Command("reset.sh", "kubeadm_reset"))
 			cmd.Env = append(os.Environ(), "PATH="+filepath.Join(bundle, "bin")+":"+os.Getenv("PATH"), "K8SLAB_RESET_ROOT="+root)
 			out, err := cmd.CombinedOutput()
 			log, _ := os.ReadFile(filepath.Join(root, "var/log/k8slab-reset.log"))

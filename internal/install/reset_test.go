@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/internal/cluster"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
 // TestCNIConfReset runs reset's CNI-configuration snippets with this
@@ -31,30 +32,27 @@ func TestCNIConfReset(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "net.d")
+			root := t.TempDir()
+			dir := filepath.Join(root, "etc/cni/net.d")
 			if tt.mkdir {
 				must(t, os.MkdirAll(dir, 0o755))
 			}
 			for _, f := range tt.files {
 				must(t, os.WriteFile(filepath.Join(dir, f), []byte("{}"), 0o644))
 			}
-			sh := func(script string) string {
-				out, err := exec.Command("sh", "-c", `gone() { echo "removed=$1"; }`+"\n"+strings.ReplaceAll(script, "/etc/cni/net.d", dir)).CombinedOutput()
-				if err != nil {
-					t.Fatalf("%v: %s", err, out)
-				}
-				return string(out)
+			sh := func(step string) string {
+				return runReset(t, []string{"K8SLAB_RESET_ROOT=" + root}, step)
 			}
 			if len(tt.files) > 0 {
-				if left := sh(cniConfCheckScript); strings.Count(left, "left=") != len(tt.files) {
+				if left := sh("check_cni_conf"); strings.Count(left, "left=") != len(tt.files) {
 					t.Errorf("check before the reset: %q", left)
 				}
 			}
-			removed := sh(cniConfRemoveScript)
+			removed := sh("remove_cni_conf")
 			if got := strings.Contains(removed, "removed=CNI configuration"); got != tt.wantRemoved {
 				t.Errorf("removed: %q, want removed %v", removed, tt.wantRemoved)
 			}
-			if left := sh(cniConfCheckScript); left != "" {
+			if left := sh("check_cni_conf"); left != "" {
 				t.Errorf("left after the reset: %q", left)
 			}
 		})
@@ -110,16 +108,15 @@ func TestResetPhases(t *testing.T) {
 	}
 }
 
-// TestResetScriptsParse has the shell check every part's script as sent.
-func TestResetScriptsParse(t *testing.T) {
-	for name, s := range map[string]string{
-		"reset":             resetScript + resetCheckScript,
-		"reset-etcd":        resetEtcdScript + resetEtcdCheckScript,
-		"reset-provisioned": resetAllScript,
-	} {
-		if out, err := exec.Command("sh", "-n", "-c", resetPrelude+s+"\ntrue\n").CombinedOutput(); err != nil {
-			t.Errorf("%s: %v\n%s", name, err, out)
-		}
+// TestResetScriptParses has the shell check the script as sent, and
+// refuse a step it does not have.
+func TestResetScriptParses(t *testing.T) {
+	if out, err := exec.Command("sh", "-n", "-c", nodescript.Command("reset.sh", "-c", "unix:///x", "kubernetes")).CombinedOutput(); err != nil {
+		t.Errorf("%v\n%s", err, out)
+	}
+	out, err := exec.Command("sh", "-c", nodescript.Command("reset.sh", "rm_everything")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no step rm_everything") {
+		t.Errorf("an unknown step: %v %q", err, out)
 	}
 }
 
@@ -131,13 +128,12 @@ func TestResetScriptsParse(t *testing.T) {
 // them), and those before crictl runs (on the loaded control plane they
 // slowed every crictl call).
 func TestResetRemovesPodsBeforeKubeadm(t *testing.T) {
-	wantInOrder(t, "resetScript", resetScript,
+	wantInOrder(t, "kubernetes", resetStep(t, "kubernetes"), "stop_kubelet", "remove_pods", "kubeadm_reset")
+	wantInOrder(t, "stop_kubelet", resetStep(t, "stop_kubelet"),
 		"systemctl kill --signal=SIGKILL kubelet",
 		"systemctl stop kubelet",
-		"systemctl kill --signal=SIGKILL kubepods.slice",
-		"crictl pods -q",
-		"rmp -fa",
-		"kubeadm reset $resetFlags")
+		"systemctl kill --signal=SIGKILL kubepods.slice")
+	wantInOrder(t, "remove_pods", resetStep(t, "remove_pods"), "crictl pods -q", "rmp -fa")
 }
 
 // wantInOrder fails unless every step appears in script, each after the
@@ -159,13 +155,14 @@ func wantInOrder(t *testing.T, name, script string, steps ...string) {
 // disabled and its files go, and systemd is reloaded once, after them
 // (the script itself cannot run here: it acts on this machine's paths).
 func TestResetEtcdKillsThenReloadsOnce(t *testing.T) {
-	wantInOrder(t, "resetEtcdScript", resetEtcdScript,
+	etcd := resetStep(t, "etcd")
+	wantInOrder(t, "etcd", etcd,
 		"systemctl kill --signal=SIGKILL etcd",
 		"systemctl disable --now --no-reload etcd",
 		"rm -rf /etc/systemd/system/etcd.service",
 		"systemctl daemon-reload")
-	if n := strings.Count(resetEtcdScript, "daemon-reload"); n != 1 {
-		t.Errorf("resetEtcdScript reloads systemd %d times, want once", n)
+	if n := strings.Count(etcd, "daemon-reload"); n != 1 {
+		t.Errorf("the etcd part reloads systemd %d times, want once", n)
 	}
 }
 
@@ -249,8 +246,7 @@ echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
 			}
 			// Only the link lines of the check: the rest reads this
 			// machine's paths.
-			check := resetCheckScript[:strings.Index(resetCheckScript, "nft list ruleset")]
-			out := runWithStandIns(t, dir, fakes, ipipRemoveScript+"\n"+check)
+			out := runWithStandIns(t, dir, fakes, "remove_ipip", "check_links")
 			calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 			n, _ := strconv.Atoi(strings.TrimSpace(string(calls)))
 			gone := strings.Contains(out, "removed=link tunl0 (ipip module)")
@@ -303,7 +299,7 @@ case "$1 $2" in
 	rm -f "pod-$id"; exit 0;;
 esac
 exit 2`
-			out := runWithStandIns(t, dir, map[string]string{"crictl": crictl}, podRemoveScript)
+			out := runWithStandIns(t, dir, map[string]string{"crictl": crictl}, "remove_pods")
 			// crictl took seconds to start on the emulated VMs: one listing.
 			if l, _ := os.ReadFile(filepath.Join(dir, "listings")); strings.Count(string(l), "x") != 1 {
 				t.Errorf("crictl pods listed %d times, want once", strings.Count(string(l), "x"))
@@ -346,7 +342,7 @@ case "$1" in
 list-units) for u in ` + tt.running + `; do echo "$u loaded active running k8slab"; done;;
 esac
 exit 0`
-			out := runWithStandIns(t, dir, map[string]string{"systemctl": systemctl}, kubeadmUnitsStopScript)
+			out := runWithStandIns(t, dir, map[string]string{"systemctl": systemctl}, "stop_kubeadm_units")
 			b, _ := os.ReadFile(filepath.Join(dir, "calls"))
 			calls := strings.Split(strings.TrimSpace(string(b)), "\n")
 			var stop string
@@ -371,21 +367,39 @@ exit 0`
 	}
 }
 
-// runWithStandIns runs a reset script part after the prelude, with
-// stand-in commands (name -> sh body) first on PATH and $D set to dir,
-// and returns its output.
-func runWithStandIns(t *testing.T, dir string, standIns map[string]string, script string) string {
+// runWithStandIns runs steps of reset.sh with stand-in commands (name ->
+// sh body) first on PATH and $D set to dir, and returns its output.
+func runWithStandIns(t *testing.T, dir string, standIns map[string]string, steps ...string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "bin")
 	must(t, os.Mkdir(bin, 0o755))
 	for name, body := range standIns {
 		must(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
 	}
-	cmd := exec.Command("sh", "-c", resetPrelude+script+"\n")
-	cmd.Env = append(os.Environ(), "D="+dir, "PATH="+bin+":"+os.Getenv("PATH"))
+	return runReset(t, []string{"D=" + dir, "PATH=" + bin + ":" + os.Getenv("PATH")}, steps...)
+}
+
+// runReset runs steps of reset.sh, as sent to a node, with this machine's
+// shell and env added to the environment.
+func runReset(t *testing.T, env []string, steps ...string) string {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", nodescript.Command("reset.sh", steps...))
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	return string(out)
+}
+
+// resetStep is the text of one function of reset.sh.
+func resetStep(t *testing.T, name string) string {
+	t.Helper()
+	s := nodescript.Script("reset.sh")
+	i := strings.Index(s, "\n"+name+"() {\n")
+	if i < 0 {
+		t.Fatalf("reset.sh has no step %s", name)
+	}
+	s = s[i:]
+	return s[:strings.Index(s, "\n}\n")]
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/proc"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
 // Path is the lock file on each node (a shell expression: tests on the
@@ -43,24 +44,11 @@ func (h Holder) encode() string {
 }
 
 func decode(s string) Holder {
-	var h Holder
-	for _, l := range strings.Split(s, "\n") {
-		k, v, _ := strings.Cut(l, "=")
-		switch k {
-		case "id":
-			h.ID = v
-		case "workstation":
-			h.Workstation = v
-		case "pid":
-			h.PID, _ = strconv.Atoi(v)
-		case "start_ticks":
-			h.StartTicks, _ = strconv.ParseUint(v, 10, 64)
-		case "started":
-			h.Started, _ = time.Parse(time.RFC3339Nano, v)
-		case "command":
-			h.Command = v
-		}
-	}
+	v := nodescript.Parse(s)
+	h := Holder{ID: v.Get("id"), Workstation: v.Get("workstation"), Command: v.Get("command")}
+	h.PID, _ = strconv.Atoi(v.Get("pid"))
+	h.StartTicks, _ = strconv.ParseUint(v.Get("start_ticks"), 10, 64)
+	h.Started, _ = time.Parse(time.RFC3339Nano, v.Get("started"))
 	return h
 }
 
