@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/internal/host"
+	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
 // DetachedDir keeps the logs and exit codes of detached steps.
@@ -23,57 +24,55 @@ type Detached struct {
 	Command string
 	// Poll is how often the log and status are read.
 	Poll time.Duration
-}
-
-func (d Detached) paths() (log, status string) {
-	return DetachedDir + "/" + d.Unit + ".log", DetachedDir + "/" + d.Unit + ".status"
+	// Dir keeps the step's log and exit code: DetachedDir unless set.
+	Dir string
 }
 
 // Run starts the step unless it is already running, then waits until it
 // ends or wait passes, calling progress with the log's newest line.
 func (d Detached) Run(ctx context.Context, h host.Host, wait time.Duration, progress func(string)) error {
-	log, status := d.paths()
+	dir := d.Dir
+	if dir == "" {
+		dir = DetachedDir
+	}
+	log := dir + "/" + d.Unit + ".log"
 	poll := d.Poll
 	if poll == 0 {
 		poll = 2 * time.Second
 	}
-	state, err := host.Output(ctx, h, "systemctl show -p ActiveState --value "+d.Unit+".service 2>/dev/null || true")
+	script := func(action string, args ...string) (nodescript.Values, error) {
+		out, err := host.Output(ctx, h, nodescript.Command("detached.sh", append([]string{action, dir, d.Unit}, args...)...))
+		return nodescript.Parse(out), err
+	}
+	state, err := script("state")
 	if err != nil {
 		return err
 	}
-	if s := strings.TrimSpace(state); s == "active" || s == "activating" {
+	if s := state.Get("state"); s == "active" || s == "activating" {
 		progress("already running since an earlier run: waiting for it")
-	} else {
-		start := fmt.Sprintf(`set -e
-mkdir -p %[1]s
-rm -f %[3]s
-: > %[2]s
-systemctl reset-failed %[4]s.service 2>/dev/null || true
-systemd-run --quiet --unit %[4]s --collect -p StandardOutput=append:%[2]s -p StandardError=append:%[2]s \
-	/bin/sh -c %[5]s`, DetachedDir, log, status, d.Unit,
-			host.Quote(d.Command+`; echo $? > `+status))
-		if _, err := host.Output(ctx, h, start); err != nil {
-			return fmt.Errorf("%s: start: %w", d.Unit, err)
-		}
+	} else if _, err := script("start", d.Command); err != nil {
+		return fmt.Errorf("%s: start: %w", d.Unit, err)
 	}
 	deadline := time.Now().Add(wait)
 	var shown string
 	for {
-		out, err := host.Output(ctx, h, fmt.Sprintf("cat %s 2>/dev/null || echo running; tail -n 1 %s 2>/dev/null", status, log))
+		follow, err := script("follow")
 		if err != nil {
 			return fmt.Errorf("%s: following: %w", d.Unit, err)
 		}
-		first, last, _ := strings.Cut(out, "\n")
-		if last = strings.TrimSpace(last); last != "" && last != shown {
+		if last := strings.TrimSpace(follow.Get("last")); last != "" && last != shown {
 			progress(last)
 			shown = last
 		}
-		if first = strings.TrimSpace(first); first != "running" {
-			code, _ := strconv.Atoi(first)
+		if st := strings.TrimSpace(follow.Get("status")); st != "running" {
+			code, err := strconv.Atoi(st)
+			if err != nil {
+				return fmt.Errorf("%s: exit status %q on the node (log %s)", d.Unit, st, log)
+			}
 			if code == 0 {
 				return nil
 			}
-			tail, _ := host.Output(ctx, h, "tail -n 15 "+log)
+			tail, _ := host.Output(ctx, h, nodescript.Command("detached.sh", "tail", dir, d.Unit))
 			return fmt.Errorf("%s exited with %d (log %s on the node):\n%s", d.Unit, code, log, tail)
 		}
 		if time.Now().After(deadline) {

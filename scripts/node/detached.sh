@@ -1,0 +1,33 @@
+#!/bin/sh
+# detached.sh ACTION DIR UNIT [COMMAND]: a long step (kubeadm) run by
+# systemd on the node rather than by the SSH session, which kills it when
+# the client goes away. Its output goes to DIR/UNIT.log, its exit code to
+# DIR/UNIT.status.
+#   state   prints state=<the unit's ActiveState> (active: still running)
+#   start   starts COMMAND as the transient unit UNIT (in a subshell: an
+#           exit in it still leaves the exit code)
+#   follow  prints status=<exit code, or running> and last=<newest log line>
+#   tail    prints the log's last 15 lines
+set -e
+action=$1 dir=$2 unit=$3
+log=$dir/$unit.log status=$dir/$unit.status
+case $action in
+state)
+	echo "state=$(systemctl show -p ActiveState --value "$unit.service" 2>/dev/null || true)" ;;
+start)
+	mkdir -p "$dir"
+	rm -f "$status"
+	: > "$log"
+	systemctl reset-failed "$unit.service" 2>/dev/null || true
+	systemd-run --quiet --unit "$unit" --collect -p "StandardOutput=append:$log" -p "StandardError=append:$log" \
+		/bin/sh -c "($4)"'; echo $? > '"$status" ;;
+follow)
+	s=running
+	if [ -s "$status" ]; then read -r s < "$status" || true; fi
+	echo "status=$s"
+	echo "last=$(tail -n 1 "$log" 2>/dev/null)" ;;
+tail)
+	tail -n 15 "$log" ;;
+*)
+	echo "detached.sh: no action $action" >&2; exit 2 ;;
+esac
