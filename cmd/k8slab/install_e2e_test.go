@@ -315,10 +315,18 @@ type e2e struct {
 	// controlPlaneDiag says what the control plane was doing when a
 	// command against it failed.
 	controlPlaneDiag func() string
+	// errs are the failed checks, recapped at the end (CI shows only the
+	// end of a long run's output).
+	errs []string
 }
 
 func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	e := &e2e{lab: lab, kubeconfigDir: t.TempDir()}
+	t.Cleanup(func() {
+		if len(e.errs) > 0 {
+			t.Logf("recap: %d failed checks:\n- %s", len(e.errs), strings.Join(e.errs, "\n- "))
+		}
+	})
 	e.env, _ = labEnv(t, lab)
 	// Every command the e2e runs: a resumed control-plane VM took over
 	// the default 10 s to answer an SSH handshake.
@@ -861,4 +869,13 @@ func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, path string)
 			}
 		}
 	}()
+}
+
+// errorf fails the test as t.Errorf does and keeps the message for the
+// recap.
+func (e *e2e) errorf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	e.errs = append(e.errs, msg)
+	t.Error(msg)
 }

@@ -44,7 +44,7 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 	r := runCLI(t, lab, env, "verify", "--output", "json")
 	judgeVerify(t, "as-per-rack-verify", r.code, r.stdout, r.stderr, 18, allPass)
 	if !strings.Contains(r.stdout, "BGP: every node Established with its rack") {
-		t.Errorf("verify has no BGP check:\n%s", r.stdout)
+		e.errorf(t, "verify has no BGP check:\n%s", r.stdout)
 	}
 
 	// Each leaf: two Established sessions, one per node of its rack.
@@ -62,7 +62,7 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 				}
 			}
 			if !strings.Contains(line, "Established") {
-				t.Errorf("%s: session with %s (%s) not Established: %q", rack.Router, n.Name, n.Addr, line)
+				e.errorf(t, "%s: session with %s (%s) not Established: %q", rack.Router, n.Name, n.Addr, line)
 			}
 		}
 	}
@@ -83,26 +83,26 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 	fromNode1 := map[string]string{"kube-node2": "via 172.31.3.12 dev eth0", "kube-node3": "via 172.31.3.1 dev eth0", "kube-node4": "via 172.31.3.1 dev eth0"}
 	for _, node := range nodes {
 		if len(blocks[node]) == 0 {
-			t.Errorf("no pod block affine to %s: %q", node, affinities)
+			e.errorf(t, "no pod block affine to %s: %q", node, affinities)
 		}
 		for _, cidr := range blocks[node] {
 			route, err := lab.Run(ctx, "spine", "ip -4 route show "+cidr)
 			t.Logf("spine: route to %s's block: %s", node, strings.TrimSpace(route))
 			if err != nil || !strings.Contains(route, "via "+leafLink[node]) {
-				t.Errorf("spine: route to %s's block %s is %q (%v), want via %s", node, cidr, strings.TrimSpace(route), err, leafLink[node])
+				e.errorf(t, "spine: route to %s's block %s is %q (%v), want via %s", node, cidr, strings.TrimSpace(route), err, leafLink[node])
 			}
 			if want, ok := fromNode1[node]; ok {
 				got := e.sh("172.31.3.11", "ip -4 route show "+cidr)
 				t.Logf("kube-node1: route to %s's block: %s", node, got)
 				if !strings.Contains(got, want) {
-					t.Errorf("kube-node1: route to %s's block %s is %q, want %s", node, cidr, got, want)
+					e.errorf(t, "kube-node1: route to %s's block %s is %q, want %s", node, cidr, got, want)
 				}
 			}
 		}
 	}
 	for _, n := range lab.Spec.NodeAddrs() {
 		if dev := e.sh(n, `ip -o link | awk -F': ' '$2 ~ /^(vxlan|tunl0)/ {print $2}'`); dev != "" {
-			t.Errorf("%s: tunnel devices in as-per-rack mode: %s", n, dev)
+			e.errorf(t, "%s: tunnel devices in as-per-rack mode: %s", n, dev)
 		}
 	}
 
@@ -120,7 +120,7 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 		out, _ := lab.Run(ctx, "kube-node1", fmt.Sprintf("ping -n -c1 -W2 -t %d %s", p.ttl, podIP))
 		t.Logf("kube-node1 → pod %s, TTL %d: %s", podIP, p.ttl, firstLine(out, "From ", "bytes from"))
 		if !strings.Contains(out, p.want) {
-			t.Errorf("TTL %d to the pod on kube-node3: want %q in\n%s", p.ttl, p.want, out)
+			e.errorf(t, "TTL %d to the pod on kube-node3: want %q in\n%s", p.ttl, p.want, out)
 		}
 	}
 	e.kubectl(`delete pod hops-kube-node1 hops-kube-node2 hops-kube-node3 hops-kube-node4 --wait=false`)
@@ -129,13 +129,13 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 	r = runCLI(t, lab, env, e.args...)
 	keepReport(t, "as-per-rack-rerun", r.stdout)
 	if r.code != 0 {
-		t.Errorf("re-run exit %d\n%s", r.code, tail(r.stderr, 20))
+		e.errorf(t, "re-run exit %d\n%s", r.code, tail(r.stderr, 20))
 	}
 	mesh := slices.DeleteFunc(slices.Clone(e.args), func(a string) bool { return a == "as-per-rack" || a == labFile })
 	mesh = slices.DeleteFunc(mesh, func(a string) bool { return a == "--calico-bgp" || a == "--lab" })
 	r = runCLI(t, lab, env, append(mesh, "--calico-encapsulation", "VXLAN")...)
 	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "calico.bgp: as-per-rack → mesh") {
-		t.Errorf("switching to the mesh without --force: exit %d, want a refusal naming calico.bgp\n%s", r.code, tail(r.stderr, 20))
+		e.errorf(t, "switching to the mesh without --force: exit %d, want a refusal naming calico.bgp\n%s", r.code, tail(r.stderr, 20))
 	}
 
 	r = runCLI(t, lab, env, "reset", "--yes", "--output", "json")
@@ -151,7 +151,7 @@ func TestE2EContainersAsPerRack(t *testing.T) {
 		left, _ := lab.Run(ctx, "spine", "ip -4 route show root "+pods.String())
 		if strings.TrimSpace(left) == "" || time.Now().After(deadline) {
 			if strings.TrimSpace(left) != "" {
-				t.Errorf("spine: pod routes left after reset:\n%s", left)
+				e.errorf(t, "spine: pod routes left after reset:\n%s", left)
 			}
 			break
 		}

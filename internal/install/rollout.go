@@ -140,10 +140,34 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 	start := time.Now()
 	deadline := start.Add(timeout)
 	var seen *calico.Status
+	// What became ready when: where a slow rollout's time went.
+	ready := map[string]bool{}
+	timeline := func(st calico.Status) {
+		for _, n := range st.Nodes {
+			for _, c := range []struct {
+				what string
+				ok   bool
+			}{{n.Node + ": node Ready", n.Ready}, {n.Node + ": calico-node ready", n.Calico == calico.CalicoReady}} {
+				if c.ok && !ready[c.what] {
+					ready[c.what] = true
+					fmt.Fprintf(status, "rollout: %s after %s\n", c.what, time.Since(start).Round(time.Second))
+				}
+			}
+		}
+		for _, w := range st.Workloads {
+			if what := w.Name + " available"; w.Ready && !ready[what] {
+				ready[what] = true
+				fmt.Fprintf(status, "rollout: %s after %s\n", what, time.Since(start).Round(time.Second))
+			}
+		}
+	}
 	for {
 		st, err := read(ctx)
 		if err == nil {
 			seen = &st
+			if wait {
+				timeline(st)
+			}
 		}
 		switch {
 		case err == nil && !wait:

@@ -32,7 +32,8 @@ func TestWatchRollout(t *testing.T) {
 			[]rolloutRead{{err: refused}, {err: refused}, {}}, "", []string{"cannot read it yet", "not waiting"}},
 		{"no wait: an API server that stays away fails", false, 20 * time.Millisecond,
 			[]rolloutRead{{err: refused}}, "reading the rollout for", nil},
-		{"wait: until done", true, time.Hour, []rolloutRead{{}, {err: refused}, {done: true}}, "", []string{"all nodes Ready"}},
+		{"wait: until done, saying when each part became ready", true, time.Hour, []rolloutRead{{}, {err: refused}, {done: true}}, "",
+			[]string{"rollout: kube-node3: node Ready after 0s\nrollout: kube-node3: calico-node ready after 0s\nrollout: calico-kube-controllers available after 0s\n", "all nodes Ready"}},
 		{"wait: not done in time names the nodes", true, 20 * time.Millisecond, []rolloutRead{{}}, "kube-node3: calico-node ImagePullBackOff", nil},
 		{"wait: a failed last read keeps the rollout seen before", true, 20 * time.Millisecond,
 			[]rolloutRead{{}, {err: refused}}, "kube-node3: calico-node ImagePullBackOff", nil},
@@ -46,7 +47,11 @@ func TestWatchRollout(t *testing.T) {
 				if r.err != nil {
 					return calico.Status{}, r.err
 				}
-				return calico.Status{Nodes: []calico.NodeReport{pending}, Desired: 4, Done: r.done}, nil
+				if r.done {
+					return calico.Status{Nodes: []calico.NodeReport{{Node: "kube-node3", Ready: true, Calico: calico.CalicoReady}}, Desired: 4, Done: true,
+						Workloads: []calico.Workload{{Name: "calico-kube-controllers", Ready: true}}}, nil
+				}
+				return calico.Status{Nodes: []calico.NodeReport{pending}, Desired: 4}, nil
 			}
 			var status strings.Builder
 			err := watchRollout(context.Background(), read, tt.wait, tt.timeout, time.Millisecond, &status)
