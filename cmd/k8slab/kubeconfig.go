@@ -19,10 +19,11 @@ func kubeconfigCommand() *cli.Command {
 			}
 			defer s.Close()
 			ictx := installContext(c, s, cfg, nil, nil)
-			if err := ictx.LoadAdmin(c.Context); err != nil {
+			access, err := ictx.LoadAccess(c.Context)
+			if err != nil {
 				return noCluster(err)
 			}
-			k := &install.Kubeconfig{Context: ictx}
+			k := &install.Kubeconfig{Context: ictx, Access: access}
 			if err := k.Run(c.Context); err != nil {
 				return &exitError{exitFailed, err}
 			}

@@ -28,7 +28,10 @@ import (
 // the joins took 210-226 s, not 125 s, and the install was still running
 // after 27 min, where one run's took 19m23s with calico (58 s) first. The
 // rollout phase waits for calico-node once every node is in.
-type Calico struct{ *Context }
+type Calico struct {
+	*Context
+	Access *Access // from the control-plane phase
+}
 
 func (*Calico) Name() string { return "calico" }
 
@@ -91,7 +94,7 @@ func (c *Calico) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := c.kubeClient()
+	cl, err := c.kubeClient(c.Access)
 	if err != nil {
 		return err
 	}
@@ -120,16 +123,10 @@ func (c *Calico) Run(ctx context.Context) error {
 	return nil
 }
 
-// kubeClient reaches the API server through the control plane's SSH
-// connection, with the admin credentials the control-plane phase fetched.
-func (c *Context) kubeClient() (*kube.Client, error) {
-	c.mu.Lock()
-	admin := c.adminConf
-	c.mu.Unlock()
-	if admin == nil {
-		return nil, fmt.Errorf("no admin kubeconfig: the control-plane phase must run first (it is idempotent)")
-	}
-	return KubeClient(c.Hosts[c.Cluster.ControlPlane], admin)
+// kubeClient reaches the API server as the cluster's admin, with what
+// the control-plane phase handed on.
+func (c *Context) kubeClient(a *Access) (*kube.Client, error) {
+	return a.client(c.Hosts[c.Cluster.ControlPlane])
 }
 
 // appliedRecord remembers what the calico phase applied last, so that a

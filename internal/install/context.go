@@ -54,9 +54,6 @@ type Context struct {
 	// NodeIP is each node's address on the route to the control plane:
 	// the kubelet's node-ip.
 	nodeIP map[string]string
-	// Set by the control-plane phase for the join phase.
-	token, caHash string
-	adminConf     []byte
 }
 
 // Facts returns what preflight learned about a node.
@@ -130,17 +127,18 @@ func (c *Context) each(ctx context.Context, step string, nodes []string, needs [
 // Phases returns the installation in order.
 func Phases(c *Context) []phase.Phase {
 	etcd := &Etcd{c}
+	access := &Access{} // made by control-plane, used by every phase after it
 	return []phase.Phase{
 		&Preflight{c},
 		&Provision{c},
 		etcd,
-		&ControlPlane{c, etcd},
-		&DNS{c},
-		&Calico{c},
-		&Join{c},
-		&Peering{c},
-		&Rollout{c},
-		&Kubeconfig{c},
+		&ControlPlane{Context: c, Etcd: etcd, Access: access},
+		&DNS{c, access},
+		&Calico{c, access},
+		&Join{c, access},
+		&Peering{c, access},
+		&Rollout{c, access},
+		&Kubeconfig{c, access},
 	}
 }
 

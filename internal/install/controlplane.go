@@ -21,7 +21,10 @@ import (
 // renders, then fetches admin.conf and computes the join credentials.
 type ControlPlane struct {
 	*Context
-	etcd *Etcd
+	Etcd *Etcd
+	// Access gets what the phases after this one need: admin.conf, the
+	// CA's hash, this run's bootstrap token.
+	Access *Access
 }
 
 func (*ControlPlane) Name() string { return "control-plane" }
@@ -35,7 +38,7 @@ const (
 
 func (c *ControlPlane) Plan() []phase.Step {
 	etcd := "stacked etcd"
-	if eps := c.etcd.Endpoints(); len(eps) > 0 {
+	if eps := c.Etcd.Endpoints(); len(eps) > 0 {
 		etcd = "external etcd " + strings.Join(eps, ",")
 	}
 	return []phase.Step{{Node: c.Cluster.ControlPlane, Action: fmt.Sprintf(
@@ -116,9 +119,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c.mu.Lock()
-		c.token, c.caHash, c.adminConf = token, hash, admin
-		c.mu.Unlock()
+		c.Access.set(admin, hash, token)
 		rec, err := c.Cluster.Record()
 		if err != nil {
 			return err
@@ -181,9 +182,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.adminConf = admin
-	c.mu.Unlock()
+	c.Access.setAdmin(admin)
 	t.Status("waiting for kube-apiserver before starting kube-controller-manager and kube-scheduler")
 	if err := c.waitReady(ctx, t); err != nil {
 		return err
@@ -197,7 +196,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, 
 
 // waitReady polls the API server's /readyz through the SSH tunnel.
 func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
-	cl, err := c.kubeClient()
+	cl, err := c.Access.client(c.Hosts[c.Cluster.ControlPlane])
 	if err != nil {
 		return err
 	}
@@ -264,7 +263,7 @@ func initState(ctx context.Context, h host.Host) (initStatus, error) {
 // until even its dials to the local member timed out and kube-apiserver
 // exited. The other members still replicate every write and keep quorum.
 func (c *ControlPlane) etcdEndpoints() []string {
-	all := c.etcd.Endpoints()
+	all := c.Etcd.Endpoints()
 	for _, e := range all {
 		if u, err := url.Parse(e); err == nil && u.Hostname() == c.NodeIP(c.Cluster.ControlPlane) {
 			return []string{e}

@@ -23,7 +23,7 @@ func TestAPIServerEtcdEndpoints(t *testing.T) {
 			cfg.Default()
 			c := &Context{Cluster: cfg}
 			c.setFacts("172.31.3.11", c.Facts("172.31.3.11"), "172.31.3.11")
-			cp := &ControlPlane{c, &Etcd{c}}
+			cp := &ControlPlane{Context: c, Etcd: &Etcd{c}, Access: &Access{}}
 			if got := cp.etcdEndpoints(); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}

@@ -16,7 +16,10 @@ import (
 // start ("plugin/forward: no valid upstream addresses found") and never
 // becomes ready. Where some node has none, CoreDNS answers the cluster's
 // names only, and says so; elsewhere kubeadm's Corefile stays as it is.
-type DNS struct{ *Context }
+type DNS struct {
+	*Context
+	Access *Access // from the control-plane phase
+}
 
 func (*DNS) Name() string { return "dns" }
 
@@ -52,7 +55,7 @@ func (d *DNS) Run(ctx context.Context) error {
 		fmt.Fprintln(status, "dns: every node has a nameserver: kubeadm's Corefile stays")
 		return nil
 	}
-	cl, err := d.kubeClient()
+	cl, err := d.kubeClient(d.Access)
 	if err != nil {
 		return err
 	}

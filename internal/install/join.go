@@ -17,7 +17,10 @@ import (
 // Join adds the workers in parallel with a JoinConfiguration k8slab
 // renders from its own token and CA hash (not scraped from kubeadm's
 // output). A node that has joined already is left alone.
-type Join struct{ *Context }
+type Join struct {
+	*Context
+	Access *Access // from the control-plane phase
+}
 
 func (*Join) Name() string { return "join" }
 
@@ -46,17 +49,15 @@ func (j *Join) Run(ctx context.Context) error {
 	if len(workers) == 0 {
 		return nil
 	}
-	j.mu.Lock()
-	hash, admin := j.caHash, j.adminConf
-	j.mu.Unlock()
-	if admin == nil {
-		return fmt.Errorf("no cluster credentials: the control-plane phase must run first (it is idempotent: --only control-plane,join)")
+	hash, initToken, err := j.Access.join()
+	if err != nil {
+		return err
 	}
 	// kubelet.conf is written once the node has authenticated; from there
 	// the kubelet finishes registering by itself.
 	states := map[string]string{}
 	var mu sync.Mutex
-	err := j.each(ctx, "join check", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
+	err = j.each(ctx, "join check", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
 		out, err := host.Output(ctx, t.Host, "if [ -f /etc/kubernetes/kubelet.conf ]; then echo joined; elif [ -e /etc/kubernetes/pki/ca.crt ]; then echo partial; else echo none; fi")
 		if err != nil {
 			return err
@@ -82,7 +83,7 @@ func (j *Join) Run(ctx context.Context) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	token, err := j.joinToken(ctx)
+	token, err := j.joinToken(ctx, initToken)
 	if err != nil {
 		return err
 	}
@@ -131,19 +132,16 @@ func (j *Join) Run(ctx context.Context) error {
 
 // joinToken is the token of this run's kubeadm init, or, on a re-run of
 // an initialized cluster, a fresh one created through the API.
-func (j *Join) joinToken(ctx context.Context) (string, error) {
-	j.mu.Lock()
-	token := j.token
-	j.mu.Unlock()
-	if token != "" {
-		return token, nil
+func (j *Join) joinToken(ctx context.Context, initToken string) (string, error) {
+	if initToken != "" {
+		return initToken, nil
 	}
 	token, err := bootstrap.NewToken()
 	if err != nil {
 		return "", err
 	}
 	j.secret(token)
-	cl, err := j.kubeClient()
+	cl, err := j.kubeClient(j.Access)
 	if err != nil {
 		return "", err
 	}

@@ -16,7 +16,10 @@ import (
 // Kubeconfig saves the admin kubeconfig as <dir>/<cluster>.kubeconfig
 // (0600) with the API server's address on the lab network, and merges it
 // into ~/.kube/config when asked.
-type Kubeconfig struct{ *Context }
+type Kubeconfig struct {
+	*Context
+	Access *Access // from the control-plane phase
+}
 
 func (*Kubeconfig) Name() string { return "kubeconfig" }
 
@@ -33,11 +36,9 @@ func (k *Kubeconfig) Plan() []phase.Step {
 }
 
 func (k *Kubeconfig) Run(ctx context.Context) error {
-	k.mu.Lock()
-	admin := k.adminConf
-	k.mu.Unlock()
-	if admin == nil {
-		return fmt.Errorf("no admin kubeconfig: the control-plane phase must run first (it is idempotent)")
+	admin, err := k.Access.admin()
+	if err != nil {
+		return err
 	}
 	cfg, err := clientcmd.Load(admin)
 	if err != nil {
@@ -98,17 +99,4 @@ func (k *Kubeconfig) Run(ctx context.Context) error {
 		return err
 	}
 	return os.Chmod(k.MergeKubeconfig, 0o600)
-}
-
-// LoadAdmin reads admin.conf from the control plane, for commands that
-// act on an installed cluster without running the install phases.
-func (c *Context) LoadAdmin(ctx context.Context) error {
-	b, err := c.Hosts[c.Cluster.ControlPlane].ReadFile(ctx, adminConfPath)
-	if err != nil {
-		return fmt.Errorf("host %s: no installed cluster: %w", c.Cluster.ControlPlane, err)
-	}
-	c.mu.Lock()
-	c.adminConf = b
-	c.mu.Unlock()
-	return nil
 }

@@ -19,7 +19,10 @@ import (
 // Node object. It runs once every node has joined (a Node exists only
 // then); calico-node's BIRD picks both up without a restart. In mesh mode
 // it has nothing to do.
-type Peering struct{ *Context }
+type Peering struct {
+	*Context
+	Access *Access // from the control-plane phase
+}
 
 func (*Peering) Name() string { return "peering" }
 
@@ -69,7 +72,7 @@ func (p *Peering) Run(ctx context.Context) error {
 	if p.Cluster.Calico.BGP != cluster.BGPAsPerRack {
 		return nil
 	}
-	cl, err := p.kubeClient()
+	cl, err := p.kubeClient(p.Access)
 	if err != nil {
 		return err
 	}

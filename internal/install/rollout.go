@@ -18,7 +18,10 @@ import (
 // and every node Ready; without --wait it reports where they are and goes
 // on. It is a phase apart from calico's because calico runs before the
 // joins, and calico-node can only start on a node that has joined.
-type Rollout struct{ *Context }
+type Rollout struct {
+	*Context
+	Access *Access // from the control-plane phase
+}
 
 func (*Rollout) Name() string { return "rollout" }
 
@@ -70,7 +73,7 @@ func (r *Rollout) Plan() []phase.Step {
 }
 
 func (r *Rollout) Run(ctx context.Context) error {
-	cl, err := r.kubeClient()
+	cl, err := r.kubeClient(r.Access)
 	if err != nil {
 		return err
 	}
