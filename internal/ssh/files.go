@@ -25,6 +25,7 @@ import (
 // more over a new connection when the first dies under the transfer: a
 // provisioning run lost a 40 MB binary that way on a starved VM.
 func (c *Client) Upload(ctx context.Context, f host.File, r io.Reader) error {
+	defer c.use()()
 	conn, err := c.connect(ctx)
 	if err != nil {
 		return err
@@ -179,6 +180,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // ReadFile reads a remote file; non-root users read through sudo so that
 // root-only files such as admin.conf are reachable.
 func (c *Client) ReadFile(ctx context.Context, p string) ([]byte, error) {
+	defer c.use()()
 	if c.ep.User != "root" {
 		var out bytes.Buffer
 		if err := c.Run(ctx, host.Cmd{Command: "cat " + host.Quote(p), Stdout: &out}); err != nil {

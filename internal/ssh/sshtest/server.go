@@ -1,7 +1,8 @@
 // Package sshtest serves the fan-out benchmarks. Start is a SIMULATED SSH
 // endpoint: a minimal in-process x/crypto/ssh server that answers every
-// exec request with "ok", so k8slab's own cost shows without 200 sshd
-// logins loading the machine; it proves nothing about real OpenSSH.
+// exec request with "ok" (the command "hang" never ends: a stuck node),
+// so k8slab's own cost shows without 200 sshd logins loading the
+// machine; it proves nothing about real OpenSSH.
 // StartOpenSSH runs real sshd processes on loopback, for the CPU each
 // host costs the workstation against real servers.
 package sshtest
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	xssh "golang.org/x/crypto/ssh"
 )
@@ -23,8 +25,10 @@ import (
 type Servers struct {
 	Addrs   []string
 	KeyFile string
-	lns     []net.Listener
-	wg      sync.WaitGroup
+	// Keepalives counts the keepalive@openssh.com probes answered.
+	Keepalives atomic.Int64
+	lns        []net.Listener
+	wg         sync.WaitGroup
 }
 
 // Start listens on n loopback ports. The client key is written to dir.
@@ -82,11 +86,11 @@ func (s *Servers) serve(ln net.Listener, cfg *xssh.ServerConfig) {
 		if err != nil {
 			return
 		}
-		go handle(c, cfg)
+		go s.handle(c, cfg)
 	}
 }
 
-func handle(c net.Conn, cfg *xssh.ServerConfig) {
+func (s *Servers) handle(c net.Conn, cfg *xssh.ServerConfig) {
 	sc, chans, reqs, err := xssh.NewServerConn(c, cfg)
 	if err != nil {
 		c.Close()
@@ -95,6 +99,9 @@ func handle(c net.Conn, cfg *xssh.ServerConfig) {
 	defer sc.Close()
 	go func() {
 		for r := range reqs {
+			if r.Type == "keepalive@openssh.com" {
+				s.Keepalives.Add(1)
+			}
 			r.Reply(r.Type == "keepalive@openssh.com", nil)
 		}
 	}()
@@ -115,6 +122,9 @@ func handle(c net.Conn, cfg *xssh.ServerConfig) {
 					continue
 				}
 				r.Reply(true, nil)
+				if len(r.Payload) > 4 && string(r.Payload[4:]) == "hang" {
+					continue // no output, no exit: until the client gives up
+				}
 				ch.Write([]byte("ok\n"))
 				status := make([]byte, 4)
 				binary.BigEndian.PutUint32(status, 0)
