@@ -26,8 +26,8 @@ type OpenSSH struct {
 
 // StartOpenSSH starts n sshd (root only: sshd wants to be root to serve
 // logins) on 127.0.0.1, each with its own port and a configuration in
-// dir: public-key login as the current user, no PAM, no DNS, so a login
-// costs the server what OpenSSH itself needs.
+// dir: public-key login as the current user, no PAM, no DNS, no shell
+// start-up file, so a login costs the server what OpenSSH itself needs.
 func StartOpenSSH(n int, dir string) (*OpenSSH, error) {
 	sshd, err := exec.LookPath("/usr/sbin/sshd")
 	if err != nil {
@@ -69,7 +69,17 @@ func StartOpenSSH(n int, dir string) (*OpenSSH, error) {
 			o.Close()
 			return nil, err
 		}
-		cmd := exec.Command(sshd, "-D", "-e", "-f", conf)
+		// Each login runs the user's shell, and bash started by sshd reads
+		// ~/.bashrc: root's on this workstation starts pyenv, whose rehash
+		// lock serialized the logins for minutes. sshd runs in a private
+		// mount namespace where that file is empty, so a login costs what
+		// sshd and a plain shell need, as on a node; the workstation's
+		// file is untouched.
+		empty := filepath.Join(dir, "empty-bashrc")
+		os.WriteFile(empty, nil, 0o644)
+		cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`[ ! -e "$HOME/.bashrc" ] || mount --bind "$1" "$HOME/.bashrc" || exit 1; shift; exec "$@"`,
+			"sh", empty, sshd, "-D", "-e", "-f", conf)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			o.Close()
