@@ -28,16 +28,15 @@ func Script(name string) string {
 }
 
 // Command is the command line that runs the script with args as its
-// positional parameters ($1, $2, ...), each quoted for the remote shell.
+// positional parameters ($1, $2, ...; none when args is empty, also
+// inside a larger script that has some), each quoted for the remote shell.
 func Command(name string, args ...string) string {
-	if len(args) == 0 {
-		return Script(name)
+	var b strings.Builder
+	b.WriteString("set --")
+	for _, a := range args {
+		b.WriteString(" '" + strings.ReplaceAll(a, "'", `'"'"'`) + "'")
 	}
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'"'"'`) + "'"
-	}
-	return "set -- " + strings.Join(q, " ") + "\n" + Script(name)
+	return b.String() + "\n" + Script(name)
 }
 
 // Values is a script's "key=value" output: every value of every key, in

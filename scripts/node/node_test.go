@@ -29,13 +29,18 @@ func TestCommandPassesArgumentsVerbatim(t *testing.T) {
 	args := []string{"172.31.3.11", "it's", "$(touch /tmp/k8slab-injected)", "a b", ""}
 	// preflight-probe.sh prints route=... for $1; use the shell to echo
 	// every parameter back through the same prefix Command writes.
-	cmd := Command("versions.sh", args...)
-	out, err := exec.Command("sh", "-c", cmd[:len(cmd)-len(Script("versions.sh"))]+`for a in "$@"; do echo "arg=$a"; done`).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := Parse(string(out)).All("arg"); !slices.Equal(got, args) {
-		t.Errorf("arguments %q, want %q", got, args)
+	for _, args := range [][]string{args, nil} {
+		// Inside a larger script with parameters of its own: the script
+		// sees exactly args.
+		cmd := Command("versions.sh", args...)
+		prefix := cmd[:len(cmd)-len(Script("versions.sh"))]
+		out, err := exec.Command("sh", "-c", prefix+`for a in "$@"; do echo "arg=$a"; done`, "sh", "outer1", "outer2").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Parse(string(out)).All("arg"); !slices.Equal(got, args) {
+			t.Errorf("arguments %q, want %q", got, args)
+		}
 	}
 }
 
