@@ -63,7 +63,7 @@ func FileCheckScript(files []FileSpec) string {
 	for i, f := range files {
 		paths[i] = f.Remote
 	}
-	return "(\n" + nodescript.Command("file-check.sh", paths...) + ")\n"
+	return nodescript.Subshell("file-check.sh", paths...) + "\n"
 }
 
 // FileState is what a node has at a path.

@@ -269,7 +269,7 @@ func nodeCheck(files []FileSpec) string {
 	for _, p := range requiredPackages() {
 		fmt.Fprintf(&pk, "command -v %s >/dev/null 2>&1 || echo missing=%s\n", p[0], p[1])
 	}
-	return "(\n" + nodescript.Command("kernel.sh") + ") || { echo 'kernel settings failed' >&2; exit 1; }\n" +
+	return nodescript.Subshell("kernel.sh") + " || { echo 'kernel settings failed' >&2; exit 1; }\n" +
 		pk.String() + FileCheckScript(files) +
 		"systemctl is-enabled -q containerd 2>/dev/null && systemctl is-active -q containerd && echo containerd=active\n" +
 		"ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/image=/'\ntrue\n"

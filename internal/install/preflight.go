@@ -128,7 +128,7 @@ func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (prob
 	var stdout, stderr bytes.Buffer
 	first := &arrival{w: &stdout, now: p.Now}
 	sent := p.Now()
-	err := h.Run(ctx, host.Cmd{Command: `echo "now=$(date +%s.%N)"` + "\n" + provision.FactsScript() + "(\n" + nodescript.Command("preflight-probe.sh", cpHost) + ")\n",
+	err := h.Run(ctx, host.Cmd{Command: `echo "now=$(date +%s.%N)"` + "\n" + provision.FactsScript() + nodescript.Subshell("preflight-probe.sh", cpHost) + "\n",
 		Stdout: first, Stderr: &stderr})
 	if err != nil {
 		return pr, fmt.Errorf("preflight probe: %w: %s", err, strings.TrimSpace(stderr.String()))

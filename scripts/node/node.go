@@ -39,6 +39,13 @@ func Command(name string, args ...string) string {
 	return b.String() + "\n" + Script(name)
 }
 
+// Subshell is Command in a subshell, for folding the script into a
+// larger one: its parameters, exit and set -e stay its own. The result
+// ends without a newline, so a caller may add "|| ...".
+func Subshell(name string, args ...string) string {
+	return "(\n" + Command(name, args...) + ")"
+}
+
 // Values is a script's "key=value" output: every value of every key, in
 // the order the lines came. Lines without "=" are not values.
 type Values map[string][]string
