@@ -81,8 +81,9 @@ e2e-all: deps vm-image bundle
 # The main job on the default (GNS3 reference) lab: its fabric with the
 # four nodes as systemd containers, Kubernetes with Calico (VXLAN: the
 # workstation's kernel has no ipip module) installed from the offline
-# bundle, then verified. Cold: the bundle builds from source first (~30 min).
-LAB_INSTALL = --calico-encapsulation VXLAN --artifacts $(BUNDLE) --kubeconfig-dir $(CURDIR)/bin
+# bundle, with the reference lab's service and pod networks, then verified.
+# Cold: the bundle builds from source first (~30 min).
+LAB_INSTALL = --service-cidr 172.31.64.0/18 --pod-cidr 172.31.128.0/18 --calico-encapsulation VXLAN --artifacts $(BUNDLE) --kubeconfig-dir $(CURDIR)/bin
 lab: deps build container-rootfs bundle
 	$(BIN) lab up --containers
 	$(BIN) lab exec -- k8slab install $(LAB_INSTALL)

@@ -111,9 +111,21 @@ func TestPatchReleaseManifest(t *testing.T) {
 			if got := cm["data"].(map[string]any)["calico_backend"]; got != tt.backend {
 				t.Errorf("calico_backend = %v, want %s", got, tt.backend)
 			}
-			probes, _ := json.Marshal([]any{container["livenessProbe"], container["readinessProbe"]})
-			if strings.Contains(string(probes), "-bird-") != tt.birdProbes {
-				t.Errorf("bird probes present = %v, want %v: %s", !tt.birdProbes, tt.birdProbes, probes)
+			// Liveness is the kubelet's GET of Felix's health endpoint, as
+			// Calico's operator renders it; readiness too without BIRD, and
+			// with BIRD the release's exec (only it can ask BIRD).
+			live, _ := json.Marshal(container["livenessProbe"])
+			wantLive := `{"failureThreshold":6,"httpGet":{"host":"localhost","path":"/liveness","port":9099},"initialDelaySeconds":10,"periodSeconds":10,"timeoutSeconds":10}`
+			if string(live) != wantLive {
+				t.Errorf("livenessProbe\n got %s\nwant %s", live, wantLive)
+			}
+			ready, _ := json.Marshal(container["readinessProbe"])
+			wantReady := `{"httpGet":{"host":"localhost","path":"/readiness","port":9099},"periodSeconds":10,"timeoutSeconds":10}`
+			if tt.birdProbes {
+				wantReady = `{"exec":{"command":["/bin/calico-node","-felix-ready","-bird-ready"]},"periodSeconds":10,"timeoutSeconds":10}`
+			}
+			if string(ready) != wantReady {
+				t.Errorf("readinessProbe\n got %s\nwant %s", ready, wantReady)
 			}
 			// Every other document is passed through unchanged, to the byte.
 			inDocs, outDocs := kube.SplitDocs(string(in)), kube.SplitDocs(string(out))

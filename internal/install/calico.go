@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/kube"
@@ -66,8 +67,12 @@ func (c *Calico) Plan() []phase.Step {
 		}
 		bgp += ") (server-side apply)"
 	}
-	return []phase.Step{{Node: "", Action: fmt.Sprintf("calico %s: manifest with CALICO_IPV4POOL_CIDR=%s, IPIP %s, VXLAN %s, IP_AUTODETECTION_METHOD=%s; IPPool, FelixConfiguration, %s; NetworkPolicy is enforced by Calico",
-		c.Cluster.Calico.Version, c.Cluster.PodCIDR, ipip, vxlan, c.Cluster.Calico.Autodetect, bgp)}}
+	api := c.NodeIP(c.Cluster.ControlPlane)
+	if api == "" {
+		api = c.Cluster.ControlPlane + "'s node IP"
+	}
+	return []phase.Step{{Node: "", Action: fmt.Sprintf("calico %s: manifest with CALICO_IPV4POOL_CIDR=%s, IPIP %s, VXLAN %s, IP_AUTODETECTION_METHOD=%s; IPPool, FelixConfiguration, %s; ConfigMap %s (calico-node reaches the API server at %s:%d, not through kube-proxy); NetworkPolicy is enforced by Calico",
+		c.Cluster.Calico.Version, c.Cluster.PodCIDR, ipip, vxlan, c.Cluster.Calico.Autodetect, bgp, calico.ServicesEndpointName, api, bootstrap.APIServerPort)}}
 }
 
 func (c *Calico) Run(ctx context.Context) error {
@@ -90,7 +95,11 @@ func (c *Calico) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	own, err := kube.ToObjects(typed)
+	endpoint, err := calico.ServicesEndpoint(c.NodeIP(c.Cluster.ControlPlane), bootstrap.APIServerPort)
+	if err != nil {
+		return err
+	}
+	own, err := kube.ToObjects(append(typed, endpoint))
 	if err != nil {
 		return err
 	}
