@@ -285,3 +285,22 @@ func inEnum(enum []any, v any) bool {
 	}
 	return false
 }
+
+// An offline lab's Felix must not try to report usage to projectcalico.org
+// (on unless switched off).
+func TestFelixReportsNoUsage(t *testing.T) {
+	objs, err := Resources(Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "VXLAN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if f, ok := o.(FelixConfiguration); ok {
+			b, _ := json.Marshal(f.Spec)
+			if !strings.Contains(string(b), `"usageReportingEnabled":false`) {
+				t.Errorf("FelixConfiguration spec %s does not switch usage reporting off", b)
+			}
+			return
+		}
+	}
+	t.Fatal("no FelixConfiguration")
+}

@@ -54,6 +54,10 @@ type FelixConfigurationSpec struct {
 	// BPFEnabled false keeps the iptables/nftables data plane, in which
 	// NetworkPolicy is enforced as kube-proxy's rules expect.
 	BPFEnabled bool `json:"bpfEnabled"`
+	// UsageReportingEnabled false: Felix does not report the cluster's
+	// version and size to projectcalico.org (on by default), which an
+	// offline lab cannot reach and a user did not ask for.
+	UsageReportingEnabled bool `json:"usageReportingEnabled"`
 }
 
 // BGPConfiguration sets the cluster's BGP behaviour.
