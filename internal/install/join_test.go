@@ -1,0 +1,135 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/host/hosttest"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/provision"
+)
+
+const caHash = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// joinState answers Join's check on a fake node: joined, partial or none.
+func joinState(st string) hosttest.Rule {
+	return hosttest.Rule{Match: "/etc/kubernetes/kubelet.conf", Stdout: st + "\n"}
+}
+
+// detachedExit makes the detached kubeadm step end with code (its unit
+// not running before, its status file then holding code).
+func detachedExit(code string) []hosttest.Rule {
+	return []hosttest.Rule{
+		{Match: "set -- 'state'", Stdout: "state=inactive\n"},
+		{Match: "set -- 'follow'", Stdout: "status=" + code + "\nlast=kubeadm's last line\n"},
+		{Match: "set -- 'tail'", Stdout: "error execution phase kubelet-start: the node said no\n"},
+	}
+}
+
+// joinPhase is the join phase of a three-node cluster (kube-node1 the
+// control plane, one etcd member: no etcd client needed) on fake hosts.
+func joinPhase(t *testing.T, workers map[string]*hosttest.Fake) (*Join, *bytes.Buffer) {
+	t.Helper()
+	cp := &hosttest.Fake{Label: "kube-node1"}
+	hosts := map[string]host.Host{"kube-node1": cp}
+	list := []host.Host{cp}
+	cfg := &cluster.Config{Name: "lab", ControlPlane: "kube-node1", Etcd: []string{"kube-node1"}, Nodes: []string{"kube-node1"}}
+	for name, h := range workers {
+		h.Label = name
+		hosts[name], list = h, append(list, h)
+		cfg.Nodes = append(cfg.Nodes, name)
+		cfg.Workers = append(cfg.Workers, name)
+	}
+	var status bytes.Buffer
+	r, err := run.New(run.Options{Command: "install", Status: &status}, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Context{Cluster: cfg, Runner: r, Hosts: hosts, Wait: time.Minute}
+	for i, n := range cfg.Nodes {
+		c.setFacts(n, provision.Facts{Hostname: n}, "172.31.3."+string(rune('1'+i))+"1")
+	}
+	a := &Access{}
+	a.set([]byte("admin.conf"), caHash, "abcdef.0123456789abcdef")
+	return &Join{Context: c, Access: a}, &status
+}
+
+func TestJoinLeavesJoinedNodesAlone(t *testing.T) {
+	w := &hosttest.Fake{Rules: []hosttest.Rule{joinState("joined")}}
+	j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
+	if err := j.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if log := w.Log(); len(log) != 1 || !strings.Contains(log[0], "kubelet.conf") {
+		t.Errorf("a joined node got more than the check: %q", w.Steps())
+	}
+}
+
+func TestJoinRendersTheConfigAndResumesAnInterruptedJoin(t *testing.T) {
+	fresh := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("0")...)}
+	partial := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("partial")}, detachedExit("0")...)}
+	j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": fresh, "kube-node3": partial})
+	if err := j.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range map[string]*hosttest.Fake{"kube-node2": fresh, "kube-node3": partial} {
+		cfg := string(w.Files[joinConfigPath])
+		for _, want := range []string{"kind: JoinConfiguration", "abcdef.0123456789abcdef", caHash, "apiServerEndpoint: 172.31.3.11:6443", "name: " + name} {
+			if !strings.Contains(cfg, want) {
+				t.Errorf("%s: join config lacks %q:\n%s", name, want, cfg)
+			}
+		}
+		if !w.Did("kubeadm join --config " + joinConfigPath) {
+			t.Errorf("%s: no kubeadm join in %q", name, w.Steps())
+		}
+	}
+	// The interrupted join goes on past the preflight its own first half
+	// would fail; a fresh one keeps kubeadm's preflight.
+	if !partial.Did("--ignore-preflight-errors=all") {
+		t.Errorf("the interrupted join was not resumed: %q", partial.Steps())
+	}
+	if fresh.Did("--ignore-preflight-errors=all") {
+		t.Errorf("a fresh join skipped kubeadm's preflight: %q", fresh.Steps())
+	}
+	// Order on a node: check, config, then the join.
+	log := fresh.Log()
+	if !(strings.Contains(log[0], "kubelet.conf") && indexOf(log, "upload: "+joinConfigPath) < indexOf(log, "kubeadm join")) {
+		t.Errorf("order: %q", fresh.Steps())
+	}
+}
+
+func TestJoinReportsTheFailedNodeAndKubeadmsLog(t *testing.T) {
+	w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("1")...)}
+	j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
+	err := j.Run(context.Background())
+	if err == nil {
+		t.Fatal("a failed kubeadm join passed")
+	}
+	if !strings.Contains(err.Error(), "join failed") || !j.Runner.Failed() {
+		t.Errorf("error %v (runner failed: %v)", err, j.Runner.Failed())
+	}
+	rep := j.Runner.Report(nil, err)
+	var got string
+	for _, h := range rep.Hosts {
+		if h.Host == "kube-node2" {
+			got = h.Error
+		}
+	}
+	if !strings.Contains(got, "exited with 1") || !strings.Contains(got, "the node said no") {
+		t.Errorf("kube-node2's error %q does not carry kubeadm's exit and log", got)
+	}
+}
+
+func indexOf(log []string, s string) int {
+	for i, e := range log {
+		if strings.Contains(e, s) {
+			return i
+		}
+	}
+	return -1
+}
