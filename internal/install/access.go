@@ -23,6 +23,9 @@ type Access struct {
 	// token is empty when this run did not run kubeadm init (the
 	// cluster was there): Join then creates one through the API.
 	token string
+	// connect reaches the API server (KubeClient: through the control
+	// plane's SSH connection); a phase's unit test gives a fake clientset.
+	connect func(cp host.Host, admin []byte) (*kube.Client, error)
 }
 
 // LoadAccess reads admin.conf from the control plane, for commands that
@@ -74,5 +77,11 @@ func (a *Access) client(cp host.Host) (*kube.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return KubeClient(cp, admin)
+	a.mu.Lock()
+	connect := a.connect
+	a.mu.Unlock()
+	if connect == nil {
+		connect = KubeClient
+	}
+	return connect(cp, admin)
 }

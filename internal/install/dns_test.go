@@ -1,8 +1,19 @@
 package install
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/host/hosttest"
+	"github.com/k8slab/k8slab/internal/kube"
+	"github.com/k8slab/k8slab/internal/run"
+	"github.com/k8slab/k8slab/provision"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 // kubeadm v1.37's Corefile, as read from a cluster it installed.
@@ -46,5 +57,70 @@ func TestWithoutForward(t *testing.T) {
 	}
 	if WithoutForward(got) != got {
 		t.Error("not idempotent")
+	}
+}
+
+// dnsPhase is the dns phase on a fake API server holding kubeadm's
+// CoreDNS ConfigMap; nameservers gives each node's count of resolvers.
+func dnsPhase(t *testing.T, nameservers map[string]int) (*DNS, *fake.Clientset, *int) {
+	t.Helper()
+	kc := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"},
+		Data: map[string]string{"Corefile": kubeadmCorefile}})
+	r, err := run.New(run.Options{Command: "install"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Context{Cluster: &cluster.Config{ControlPlane: "kube-node1"}, Runner: r, Hosts: map[string]host.Host{"kube-node1": &hosttest.Fake{}}}
+	for n, ns := range nameservers {
+		c.Cluster.Nodes = append(c.Cluster.Nodes, n)
+		c.setFacts(n, provision.Facts{Kernel: "6.1.0", Nameservers: ns}, "")
+	}
+	connects := 0
+	a := &Access{connect: func(host.Host, []byte) (*kube.Client, error) { connects++; return &kube.Client{Kube: kc}, nil }}
+	a.setAdmin([]byte("admin.conf"))
+	return &DNS{Context: c, Access: a}, kc, &connects
+}
+
+func corefile(t *testing.T, kc *fake.Clientset) string {
+	cm, err := kc.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "coredns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data["Corefile"]
+}
+
+func TestDNSPhaseDropsForwardOnlyWhereANodeHasNoResolver(t *testing.T) {
+	ctx := context.Background()
+	d, kc, connects := dnsPhase(t, map[string]int{"kube-node1": 1, "kube-node2": 2})
+	if err := d.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if *connects != 0 || corefile(t, kc) != kubeadmCorefile {
+		t.Errorf("every node has a resolver, yet the API was asked (%d) or the Corefile changed", *connects)
+	}
+
+	d, kc, _ = dnsPhase(t, map[string]int{"kube-node1": 1, "kube-node2": 0})
+	if err := d.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := corefile(t, kc); got != WithoutForward(kubeadmCorefile) {
+		t.Errorf("kube-node2 has no resolver, Corefile:\n%s", got)
+	}
+	updates := func() (n int) {
+		for _, a := range kc.Actions() {
+			if a.GetVerb() == "update" {
+				n++
+			}
+		}
+		return n
+	}
+	if updates() != 1 {
+		t.Errorf("%d updates, want 1", updates())
+	}
+	if err := d.Run(ctx); err != nil { // a re-run changes nothing
+		t.Fatal(err)
+	}
+	if updates() != 1 {
+		t.Errorf("the re-run updated the ConfigMap again (%d updates)", updates())
 	}
 }

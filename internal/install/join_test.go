@@ -10,8 +10,11 @@ import (
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/host/hosttest"
+	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 const caHash = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -132,4 +135,33 @@ func indexOf(log []string, s string) int {
 		}
 	}
 	return -1
+}
+
+// A re-run whose control plane was already initialized has no token of
+// its own: one is created through the API for the worker still to join,
+// and only then.
+func TestJoinCreatesATokenWhenTheClusterWasThere(t *testing.T) {
+	for _, tt := range []struct {
+		state      string
+		wantTokens int
+	}{{"none", 1}, {"joined", 0}} {
+		w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState(tt.state)}, detachedExit("0")...)}
+		j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
+		kc := fake.NewClientset()
+		j.Access.set([]byte("admin.conf"), caHash, "") // no kubeadm init in this run
+		j.Access.connect = func(host.Host, []byte) (*kube.Client, error) { return &kube.Client{Kube: kc}, nil }
+		if err := j.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		secrets, _ := kc.CoreV1().Secrets("kube-system").List(context.Background(), metav1.ListOptions{})
+		if len(secrets.Items) != tt.wantTokens {
+			t.Fatalf("worker %s: %d bootstrap tokens created, want %d", tt.state, len(secrets.Items), tt.wantTokens)
+		}
+		if tt.wantTokens == 1 {
+			s := secrets.Items[0].StringData
+			if !strings.Contains(string(w.Files[joinConfigPath]), s["token-id"]+"."+s["token-secret"]) {
+				t.Errorf("the join config does not carry the token created through the API:\n%s", w.Files[joinConfigPath])
+			}
+		}
+	}
 }
