@@ -5,6 +5,7 @@ package ssh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -221,7 +222,10 @@ func (p *Pool) handshake(ctx context.Context, ep Endpoint) (*xssh.Client, *count
 }
 
 func classifyDial(ctx context.Context, err error, limit time.Duration) error {
-	if ctx.Err() == context.DeadlineExceeded {
+	// The dial's own deadline is the context's: on a loaded machine its
+	// "i/o timeout" can come back before the context reports itself done.
+	var ne net.Error
+	if ctx.Err() == context.DeadlineExceeded || errors.As(err, &ne) && ne.Timeout() {
 		return fmt.Errorf("connect: timed out after %s", limit)
 	}
 	return fmt.Errorf("connect: %w", err)

@@ -2,6 +2,9 @@ package ssh
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,3 +37,32 @@ func TestTimeoutLimitNamesTheLimitThatFires(t *testing.T) {
 		})
 	}
 }
+
+// The TCP dial's deadline is the connect limit's; under load its
+// "i/o timeout" came back while the context did not yet report itself
+// done, and the node's error read "dial tcp ...: i/o timeout" instead of
+// the limit. Both orders must say the same.
+func TestConnectTimeoutSaysTheLimitWhicheverTimerFiresFirst(t *testing.T) {
+	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: &timeoutErr{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := classifyDial(ctx, timeout, 2*time.Second); err.Error() != "connect: timed out after 2s" {
+		t.Errorf("dial timed out first: %v", err)
+	}
+	done, cancel2 := context.WithTimeout(context.Background(), 0)
+	defer cancel2()
+	<-done.Done()
+	if err := classifyDial(done, context.DeadlineExceeded, 2*time.Second); err.Error() != "connect: timed out after 2s" {
+		t.Errorf("context first: %v", err)
+	}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	if err := classifyDial(ctx, refused, 2*time.Second); !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("a refusal is not a timeout: %v", err)
+	}
+}
+
+type timeoutErr struct{}
+
+func (*timeoutErr) Error() string   { return "i/o timeout" }
+func (*timeoutErr) Timeout() bool   { return true }
+func (*timeoutErr) Temporary() bool { return true }
