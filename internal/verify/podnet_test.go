@@ -158,7 +158,10 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			go c.sim.run(ctx, t, kc)
-			checks := podNetwork(ctx, kc, c.nodes, c.calicoDown, 300*time.Millisecond)
+			// 300 ms was too short for the simulated kubelet beside an
+			// emulated VM install (a pod still Pending); 2 s only slows the
+			// cases that wait it out.
+			checks := podNetwork(ctx, kc, c.nodes, c.calicoDown, 2*time.Second)
 			if len(checks) != len(podNetworkChecks) {
 				t.Fatalf("%d checks: %+v", len(checks), checks)
 			}
