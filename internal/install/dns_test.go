@@ -9,7 +9,6 @@ import (
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/host/hosttest"
 	"github.com/k8slab/k8slab/internal/kube"
-	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,18 +65,14 @@ func dnsPhase(t *testing.T, nameservers map[string]int) (*DNS, *fake.Clientset, 
 	t.Helper()
 	kc := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"},
 		Data: map[string]string{"Corefile": kubeadmCorefile}})
-	r, err := run.New(run.Options{Command: "install"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Context{Cluster: &cluster.Config{ControlPlane: "kube-node1"}, Runner: r, Hosts: map[string]host.Host{"kube-node1": &hosttest.Fake{}}}
+	c := &Context{Cluster: &cluster.Config{ControlPlane: "kube-node1"}, Runner: quietRunner(t), Hosts: map[string]host.Host{"kube-node1": &hosttest.Fake{}}}
 	for n, ns := range nameservers {
 		c.Cluster.Nodes = append(c.Cluster.Nodes, n)
 		c.setFacts(n, provision.Facts{Kernel: "6.1.0", Nameservers: ns}, "")
 	}
-	connects := 0
-	a := &Access{connect: func(host.Host, []byte) (*kube.Client, error) { connects++; return &kube.Client{Kube: kc}, nil }}
-	a.setAdmin([]byte("admin.conf"))
+	a := fakeAPIAccess(kc)
+	connects, connect := 0, a.connect
+	a.connect = func(h host.Host, b []byte) (*kube.Client, error) { connects++; return connect(h, b) }
 	return &DNS{Context: c, Access: a}, kc, &connects
 }
 
@@ -106,14 +101,7 @@ func TestDNSPhaseDropsForwardOnlyWhereANodeHasNoResolver(t *testing.T) {
 	if got := corefile(t, kc); got != WithoutForward(kubeadmCorefile) {
 		t.Errorf("kube-node2 has no resolver, Corefile:\n%s", got)
 	}
-	updates := func() (n int) {
-		for _, a := range kc.Actions() {
-			if a.GetVerb() == "update" {
-				n++
-			}
-		}
-		return n
-	}
+	updates := func() int { return calls(kc, "update") }
 	if updates() != 1 {
 		t.Errorf("%d updates, want 1", updates())
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/host/hosttest"
-	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -148,8 +147,8 @@ func TestJoinCreatesATokenWhenTheClusterWasThere(t *testing.T) {
 		w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState(tt.state)}, detachedExit("0")...)}
 		j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
 		kc := fake.NewClientset()
+		j.Access = fakeAPIAccess(kc)
 		j.Access.set([]byte("admin.conf"), caHash, "") // no kubeadm init in this run
-		j.Access.connect = func(host.Host, []byte) (*kube.Client, error) { return &kube.Client{Kube: kc}, nil }
 		if err := j.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -9,8 +9,6 @@ import (
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/host/hosttest"
-	"github.com/k8slab/k8slab/internal/kube"
-	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,22 +20,16 @@ import (
 func peeringPhase(t *testing.T, addrs map[string]string) (*Peering, *fake.Clientset) {
 	t.Helper()
 	kc := fake.NewClientset()
-	r, err := run.New(run.Options{Command: "install"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := &cluster.Config{ControlPlane: "kube-node1"}
 	cfg.Calico.BGP = cluster.BGPAsPerRack
 	cfg.Calico.Racks = []cluster.Rack{{Name: "leaf1", Router: "172.31.3.1", ASN: 65001}, {Name: "leaf2", Router: "172.31.4.1", ASN: 65002}}
-	c := &Context{Cluster: cfg, Runner: r, Hosts: map[string]host.Host{"kube-node1": &hosttest.Fake{}}}
+	c := &Context{Cluster: cfg, Runner: quietRunner(t), Hosts: map[string]host.Host{"kube-node1": &hosttest.Fake{}}}
 	for _, n := range []string{"kube-node1", "kube-node2", "kube-node3", "kube-node4"} {
 		cfg.Nodes = append(cfg.Nodes, n)
 		c.setFacts(n, provision.Facts{Hostname: n, DefaultAddr: addrs[n]}, "")
 		kc.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
 	}
-	a := &Access{connect: func(host.Host, []byte) (*kube.Client, error) { return &kube.Client{Kube: kc}, nil }}
-	a.setAdmin([]byte("admin.conf"))
-	return &Peering{Context: c, Access: a}, kc
+	return &Peering{Context: c, Access: fakeAPIAccess(kc)}, kc
 }
 
 var referenceAddrs = map[string]string{"kube-node1": "172.31.3.11/24", "kube-node2": "172.31.3.12/24", "kube-node3": "172.31.4.11/24", "kube-node4": "172.31.4.12/24"}
@@ -58,14 +50,7 @@ func TestPeeringPutsEachNodeInItsRackOnce(t *testing.T) {
 			t.Errorf("%s: zone %q AS %q, want %s AS%s", n, node.Labels[calico.ZoneLabel], node.Annotations[calico.ASNAnnotation], w[0], w[1])
 		}
 	}
-	patches := func() (n int) {
-		for _, a := range kc.Actions() {
-			if a.GetVerb() == "patch" {
-				n++
-			}
-		}
-		return n
-	}
+	patches := func() int { return calls(kc, "patch") }
 	if patches() != 4 {
 		t.Errorf("%d patches, want 4", patches())
 	}
