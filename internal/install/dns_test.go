@@ -84,7 +84,7 @@ func corefile(t *testing.T, kc *fake.Clientset) string {
 	return cm.Data["Corefile"]
 }
 
-func TestDNSPhaseDropsForwardOnlyWhereANodeHasNoResolver(t *testing.T) {
+func TestDNSPhaseDropsForwardOnlyWhereANodeHasNoResolver_SimulatedAPI(t *testing.T) {
 	ctx := context.Background()
 	d, kc, connects := dnsPhase(t, map[string]int{"kube-node1": 1, "kube-node2": 2})
 	if err := d.Run(ctx); err != nil {

@@ -61,7 +61,7 @@ func joinPhase(t *testing.T, workers map[string]*hosttest.Fake) (*Join, *bytes.B
 	return &Join{Context: c, Access: a}, &status
 }
 
-func TestJoinLeavesJoinedNodesAlone(t *testing.T) {
+func TestJoinLeavesJoinedNodesAlone_SimulatedNodes(t *testing.T) {
 	w := &hosttest.Fake{Rules: []hosttest.Rule{joinState("joined")}}
 	j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
 	if err := j.Run(context.Background()); err != nil {
@@ -72,7 +72,7 @@ func TestJoinLeavesJoinedNodesAlone(t *testing.T) {
 	}
 }
 
-func TestJoinRendersTheConfigAndResumesAnInterruptedJoin(t *testing.T) {
+func TestJoinRendersTheConfigAndResumesAnInterruptedJoin_SimulatedNodes(t *testing.T) {
 	fresh := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("0")...)}
 	partial := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("partial")}, detachedExit("0")...)}
 	j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": fresh, "kube-node3": partial})
@@ -105,7 +105,7 @@ func TestJoinRendersTheConfigAndResumesAnInterruptedJoin(t *testing.T) {
 	}
 }
 
-func TestJoinReportsTheFailedNodeAndKubeadmsLog(t *testing.T) {
+func TestJoinReportsTheFailedNodeAndKubeadmsLog_SimulatedNodes(t *testing.T) {
 	w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("1")...)}
 	j, _ := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
 	err := j.Run(context.Background())
@@ -139,7 +139,7 @@ func indexOf(log []string, s string) int {
 // A re-run whose control plane was already initialized has no token of
 // its own: one is created through the API for the worker still to join,
 // and only then.
-func TestJoinCreatesATokenWhenTheClusterWasThere(t *testing.T) {
+func TestJoinCreatesATokenWhenTheClusterWasThere_SimulatedAPI(t *testing.T) {
 	for _, tt := range []struct {
 		state      string
 		wantTokens int

@@ -34,7 +34,7 @@ func peeringPhase(t *testing.T, addrs map[string]string) (*Peering, *fake.Client
 
 var referenceAddrs = map[string]string{"kube-node1": "172.31.3.11/24", "kube-node2": "172.31.3.12/24", "kube-node3": "172.31.4.11/24", "kube-node4": "172.31.4.12/24"}
 
-func TestPeeringPutsEachNodeInItsRackOnce(t *testing.T) {
+func TestPeeringPutsEachNodeInItsRackOnce_SimulatedAPI(t *testing.T) {
 	ctx := context.Background()
 	p, kc := peeringPhase(t, referenceAddrs)
 	if err := p.Run(ctx); err != nil {
@@ -64,7 +64,7 @@ func TestPeeringPutsEachNodeInItsRackOnce(t *testing.T) {
 
 // Preflight refuses such a node before anything changes; the phase run on
 // its own (--only peering) still names it.
-func TestPeeringNamesTheNodeWithoutARack(t *testing.T) {
+func TestPeeringNamesTheNodeWithoutARack_SimulatedAPI(t *testing.T) {
 	addrs := map[string]string{}
 	for n, a := range referenceAddrs {
 		addrs[n] = a
@@ -77,7 +77,7 @@ func TestPeeringNamesTheNodeWithoutARack(t *testing.T) {
 	}
 }
 
-func TestPeeringDoesNothingInMeshMode(t *testing.T) {
+func TestPeeringDoesNothingInMeshMode_SimulatedAPI(t *testing.T) {
 	p, kc := peeringPhase(t, referenceAddrs)
 	p.Cluster.Calico.BGP = cluster.BGPMesh
 	if err := p.Run(context.Background()); err != nil {
