@@ -3,6 +3,7 @@ package install
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func joinPhase(t *testing.T, workers map[string]*hosttest.Fake) (*Join, *bytes.B
 	}
 	c := &Context{Cluster: cfg, Runner: r, Hosts: hosts, Wait: time.Minute}
 	for i, n := range cfg.Nodes {
-		c.setFacts(n, provision.Facts{Hostname: n}, "172.31.3."+string(rune('1'+i))+"1")
+		c.setFacts(n, provision.Facts{Hostname: n}, fmt.Sprintf("172.31.3.%d", 11+i))
 	}
 	a := &Access{}
 	a.set([]byte("admin.conf"), caHash, "abcdef.0123456789abcdef")
