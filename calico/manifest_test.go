@@ -304,3 +304,21 @@ func TestFelixReportsNoUsage(t *testing.T) {
 	}
 	t.Fatal("no FelixConfiguration")
 }
+
+// The HTTP probes must ask the port Felix listens on: the manifest's
+// FELIX_HEALTHPORT when it sets one, Felix's default otherwise.
+func TestHealthPort(t *testing.T) {
+	for _, tt := range []struct {
+		env  []any
+		want int
+	}{
+		{nil, 9099},
+		{[]any{map[string]any{"name": "FELIX_HEALTHENABLED", "value": "true"}}, 9099},
+		{[]any{map[string]any{"name": "FELIX_HEALTHPORT", "value": "9199"}}, 9199},
+		{[]any{map[string]any{"name": "FELIX_HEALTHPORT", "value": "x"}}, 9099},
+	} {
+		if got := healthPort(tt.env); got != tt.want {
+			t.Errorf("healthPort(%v) = %d, want %d", tt.env, got, tt.want)
+		}
+	}
+}
