@@ -52,7 +52,7 @@ type labState struct {
 	Namespaces []string `json:"namespaces"`
 	Procs      []Proc   `json:"procs"`
 	// Addrs are the members' addresses: they exist only inside the lab's
-	// namespaces (OutsideLab).
+	// namespaces (OutsideLabs).
 	Addrs []string `json:"addrs,omitempty"`
 	// Container nodes' cgroups (one name, in every hierarchy) and
 	// directories, removed by `lab down`.
@@ -772,33 +772,48 @@ func (l *Lab) status(ctx context.Context) Status {
 	return st
 }
 
-// OutsideLab names the lab on this machine (under root) that owns addr
-// when this process is not in that lab's workstation namespace: a
-// connection to addr would then leave the machine by its default route
-// instead of reaching the lab. "" when no lab owns addr, or this process
-// is inside the lab.
-func OutsideLab(root, addr string) string {
+// OutsideLabs reads the labs on this machine (under root) once and
+// returns a check of an address: the name of the lab that owns addr when
+// this process is not in that lab's workstation namespace (a connection
+// to addr would then leave the machine by its default route instead of
+// reaching the lab), or "" when no lab owns addr or this process is inside
+// the lab. Read once because a command checks every node.
+func OutsideLabs(root string) func(addr string) string {
 	states, _ := filepath.Glob(filepath.Join(root, "*", "state.json"))
-	owner := ""
+	var labs []labState
 	for _, p := range states {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
 		var st labState
-		if json.Unmarshal(b, &st) != nil || !slices.Contains(st.Addrs, addr) {
-			continue
-		}
-		// Two labs may use the same addresses: inside either is fine.
-		l := &Lab{Spec: &Spec{Name: st.Name}}
-		if sameNetns("/proc/self/ns/net", netns.Path(l.NS(WorkstationName))) {
-			return ""
-		}
-		if owner == "" {
-			owner = st.Name
+		if json.Unmarshal(b, &st) == nil {
+			labs = append(labs, st)
 		}
 	}
-	return owner
+	inside := map[string]bool{}
+	return func(addr string) string {
+		owner := ""
+		for _, st := range labs {
+			if !slices.Contains(st.Addrs, addr) {
+				continue
+			}
+			// Two labs may use the same addresses: inside either is fine.
+			in, ok := inside[st.Name]
+			if !ok {
+				l := &Lab{Spec: &Spec{Name: st.Name}}
+				in = sameNetns("/proc/self/ns/net", netns.Path(l.NS(WorkstationName)))
+				inside[st.Name] = in
+			}
+			if in {
+				return ""
+			}
+			if owner == "" {
+				owner = st.Name
+			}
+		}
+		return owner
+	}
 }
 
 func sameNetns(a, b string) bool {

@@ -314,9 +314,10 @@ func (s *session) dialAll(ctx context.Context) error {
 // lab's addresses while this process is outside that lab's namespaces:
 // the connection would leave this machine by its default route.
 func (s *session) guardLab() error {
+	outside := topology.OutsideLabs(topology.DefaultStateRoot)
 	for _, cl := range s.clients {
 		t, _ := ssh.ParseTarget(cl.Name())
-		if lab := topology.OutsideLab(topology.DefaultStateRoot, t.Host); lab != "" {
+		if lab := outside(t.Host); lab != "" {
 			return badInput("--nodes: %s is a node of the lab %s, whose addresses exist only in its network namespaces: run k8slab lab exec -- k8slab %s ... (from here the connection would leave this machine)", t.Host, lab, s.command)
 		}
 	}

@@ -325,7 +325,7 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	}
 	canonical(cfg, s.names())
 	ictx := installContext(c, s, cfg, bundle, mirrors)
-	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: os.Stderr}
+	m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only"), Log: s.runner.StatusWriter()}
 	return s, ictx, m, nil
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -45,7 +44,7 @@ func reinstallCommand() *cli.Command {
 				return err
 			}
 			start := time.Now()
-			m := &phase.Manager{Phases: append(reset, install.Phases(ictx)...), Log: os.Stderr}
+			m := &phase.Manager{Phases: append(reset, install.Phases(ictx)...), Log: s.runner.StatusWriter()}
 			results, runErr := m.Run(c.Context)
 			err = s.finish(map[string]map[string]any{"": {"phases": results}}, runErr, func() {
 				printPhases(results)

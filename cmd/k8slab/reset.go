@@ -151,7 +151,7 @@ func resetCommand() *cli.Command {
 				return err
 			}
 			start := time.Now()
-			m := &phase.Manager{Phases: phases, Log: os.Stderr}
+			m := &phase.Manager{Phases: phases, Log: s.runner.StatusWriter()}
 			results, runErr := m.Run(c.Context)
 			err = s.finish(map[string]map[string]any{"": {"phases": results}}, runErr, func() {
 				printPhases(results)

@@ -24,7 +24,7 @@ func newDisplay(r *Runner) display {
 	if r.opts.Live {
 		return newLive(r)
 	}
-	return &plain{w: r.opts.Status, red: r.opts.Redactor}
+	return &plain{w: r.status, red: r.opts.Redactor}
 }
 
 type nopDisplay struct{}

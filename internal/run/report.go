@@ -134,10 +134,14 @@ func (r *Runner) Redact(s string) string { return r.opts.Redactor.String(s) }
 // in logs, terminal output and JSON.
 func (r *Runner) AddSecret(secrets ...string) { r.opts.Redactor.Add(secrets...) }
 
-// StatusWriter is where run-level messages go (stderr), or io.Discard.
+// StatusWriter is where run-level messages go (stderr), or io.Discard;
+// each write shows at once, after the progress lines before it.
 func (r *Runner) StatusWriter() io.Writer {
-	if r.opts.Status == nil {
+	switch {
+	case r.opts.Status == nil:
 		return io.Discard
+	case r.status != nil:
+		return immediate{r.status}
 	}
 	return r.opts.Status
 }

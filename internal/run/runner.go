@@ -63,11 +63,16 @@ type Runner struct {
 	started time.Time
 	hosts   []*hostRun
 	display display
+	// status buffers the plain progress lines (nil: none, or the live
+	// display, which draws whole frames itself).
+	status  *flushWriter
+	flusher *flusher
 }
 
 type hostRun struct {
 	h        host.Host
 	logFile  *os.File
+	logBuf   *flushWriter
 	log      *LineWriter
 	mu       sync.Mutex
 	state    State
@@ -132,7 +137,8 @@ func New(opts Options, hosts []host.Host) (*Runner, error) {
 				r.Close()
 				return nil, fmt.Errorf("log dir: %w", err)
 			}
-			hr.logFile, w = f, f
+			hr.logFile, hr.logBuf = f, newFlushWriter(f)
+			w = hr.logBuf
 		}
 		hr.log = opts.Redactor.Writer(w)
 		hr.log.OnLine = func(line string) {
@@ -145,8 +151,24 @@ func New(opts Options, hosts []host.Host) (*Runner, error) {
 		}
 		r.hosts = append(r.hosts, hr)
 	}
+	if opts.Status != nil && !opts.Live {
+		r.status = newFlushWriter(opts.Status)
+	}
 	r.display = newDisplay(r)
+	r.flusher = startFlusher(r.flush)
 	return r, nil
+}
+
+// flush writes out the buffered progress lines and host logs.
+func (r *Runner) flush() {
+	if r.status != nil {
+		r.status.Flush()
+	}
+	for _, hr := range r.hosts {
+		if hr.logBuf != nil {
+			hr.logBuf.Flush()
+		}
+	}
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._@-]`)
@@ -158,11 +180,17 @@ func (r *Runner) RunDir() string { return r.runDir }
 
 // Close flushes and closes the log files and stops the live display.
 func (r *Runner) Close() error {
+	if r.flusher != nil {
+		r.flusher.stop()
+	}
 	if r.display != nil {
 		r.display.stop()
 	}
 	for _, hr := range r.hosts {
 		hr.log.Flush()
+	}
+	r.flush()
+	for _, hr := range r.hosts {
 		if hr.logFile != nil {
 			hr.logFile.Close()
 		}
@@ -200,25 +228,30 @@ func (r *Runner) Run(ctx context.Context, s Step) error {
 	}
 	sem := make(chan struct{}, max(limit, 1))
 	var wg sync.WaitGroup
+	// A host's goroutine starts when its turn comes, not before: 200
+	// goroutines parked on the semaphore each held a stack of their own.
 	for _, hr := range targets {
 		if r.stateOf(hr) == Failed {
 			r.record(hr, s.Name, Skipped, 0, fmt.Errorf("not started: failed earlier"))
 			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			r.record(hr, s.Name, Failed, 0, fmt.Errorf("%s: not started: %w", hr.h.Name(), ctx.Err()))
+			continue
+		}
 		wg.Add(1)
 		go func(hr *hostRun) {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				r.record(hr, s.Name, Failed, 0, fmt.Errorf("%s: not started: %w", hr.h.Name(), ctx.Err()))
-				return
-			}
 			defer func() { <-sem }()
 			r.runOne(ctx, hr, s)
 		}(hr)
 	}
 	wg.Wait()
+	if r.status != nil {
+		r.status.Flush()
+	}
 	return nil
 }
 

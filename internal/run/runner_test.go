@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -224,5 +225,73 @@ func TestContextCancelStopsWaitingHosts(t *testing.T) {
 		if h.Status != Failed || !strings.HasPrefix(h.Error, h.Host+": ") || !strings.Contains(h.Error, "canceled") {
 			t.Errorf("%s: %s %q", h.Host, h.Status, h.Error)
 		}
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for the runner's flusher.
+type syncBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// Progress lines and logs are buffered, yet a run-level message follows
+// the progress lines before it, a finished step's lines are out when Run
+// returns, and a running step's log reaches its file within the flush
+// interval (tail -f).
+func TestBufferedOutputKeepsOrderAndShowsSoon(t *testing.T) {
+	var status syncBuf
+	dir := t.TempDir()
+	r, err := New(Options{Command: "t", Status: &status, LogDir: dir}, hosts("a", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Run(context.Background(), Step{Name: "one", Do: func(ctx context.Context, tk *Task) error { return nil }})
+	if got := status.String(); strings.Count(got, "one: ok") != 2 {
+		t.Fatalf("after Run: %q, want both hosts' ok lines", got)
+	}
+	fmt.Fprintln(r.StatusWriter(), "==> next")
+	if got := status.String(); !strings.HasSuffix(got, "==> next\n") {
+		t.Fatalf("run-level message not last: %q", got)
+	}
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		r.Run(context.Background(), Step{Name: "two", Hosts: []string{"a"}, Do: func(ctx context.Context, tk *Task) error {
+			fmt.Fprintln(tk.Log, "halfway there")
+			<-release
+			return nil
+		}})
+		close(done)
+	}()
+	logFile := filepath.Join(r.RunDir(), "a.log")
+	deadline := time.Now().Add(10 * flushInterval)
+	for {
+		b, _ := os.ReadFile(logFile)
+		if strings.Contains(string(b), "halfway there") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a running step's line not in %s after %s: %q", logFile, 10*flushInterval, b)
+		}
+		time.Sleep(flushInterval / 5)
+	}
+	close(release)
+	<-done
+	r.Close()
+	b, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(b), "-- step two ok") {
+		t.Errorf("log after Close: %q", b)
 	}
 }

@@ -196,29 +196,22 @@ func (p *Pool) handshake(ctx context.Context, ep Endpoint) (*xssh.Client, *count
 		HostKeyAlgorithms: p.hosts.algorithms(ep.Addr),
 		Timeout:           p.opts.DialTimeout,
 	}
-	type result struct {
-		c   xssh.Conn
-		ch  <-chan xssh.NewChannel
-		req <-chan *xssh.Request
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, ch, req, err := xssh.NewClientConn(conn, ep.Addr, cfg)
-		done <- result{c, ch, req, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			conn.Close()
-			return nil, nil, classifyHandshake(r.err, ep, tried)
+	// The handshake runs here, not in a goroutine of its own: the context
+	// closes the connection to end it (one goroutine and its stack less
+	// per node).
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	c, ch, req, err := xssh.NewClientConn(conn, ep.Addr, cfg)
+	if !stop() {
+		if err == nil {
+			c.Close()
 		}
-		return xssh.NewClient(r.c, r.ch, r.req), conn, nil
-	case <-ctx.Done():
-		conn.Close()
-		<-done
 		return nil, nil, classifyDial(ctx, ctx.Err(), p.opts.DialTimeout)
 	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, classifyHandshake(err, ep, tried)
+	}
+	return xssh.NewClient(c, ch, req), conn, nil
 }
 
 func classifyDial(ctx context.Context, err error, limit time.Duration) error {

@@ -49,12 +49,20 @@ func StartOpenSSH(n int, dir string) (*OpenSSH, error) {
 		return nil, err
 	}
 	os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
+	// freePort's port is free only until something binds it: the kernel
+	// may hand the same one out again before this port's sshd starts, and
+	// two sshd on one port made the benchmark's node list repeat a node.
+	used := map[int]bool{}
 	for i := 0; i < n; i++ {
 		port, err := freePort()
+		for tries := 0; err == nil && used[port] && tries < 100; tries++ {
+			port, err = freePort()
+		}
 		if err != nil {
 			o.Close()
 			return nil, err
 		}
+		used[port] = true
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		conf := filepath.Join(dir, fmt.Sprintf("sshd-%d.conf", i))
 		cfg := strings.Join([]string{
