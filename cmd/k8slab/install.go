@@ -339,25 +339,31 @@ func phaseNames() []string {
 	return out
 }
 
-// installContext is what the install phases share, from the flags.
+// installContext is what the install and reset phases share, from the
+// flags: the one way every command (install, plan, reinstall, reset,
+// kubeconfig) builds it. s is nil for plan, which connects to nothing.
 func installContext(c *cli.Context, s *session, cfg *cluster.Config, bundle *provision.Bundle, mirrors map[string]string) *install.Context {
 	release, _ := provision.LookupRelease(cfg.KubernetesVersion)
 	ictx := &install.Context{
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
-		Runner: s.runner, Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
+		Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
 		WaitRollout: c.Bool("wait"), JoinParallel: c.Int("join-parallel"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
 		FixMachineID: c.Bool("fix-machine-id"), Force: c.Bool("force"),
-	}
-	if bundle == nil {
-		status := s.runner.StatusWriter()
-		ictx.Download = &provision.Downloader{Cache: expand("~/.cache/k8slab"), Mirrors: mirrors,
-			Progress: func(m string) { fmt.Fprintln(status, "artifacts: "+m) }}
 	}
 	if c.Bool("merge-kubeconfig") {
 		ictx.MergeKubeconfig = os.Getenv("KUBECONFIG")
 		if ictx.MergeKubeconfig == "" {
 			ictx.MergeKubeconfig = expand("~/.kube/config")
 		}
+	}
+	if s == nil {
+		return ictx
+	}
+	ictx.Runner = s.runner
+	if bundle == nil {
+		status := s.runner.StatusWriter()
+		ictx.Download = &provision.Downloader{Cache: expand("~/.cache/k8slab"), Mirrors: mirrors,
+			Progress: func(m string) { fmt.Fprintln(status, "artifacts: "+m) }}
 	}
 	for _, cl := range s.clients {
 		ictx.Hosts[cl.Name()] = cl
@@ -400,10 +406,7 @@ func planCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			release, _ := provision.LookupRelease(cfg.KubernetesVersion)
-			ictx := &install.Context{Cluster: cfg, Release: release, Bundle: bundle,
-				WaitRollout: c.Bool("wait"), Wait: c.Duration("wait-timeout"), JoinParallel: c.Int("join-parallel")}
-			m := &phase.Manager{Phases: install.Phases(ictx), Only: c.StringSlice("only")}
+			m := &phase.Manager{Phases: install.Phases(installContext(c, nil, cfg, bundle, nil)), Only: c.StringSlice("only")}
 			if err := m.Validate(); err != nil {
 				return badInput("%v", err)
 			}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/internal/cluster"
-	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/install"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/ssh"
@@ -139,11 +138,7 @@ func resetCommand() *cli.Command {
 				return err
 			}
 			defer s.Close()
-			release, _ := provision.LookupRelease(cfg.KubernetesVersion)
-			ictx := &install.Context{Cluster: cfg, Release: release, Runner: s.runner, Hosts: map[string]host.Host{}, Now: time.Now}
-			for _, cl := range s.clients {
-				ictx.Hosts[cl.Name()] = cl
-			}
+			ictx := installContext(c, s, cfg, nil, nil)
 			opts := install.ResetOptions{All: c.Bool("all"), NoBackup: c.Bool("no-backup")}
 			phases := install.ResetPhases(ictx, opts)
 			printDestroys(cfg, phases)
