@@ -207,7 +207,10 @@ func (s *session) Close() {
 	}
 }
 
-func openSession(c *cli.Context, command string) (*session, error) {
+// openSession checks the connection flags and opens a session to nodes,
+// a comma list as --nodes takes (install and reset pass the cluster's,
+// which a cluster file or record may supply instead of the flag).
+func openSession(c *cli.Context, command, nodes string) (*session, error) {
 	out := c.String("output")
 	if out != "text" && out != "json" {
 		return nil, badInput("--output: %q is not text or json", out)
@@ -215,10 +218,10 @@ func openSession(c *cli.Context, command string) (*session, error) {
 	if c.Int("parallel") < 1 {
 		return nil, badInput("--parallel: must be at least 1, got %d", c.Int("parallel"))
 	}
-	if c.String("nodes") == "" {
+	if nodes == "" {
 		return nil, badInput("--nodes: no nodes given")
 	}
-	targets, err := ssh.ParseTargets(c.String("nodes"))
+	targets, err := ssh.ParseTargets(nodes)
 	if err != nil {
 		return nil, badInput("--nodes: %v", err)
 	}

@@ -26,7 +26,7 @@ func execCommand() *cli.Command {
 				return badInput("exec: no command given (k8slab exec --nodes ... -- COMMAND)")
 			}
 			command := strings.Join(c.Args().Slice(), " ")
-			s, err := openSession(c, "exec")
+			s, err := openSession(c, "exec", c.String("nodes"))
 			if err != nil {
 				return err
 			}

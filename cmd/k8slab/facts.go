@@ -18,7 +18,7 @@ func factsCommand() *cli.Command {
 		Usage: "show what each node is: OS, kernel, CPUs, memory, swap, default route, cgroups, container runtime",
 		Flags: connFlags(),
 		Action: func(c *cli.Context) error {
-			s, err := openSession(c, "facts")
+			s, err := openSession(c, "facts", c.String("nodes"))
 			if err != nil {
 				return err
 			}

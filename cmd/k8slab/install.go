@@ -300,11 +300,7 @@ func installSetup(c *cli.Context, command string) (*session, *install.Context, *
 	if err := (&phase.Manager{Phases: install.Phases(&install.Context{}), Only: c.StringSlice("only")}).Validate(); err != nil {
 		return nil, nil, nil, badInput("%v", err)
 	}
-	if !c.IsSet("nodes") {
-		// The session reads --nodes; a cluster file alone supplies them.
-		c.Set("nodes", strings.Join(cfg.Nodes, ","))
-	}
-	s, err := openSession(c, command)
+	s, err := openSession(c, command, strings.Join(cfg.Nodes, ","))
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -25,10 +25,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if !c.IsSet("nodes") {
-		c.Set("nodes", strings.Join(cfg.Nodes, ","))
-	}
-	s, err := openSession(c, command)
+	s, err := openSession(c, command, strings.Join(cfg.Nodes, ","))
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -64,8 +61,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 		if !sameHosts(cfg.Nodes, clientNames(s.clients)) {
 			// The record knows more nodes than were named: act on all.
 			s.Close()
-			c.Set("nodes", strings.Join(cfg.Nodes, ","))
-			if s, err = openSession(c, command); err != nil {
+			if s, err = openSession(c, command, strings.Join(cfg.Nodes, ",")); err != nil {
 				return nil, nil, nil, err
 			}
 			s.recorded = true

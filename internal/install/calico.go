@@ -24,11 +24,10 @@ import (
 // plane's SSH connection. It runs before the workers join, as kubeadm's
 // own guide orders it: the API server then serves the control plane only.
 // Once workers have joined, their kubelets and pods take the host's CPU
-// from the control-plane VM: CRDs took about a minute each after four
-// joins, and applied while three workers joined
-// the joins took 210-226 s, not 125 s, and the install was still running
-// after 27 min, where one run's took 19m23s with calico (58 s) first. The
-// rollout phase waits for calico-node once every node is in.
+// from the control plane: on emulated VMs each CRD took about a minute to
+// apply after four joins, and applying during three joins made the joins
+// 210-226 s instead of 125 s. The rollout phase waits for calico-node once
+// every node is in.
 type Calico struct {
 	*Context
 	Access *Access // from the control-plane phase
