@@ -78,27 +78,7 @@ func (c *Calico) Run(ctx context.Context) error {
 	if err := c.ensureArtifacts(ctx); err != nil {
 		return err
 	}
-	manifest, err := os.ReadFile(filepath.Join(c.BundleDir, "calico", c.Cluster.Calico.Version, "calico.yaml"))
-	if err != nil {
-		return err
-	}
-	patched, err := calico.PatchManifest(manifest, c.options())
-	if err != nil {
-		return err
-	}
-	objs, err := kube.Objects(patched)
-	if err != nil {
-		return err
-	}
-	typed, err := calico.Resources(c.options())
-	if err != nil {
-		return err
-	}
-	endpoint, err := calico.ServicesEndpoint(c.NodeIP(c.Cluster.ControlPlane), bootstrap.APIServerPort)
-	if err != nil {
-		return err
-	}
-	own, err := kube.ToObjects(append(typed, endpoint))
+	objs, own, err := c.objects()
 	if err != nil {
 		return err
 	}
@@ -129,6 +109,32 @@ func (c *Calico) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// objects are what the phase applies: the release manifest patched for
+// the cluster, and k8slab's own resources.
+func (c *Calico) objects() (manifest, own []*unstructured.Unstructured, err error) {
+	b, err := os.ReadFile(filepath.Join(c.BundleDir, "calico", c.Cluster.Calico.Version, "calico.yaml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	patched, err := calico.PatchManifest(b, c.options())
+	if err != nil {
+		return nil, nil, err
+	}
+	if manifest, err = kube.Objects(patched); err != nil {
+		return nil, nil, err
+	}
+	typed, err := calico.Resources(c.options())
+	if err != nil {
+		return nil, nil, err
+	}
+	endpoint, err := calico.ServicesEndpoint(c.NodeIP(c.Cluster.ControlPlane), bootstrap.APIServerPort)
+	if err != nil {
+		return nil, nil, err
+	}
+	own, err = kube.ToObjects(append(typed, endpoint))
+	return manifest, own, err
 }
 
 // kubeClient reaches the API server as the cluster's admin, with what
