@@ -173,8 +173,7 @@ func lockExit(err error) error {
 func (s *session) names() map[string]string {
 	names := map[string]string{}
 	for _, cl := range s.clients {
-		t, _ := ssh.ParseTarget(cl.Name())
-		names[t.Host] = cl.Name()
+		names[cl.Target().Host] = cl.Name()
 	}
 	return names
 }
@@ -319,9 +318,9 @@ func (s *session) dialAll(ctx context.Context) error {
 func (s *session) guardLab() error {
 	outside := topology.OutsideLabs(topology.DefaultStateRoot)
 	for _, cl := range s.clients {
-		t, _ := ssh.ParseTarget(cl.Name())
-		if lab := outside(t.Host); lab != "" {
-			return badInput("--nodes: %s is a node of the lab %s, whose addresses exist only in its network namespaces: run k8slab lab exec -- k8slab %s ... (from here the connection would leave this machine)", t.Host, lab, s.command)
+		addr := cl.Target().Host
+		if lab := outside(addr); lab != "" {
+			return badInput("--nodes: %s is a node of the lab %s, whose addresses exist only in its network namespaces: run k8slab lab exec -- k8slab %s ... (from here the connection would leave this machine)", addr, lab, s.command)
 		}
 	}
 	return nil

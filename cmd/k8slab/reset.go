@@ -35,7 +35,7 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 	}
 	cpTarget, _ := ssh.ParseTarget(cfg.ControlPlane)
 	for _, cl := range s.clients {
-		if t, _ := ssh.ParseTarget(cl.Name()); t.Host != cpTarget.Host {
+		if cl.Target().Host != cpTarget.Host {
 			continue
 		}
 		readStart := time.Now()

@@ -27,6 +27,7 @@ var ErrTimeout = errors.New("timed out")
 // concurrent use: commands run as parallel sessions on one connection.
 type Client struct {
 	pool   *Pool
+	target Target // the node as parsed from the user's list
 	ep     Endpoint
 	isJump bool
 
@@ -51,6 +52,10 @@ var _ host.Host = (*Client)(nil)
 
 // Name is the node as the user wrote it.
 func (c *Client) Name() string { return c.ep.Name }
+
+// Target is the node as parsed from the user's list: its host, and the
+// user and port written there, if any.
+func (c *Client) Target() Target { return c.target }
 
 // User is the login user after ssh_config and flags are applied.
 func (c *Client) User() string { return c.ep.User }

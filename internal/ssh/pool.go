@@ -104,7 +104,7 @@ func (p *Pool) Host(t Target) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{pool: p, ep: ep}
+	c := &Client{pool: p, target: t, ep: ep}
 	p.mu.Lock()
 	p.clients = append(p.clients, c)
 	p.mu.Unlock()
