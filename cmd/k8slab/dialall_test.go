@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/internal/ssh/sshtest"
 )
@@ -55,6 +58,34 @@ func TestSessionDialAll_SimulatedSSH(t *testing.T) {
 	for _, cl := range s.clients {
 		if got := cl.Dials(); got != want[cl.Name()] {
 			t.Errorf("%s: %d connections after dialAll, want %d", cl.Name(), got, want[cl.Name()])
+		}
+	}
+}
+
+// closingHost records whether its connection was closed.
+type closingHost struct {
+	host.Host
+	closed bool
+}
+
+func (c *closingHost) Close() error { c.closed = true; return nil }
+
+// oneShot hangs up a node's connection once its work is done, also when
+// the work failed.
+func TestOneShotHangsUp(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		h := &closingHost{}
+		var closedDuring bool
+		step := oneShot(run.Step{Name: "exec", Do: func(ctx context.Context, tk *run.Task) error {
+			closedDuring = h.closed
+			if fail {
+				return errors.New("failed")
+			}
+			return nil
+		}})
+		step.Do(context.Background(), &run.Task{Host: h})
+		if closedDuring || !h.closed {
+			t.Errorf("failing=%v: closed during the work %v, after it %v; want false, true", fail, closedDuring, h.closed)
 		}
 	}
 }

@@ -37,14 +37,7 @@ func execCommand() *cli.Command {
 			var mu sync.Mutex
 			outputs := map[string]*bytes.Buffer{}
 			ctx := c.Context
-			// One step that connects, runs and hangs up: a node's
-			// connection is freed as soon as its command is done. Holding
-			// 200 open until the end cost a fifth more page faults and
-			// almost twice the context switches.
-			s.runner.Run(ctx, run.Step{Name: "exec", Do: func(ctx context.Context, t *run.Task) error {
-				if c, ok := t.Host.(io.Closer); ok {
-					defer c.Close()
-				}
+			s.runner.Run(ctx, oneShot(run.Step{Name: "exec", Do: func(ctx context.Context, t *run.Task) error {
 				var buf bytes.Buffer
 				mu.Lock()
 				outputs[t.Host.Name()] = &buf
@@ -53,7 +46,7 @@ func execCommand() *cli.Command {
 				// gets the same stream.
 				w := io.MultiWriter(&lockedWriter{w: &buf, mu: &mu}, t.Log)
 				return t.Host.Run(ctx, host.Cmd{Command: command, Stdout: w, Stderr: w})
-			}})
+			}}))
 			data := map[string]map[string]any{}
 			for h, b := range outputs {
 				data[h] = map[string]any{"output": b.String()}

@@ -28,8 +28,7 @@ func factsCommand() *cli.Command {
 			}
 			var mu sync.Mutex
 			facts := map[string]provision.Facts{}
-			s.runner.Run(c.Context, s.connectStep())
-			s.runner.Run(c.Context, run.Step{Name: "facts", Do: func(ctx context.Context, t *run.Task) error {
+			s.runner.Run(c.Context, oneShot(run.Step{Name: "facts", Do: func(ctx context.Context, t *run.Task) error {
 				f, err := provision.GatherFacts(ctx, t.Host)
 				if err != nil {
 					return err
@@ -39,7 +38,7 @@ func factsCommand() *cli.Command {
 				mu.Unlock()
 				t.Status("%s %s, %s", f.OSID, f.OSVersion, f.Kernel)
 				return nil
-			}})
+			}}))
 			data := map[string]map[string]any{}
 			for h, f := range facts {
 				data[h] = map[string]any{"facts": f}
