@@ -14,7 +14,6 @@ import (
 	"github.com/k8slab/k8slab/internal/install"
 	"github.com/k8slab/k8slab/internal/kubespray"
 	"github.com/k8slab/k8slab/internal/phase"
-	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/provision"
 	"github.com/urfave/cli/v2"
 )
@@ -237,8 +236,7 @@ func sameHosts(a, b []string) bool {
 		var out []string
 		for _, n := range nodes {
 			if n = strings.TrimSpace(n); n != "" {
-				t, _ := ssh.ParseTarget(n)
-				out = append(out, t.Host)
+				out = append(out, cluster.Address(n))
 			}
 		}
 		slices.Sort(out)
@@ -267,10 +265,7 @@ func loadBundle(cfg *cluster.Config) (*provision.Bundle, error) {
 // node written as "172.31.3.11" in one flag and "root@172.31.3.11" in
 // another is one node.
 func canonical(cfg *cluster.Config, names map[string]string) {
-	name := func(n string) string {
-		t, _ := ssh.ParseTarget(n)
-		return names[t.Host]
-	}
+	name := func(n string) string { return names[cluster.Address(n)] }
 	for i := range cfg.Nodes {
 		cfg.Nodes[i] = name(cfg.Nodes[i])
 	}

@@ -33,9 +33,8 @@ func recordedSession(c *cli.Context, command string, lock bool) (*session, *clus
 		s.abandon()
 		return nil, nil, nil, err
 	}
-	cpTarget, _ := ssh.ParseTarget(cfg.ControlPlane)
 	for _, cl := range s.clients {
-		if cl.Target().Host != cpTarget.Host {
+		if cl.Target().Host != cluster.Address(cfg.ControlPlane) {
 			continue
 		}
 		readStart := time.Now()

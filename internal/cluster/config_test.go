@@ -98,3 +98,12 @@ func TestParseStrict(t *testing.T) {
 		t.Errorf("%+v %v", c, err)
 	}
 }
+
+func TestAddress(t *testing.T) {
+	for in, want := range map[string]string{"172.31.3.11": "172.31.3.11", "admin@172.31.3.11:2222": "172.31.3.11",
+		"kube-node1": "kube-node1", "root@[fd00::11]:22": "fd00::11"} {
+		if got := Address(in); got != want {
+			t.Errorf("Address(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/kube"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
-	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/provision"
 )
 
@@ -61,8 +61,7 @@ func etcdDial(members []string, hosts map[string]host.Host, addrs func(node stri
 		if i == 0 {
 			first = d
 		}
-		t, _ := ssh.ParseTarget(n)
-		byAddr[t.Host] = d
+		byAddr[cluster.Address(n)] = d
 		if addrs != nil {
 			for _, a := range addrs(n) {
 				byAddr[a] = d
@@ -106,8 +105,7 @@ func (e *Etcd) members() []bootstrap.EtcdMember {
 		// Before preflight (plan) the node's own name and address stand in.
 		name, ip := e.Facts(n).Hostname, e.NodeIP(n)
 		if ip == "" {
-			t, _ := ssh.ParseTarget(n)
-			ip = t.Host
+			ip = cluster.Address(n)
 		}
 		if name == "" {
 			name = n

@@ -3,7 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
-	"github.com/k8slab/k8slab/internal/ssh"
+	"github.com/k8slab/k8slab/internal/cluster"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,8 +46,7 @@ func (k *Kubeconfig) Run(ctx context.Context) error {
 	}
 	ip := k.NodeIP(k.Cluster.ControlPlane)
 	if ip == "" { // no preflight in this run (k8slab kubeconfig)
-		t, _ := ssh.ParseTarget(k.Cluster.ControlPlane)
-		ip = t.Host
+		ip = cluster.Address(k.Cluster.ControlPlane)
 	}
 	server := "https://" + net.JoinHostPort(ip, "6443")
 	named := clientcmdapi.NewConfig()

@@ -18,7 +18,6 @@ import (
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/run"
-	"github.com/k8slab/k8slab/internal/ssh"
 	"github.com/k8slab/k8slab/provision"
 	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
@@ -48,7 +47,7 @@ func supportedOS() map[string][]string {
 }
 
 func (p *Preflight) Run(ctx context.Context) error {
-	cp := p.hostOf(p.Cluster.ControlPlane)
+	cp := cluster.Address(p.Cluster.ControlPlane)
 	probes := map[string]probe{}
 	var mu sync.Mutex
 	err := p.each(ctx, "preflight", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
@@ -111,11 +110,6 @@ func (p *Preflight) compareRecord(ctx context.Context) error {
 		fmt.Fprintf(p.Runner.StatusWriter(), "preflight: --force: proceeding although the recorded settings differ:\n  %s\n", strings.Join(diff, "\n  "))
 	}
 	return nil
-}
-
-func (p *Preflight) hostOf(node string) string {
-	t, _ := ssh.ParseTarget(node)
-	return t.Host
 }
 
 func (p *Preflight) probe(ctx context.Context, h host.Host, cpHost string) (probe, error) {

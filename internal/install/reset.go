@@ -14,7 +14,6 @@ import (
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
-	"github.com/k8slab/k8slab/internal/ssh"
 	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
@@ -133,8 +132,7 @@ func NewEtcdAccess(ctx context.Context, cfg *cluster.Config, hosts map[string]ho
 	}
 	acc := &EtcdAccess{Node: node, PKI: pki, Dial: dial}
 	for _, e := range cfg.Etcd {
-		t, _ := ssh.ParseTarget(e)
-		acc.Endpoints = append(acc.Endpoints, "https://"+net.JoinHostPort(t.Host, "2379"))
+		acc.Endpoints = append(acc.Endpoints, "https://"+net.JoinHostPort(cluster.Address(e), "2379"))
 	}
 	return acc, nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/kube"
-	"github.com/k8slab/k8slab/internal/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -236,11 +235,6 @@ func ready(n corev1.Node) corev1.NodeCondition {
 	return corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "no Ready condition"}
 }
 
-func hostOf(node string) string {
-	t, _ := ssh.ParseTarget(node)
-	return t.Host
-}
-
 func nodeChecks(cfg *cluster.Config, nodes []corev1.Node, calicoDown string) []Check {
 	byIP := map[string]corev1.Node{}
 	for _, n := range nodes {
@@ -252,7 +246,7 @@ func nodeChecks(cfg *cluster.Config, nodes []corev1.Node, calicoDown string) []C
 	}
 	var missing, roles, stopped, notReady, netWait []string
 	for _, node := range cfg.Nodes {
-		ip := hostOf(node)
+		ip := cluster.Address(node)
 		n, ok := byIP[ip]
 		if !ok {
 			missing = append(missing, fmt.Sprintf("%s: no Kubernetes node with INTERNAL-IP %s", node, ip))
@@ -347,7 +341,7 @@ func podReason(p corev1.Pod) string {
 func podChecks(cfg *cluster.Config, nodes []corev1.Node, pods []corev1.Pod, calicoDown string) []Check {
 	cpName := ""
 	for _, n := range nodes {
-		if internalIP(n) == hostOf(cfg.ControlPlane) {
+		if internalIP(n) == cluster.Address(cfg.ControlPlane) {
 			cpName = n.Name
 		}
 	}
