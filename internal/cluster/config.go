@@ -208,7 +208,6 @@ func (c *Config) Default() {
 	}
 }
 
-// StackedEtcd is true when etcd runs as kubeadm's static pod on the
 // Address is a node's host (name or IP address) without the user and
 // port it may be written with ("admin@172.31.3.11:2222" → "172.31.3.11").
 // Node lists are checked when the configuration is validated, so a node
@@ -218,6 +217,7 @@ func Address(node string) string {
 	return t.Host
 }
 
+// StackedEtcd is true when etcd runs as kubeadm's static pod on the
 // control plane rather than as k8slab-managed services.
 func (c *Config) StackedEtcd() bool {
 	return len(c.Etcd) == 1 && c.Etcd[0] == c.ControlPlane
