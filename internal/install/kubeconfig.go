@@ -3,11 +3,11 @@ package install
 import (
 	"context"
 	"fmt"
-	"github.com/k8slab/k8slab/internal/cluster"
 	"net"
 	"os"
 	"path/filepath"
 
+	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/phase"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
