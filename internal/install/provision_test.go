@@ -104,12 +104,14 @@ func TestProvisionFreshNodes_SimulatedNodes(t *testing.T) {
 // uploaded, restarted or imported.
 func TestProvisionConvergedNodeIsOneCheck_SimulatedNodes(t *testing.T) {
 	b, dir := standInBundle(t)
-	converged := func(etcdMember bool, images []string) *hosttest.Fake {
+	// Neither node is an external etcd member (etcd is stacked on the
+	// control plane), so neither has etcd's binaries.
+	converged := func(images []string) *hosttest.Fake {
 		ctr, err := provision.ContainerdFiles(b, dir, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k8s, err := provision.KubernetesFiles(b, dir, etcdMember)
+		k8s, err := provision.KubernetesFiles(b, dir, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,8 +125,8 @@ func TestProvisionConvergedNodeIsOneCheck_SimulatedNodes(t *testing.T) {
 		}
 		return &hosttest.Fake{Rules: []hosttest.Rule{{Match: "echo containerd=active", Stdout: out.String()}}}
 	}
-	cp := converged(false, provision.ImagesFor(b.Release, true, true))
-	worker := converged(false, provision.ImagesFor(b.Release, false, false))
+	cp := converged(provision.ImagesFor(b.Release, true, true))
+	worker := converged(provision.ImagesFor(b.Release, false, false))
 	cp.Label, worker.Label = "kube-node1", "kube-node2"
 	p := provisionPhase(t, b, dir, cp, worker)
 	if err := p.Run(context.Background()); err != nil {
