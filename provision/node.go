@@ -246,6 +246,17 @@ func ImportImages(ctx context.Context, h host.Host, b *Bundle, dir string, refs 
 	return imported, nil
 }
 
+// NodeImages are the bundle's images a node with these roles gets:
+// kubeadm's for its roles, verify's probe (its test pods may land on any
+// node) and Calico's (kube-controllers may be scheduled on any node too).
+func NodeImages(b *Bundle, roles Roles) []string {
+	refs := ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd)
+	if _, ok := b.Images[ProbeImage]; ok {
+		refs = append(refs, ProbeImage)
+	}
+	return append(refs, BundledCalicoImages(b, roles.Calico)...)
+}
+
 // Roles say what a node runs, for what it needs installed.
 type Roles struct {
 	ControlPlane bool
@@ -336,13 +347,7 @@ func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles 
 		}
 	}
 	var need []string
-	refs := ImagesFor(b.Release, roles.ControlPlane, roles.StackedEtcd)
-	if _, ok := b.Images[ProbeImage]; ok {
-		refs = append(refs, ProbeImage) // verify's test pods may land on any node
-	}
-	// kube-controllers may be scheduled on any node too.
-	refs = append(refs, BundledCalicoImages(b, roles.Calico)...)
-	for _, ref := range refs {
+	for _, ref := range NodeImages(b, roles) {
 		// Without images in the bundle, kubeadm and the kubelet pull them.
 		if !b.Pull && (!active || !slices.Contains(images, ref)) {
 			need = append(need, ref)

@@ -5,11 +5,11 @@ package install
 import (
 	"context"
 	"fmt"
-	"github.com/k8slab/k8slab/bootstrap"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
@@ -76,15 +76,6 @@ func (c *Context) cgroupV1() []string {
 	return out
 }
 
-// kubeadmIgnores are the kubeadm preflight checks a node skips: on cgroup
-// v1, the one that refuses it (the kubelet is configured for v1 then).
-func (c *Context) kubeadmIgnores(node string) []string {
-	if c.Facts(node).CgroupVersion == 1 {
-		return []string{bootstrap.CgroupV1Preflight}
-	}
-	return nil
-}
-
 // NodeIP returns a node's kubelet address.
 func (c *Context) NodeIP(node string) string {
 	c.mu.Lock()
@@ -111,9 +102,9 @@ func (c *Context) setFacts(node string, f provision.Facts, ip string) {
 
 // each runs fn on the given nodes through the runner: in parallel, logged
 // per node, failures wrapped with the node's name.
-func (c *Context) each(ctx context.Context, step string, nodes []string, needs []string, fn func(ctx context.Context, node string, t *run.Task) error) error {
+func (c *Context) each(ctx context.Context, step string, nodes []string, needs []string, fn func(ctx context.Context, n Node, t *run.Task) error) error {
 	err := c.Runner.Run(ctx, run.Step{Name: step, Hosts: nodes, Needs: needs, Do: func(ctx context.Context, t *run.Task) error {
-		return fn(ctx, t.Host.Name(), t)
+		return fn(ctx, c.Node(t.Host.Name()), t)
 	}})
 	if err != nil {
 		return err

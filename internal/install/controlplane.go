@@ -76,18 +76,9 @@ func (c *Context) proxyMode() string {
 	return "iptables"
 }
 
-func (c *ControlPlane) controlPlaneIsWorker() bool {
-	for _, w := range c.Cluster.Workers {
-		if w == c.Cluster.ControlPlane {
-			return true
-		}
-	}
-	return false
-}
-
 func (c *ControlPlane) Run(ctx context.Context) error {
 	cp := c.Cluster.ControlPlane
-	return c.each(ctx, "control-plane", []string{cp}, nil, func(ctx context.Context, node string, t *run.Task) error {
+	return c.each(ctx, "control-plane", []string{cp}, nil, func(ctx context.Context, n Node, t *run.Task) error {
 		h := t.Host
 		state, err := initState(ctx, h)
 		if err != nil {
@@ -103,7 +94,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 				return err
 			}
 			c.secret(token)
-			if err := c.init(ctx, t, state, token); err != nil {
+			if err := c.init(ctx, t, n, state, token); err != nil {
 				return err
 			}
 		}
@@ -136,21 +127,20 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	})
 }
 
-func (c *ControlPlane) init(ctx context.Context, t *run.Task, state initStatus, token string) error {
-	cp := c.Cluster.ControlPlane
+func (c *ControlPlane) init(ctx context.Context, t *run.Task, cp Node, state initStatus, token string) error {
 	cfg, err := bootstrap.RenderInit(bootstrap.InitInput{
 		ClusterName:          c.Cluster.Name,
 		KubernetesVersion:    c.Release.Kubernetes,
-		ControlPlane:         bootstrap.Node{Name: c.Facts(cp).Hostname, IP: c.NodeIP(cp), Labels: c.nodeLabels(cp)},
+		ControlPlane:         cp.kubeadm(),
 		ServiceCIDR:          c.Cluster.ServiceCIDR,
 		PodCIDR:              c.Cluster.PodCIDR,
 		EtcdEndpoints:        c.etcdEndpoints(),
 		Token:                token,
-		ControlPlaneIsWorker: c.controlPlaneIsWorker(),
+		ControlPlaneIsWorker: cp.Worker,
 		ProxyMode:            c.proxyMode(),
 		Wait:                 c.Wait,
 		CgroupV1:             len(c.cgroupV1()) > 0,
-		IgnorePreflight:      c.kubeadmIgnores(cp),
+		IgnorePreflight:      cp.kubeadmIgnores(),
 	})
 	if err != nil {
 		return err

@@ -141,8 +141,8 @@ func (e *Etcd) Run(ctx context.Context) error {
 	}
 	in := e.input()
 	var touched atomic.Bool // a member was (re)started by this run
-	err = e.each(ctx, "etcd", e.Cluster.Etcd, nil, func(ctx context.Context, node string, t *run.Task) error {
-		name := e.Facts(node).Hostname
+	err = e.each(ctx, "etcd", e.Cluster.Etcd, nil, func(ctx context.Context, n Node, t *run.Task) error {
+		name := n.Facts.Hostname
 		files := []provision.FileSpec{
 			provision.Generated(bootstrap.EtcdPKIDir+"/ca.crt", 0o644, string(ca.Cert)),
 			provision.Generated(bootstrap.EtcdPKIDir+"/ca.key", 0o600, string(ca.Key)),

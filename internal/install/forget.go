@@ -25,7 +25,7 @@ func (f *ForgetRecord) Plan() []phase.Step {
 }
 
 func (f *ForgetRecord) Run(ctx context.Context) error {
-	return f.each(ctx, "forget", []string{f.Cluster.ControlPlane}, nil, func(ctx context.Context, node string, t *run.Task) error {
+	return f.each(ctx, "forget", []string{f.Cluster.ControlPlane}, nil, func(ctx context.Context, _ Node, t *run.Task) error {
 		if _, err := host.Output(ctx, t.Host, "rm -f "+host.Quote(cluster.RecordPath)); err != nil {
 			return fmt.Errorf("removing the cluster record: %w", err)
 		}

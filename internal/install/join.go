@@ -26,10 +26,11 @@ func (*Join) Name() string { return "join" }
 
 const joinConfigPath = "/etc/k8slab/kubeadm-join.yaml"
 
+// workers are the nodes that join: every worker but the control plane.
 func (j *Join) workers() []string {
 	var out []string
 	for _, w := range j.Cluster.Workers {
-		if w != j.Cluster.ControlPlane {
+		if !j.Node(w).ControlPlane {
 			out = append(out, w)
 		}
 	}
@@ -57,7 +58,7 @@ func (j *Join) Run(ctx context.Context) error {
 	// the kubelet finishes registering by itself.
 	states := map[string]string{}
 	var mu sync.Mutex
-	err = j.each(ctx, "join check", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
+	err = j.each(ctx, "join check", workers, []string{j.Cluster.ControlPlane}, func(ctx context.Context, n Node, t *run.Task) error {
 		out, err := host.Output(ctx, t.Host, "if [ -f /etc/kubernetes/kubelet.conf ]; then echo joined; elif [ -e /etc/kubernetes/pki/ca.crt ]; then echo partial; else echo none; fi")
 		if err != nil {
 			return err
@@ -67,7 +68,7 @@ func (j *Join) Run(ctx context.Context) error {
 			t.Status("already joined: nothing to do")
 		}
 		mu.Lock()
-		states[node] = st
+		states[n.Name] = st
 		mu.Unlock()
 		return nil
 	})
@@ -97,11 +98,11 @@ func (j *Join) Run(ctx context.Context) error {
 		}
 	}
 	slots := newLimiter(j.JoinParallel)
-	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, node string, t *run.Task) error {
+	return j.each(ctx, "join", pending, []string{j.Cluster.ControlPlane}, func(ctx context.Context, n Node, t *run.Task) error {
 		h := t.Host
 		cfg, err := bootstrap.RenderJoin(bootstrap.JoinInput{
-			Node: bootstrap.Node{Name: j.Facts(node).Hostname, IP: j.NodeIP(node), Labels: j.nodeLabels(node)}, APIServer: api,
-			Token: token, CACertHash: hash, Wait: j.Wait, IgnorePreflight: j.kubeadmIgnores(node),
+			Node: n.kubeadm(), APIServer: api,
+			Token: token, CACertHash: hash, Wait: j.Wait, IgnorePreflight: n.kubeadmIgnores(),
 		})
 		if err != nil {
 			return err
@@ -122,7 +123,7 @@ func (j *Join) Run(ctx context.Context) error {
 		// goes on past the preflight that its own first half would fail.
 		resume := join
 		resume.Command += " --ignore-preflight-errors=all"
-		if states[node] == "partial" {
+		if states[n.Name] == "partial" {
 			t.Status("resuming an interrupted kubeadm join")
 			join = resume
 		}

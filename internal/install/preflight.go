@@ -50,15 +50,15 @@ func (p *Preflight) Run(ctx context.Context) error {
 	cp := cluster.Address(p.Cluster.ControlPlane)
 	probes := map[string]probe{}
 	var mu sync.Mutex
-	err := p.each(ctx, "preflight", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
+	err := p.each(ctx, "preflight", p.Cluster.Nodes, nil, func(ctx context.Context, n Node, t *run.Task) error {
 		pr, err := p.probe(ctx, t.Host, cp)
 		if err != nil {
 			return err
 		}
 		mu.Lock()
-		probes[node] = pr
+		probes[n.Name] = pr
 		mu.Unlock()
-		p.setFacts(node, pr.facts, pr.src)
+		p.setFacts(n.Name, pr.facts, pr.src)
 		t.Status("%s %s, %d CPUs, %d MiB, node-ip %s", pr.facts.OSID, pr.facts.OSVersion, pr.facts.CPUs, pr.facts.MemoryMB, pr.src)
 		return nil
 	})

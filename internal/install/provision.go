@@ -16,32 +16,31 @@ type Provision struct{ *Context }
 
 func (*Provision) Name() string { return "provision" }
 
-func (p *Provision) roles(node string) (cp, etcd bool) {
-	for _, e := range p.Cluster.Etcd {
-		etcd = etcd || e == node
-	}
-	return node == p.Cluster.ControlPlane, etcd && !p.Cluster.StackedEtcd()
+// roles are what provisioning installs a node for (plan and run alike).
+func (p *Provision) roles(n Node) provision.Roles {
+	return provision.Roles{ControlPlane: n.ControlPlane, EtcdMember: n.EtcdMember, StackedEtcd: n.ControlPlane && p.Cluster.StackedEtcd(),
+		Calico: p.Cluster.Calico.Version, RestrictOOMScoreAdj: n.Facts.Kernel != "" && !n.Facts.SysResource}
 }
 
 // Plan lists the steps per node.
 func (p *Provision) Plan() []phase.Step {
 	var steps []phase.Step
-	for _, n := range p.Cluster.Nodes {
-		cp, etcd := p.roles(n)
-		add := func(a string) { steps = append(steps, phase.Step{Node: n, Action: a}) }
+	for _, name := range p.Cluster.Nodes {
+		n := p.Node(name)
+		add := func(a string) { steps = append(steps, phase.Step{Node: name, Action: a}) }
 		add("swap off, modules overlay/br_netfilter, sysctls (persisted)")
 		add("OS packages conntrack socat iptables nftables ebtables ethtool (apt, only if missing)")
 		add("containerd " + p.Release.Containerd + ", runc " + p.Release.Runc + ", CNI plugins " + p.Release.CNIPlugins + ", crictl " + p.Release.Crictl + " (SystemdCgroup, sandbox pause:" + p.Release.Pause + ")")
 		bins := "kubeadm, kubelet, kubectl " + p.Release.Kubernetes + " with kubelet unit and kubeadm drop-in"
-		if etcd {
+		if n.EtcdMember {
 			bins += "; etcd, etcdctl " + p.Release.Etcd
 		}
 		add(bins)
-		imgs := provision.ImagesFor(p.Release, cp, p.Cluster.StackedEtcd() && cp)
-		if p.Bundle != nil {
-			imgs = append(imgs, provision.BundledCalicoImages(p.Bundle, p.Cluster.Calico.Version)...)
+		if p.Bundle == nil || p.Bundle.Pull {
+			add("images pulled by containerd when first used: " + strings.Join(provision.ImagesFor(p.Release, n.ControlPlane, p.Cluster.StackedEtcd() && n.ControlPlane), ", "))
+		} else {
+			add("import images: " + strings.Join(provision.NodeImages(p.Bundle, p.roles(n)), ", "))
 		}
-		add("import images: " + strings.Join(imgs, ", "))
 	}
 	return steps
 }
@@ -50,12 +49,8 @@ func (p *Provision) Run(ctx context.Context) error {
 	if err := p.ensureArtifacts(ctx); err != nil {
 		return err
 	}
-	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, node string, t *run.Task) error {
-		cp, etcd := p.roles(node)
-		f := p.Facts(node)
-		roles := provision.Roles{ControlPlane: cp, EtcdMember: etcd, StackedEtcd: cp && p.Cluster.StackedEtcd(), Calico: p.Cluster.Calico.Version,
-			RestrictOOMScoreAdj: f.Kernel != "" && !f.SysResource}
-		changed, err := provision.PrepareNode(ctx, t.Host, p.Bundle, p.BundleDir, roles, func(s string) { t.Status("%s", s) })
+	return p.each(ctx, "provision", p.Cluster.Nodes, nil, func(ctx context.Context, n Node, t *run.Task) error {
+		changed, err := provision.PrepareNode(ctx, t.Host, p.Bundle, p.BundleDir, p.roles(n), func(s string) { t.Status("%s", s) })
 		if err != nil {
 			return err
 		}

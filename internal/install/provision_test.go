@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,7 +20,8 @@ import (
 )
 
 // standInBundle is a bundle of small stand-in files in the release's
-// layout: binaries, CNI plugins and an image archive per image.
+// layout: binaries, CNI plugins and an image archive per image (kubeadm's,
+// verify's probe and Calico's).
 func standInBundle(t *testing.T) (*provision.Bundle, string) {
 	t.Helper()
 	release, err := provision.LookupRelease(provision.DefaultKubernetesVersion)
@@ -42,7 +45,8 @@ func standInBundle(t *testing.T) (*provision.Bundle, string) {
 	for _, p := range []string{"bridge", "host-local", "loopback", "portmap"} {
 		add("cni/" + p)
 	}
-	for i, ref := range provision.ImagesFor(release, true, true) {
+	refs := append(provision.ImagesFor(release, true, true), provision.ProbeImage)
+	for i, ref := range append(refs, provision.CalicoImages(cluster.DefaultCalicoVersion)...) {
 		rel := fmt.Sprintf("images/%d.tar", i)
 		add(rel)
 		b.Images[ref] = rel
@@ -92,11 +96,31 @@ func TestProvisionFreshNodes_SimulatedNodes(t *testing.T) {
 		}
 		return n
 	}
-	if got, want := imports(cp), len(provision.ImagesFor(p.Release, true, true)); got != want {
-		t.Errorf("control plane: %d images imported, want %d", got, want)
+	if got, want := imports(worker), imports(cp)-len(provision.ImagesFor(p.Release, true, true))+len(provision.ImagesFor(p.Release, false, false)); got != want || got >= imports(cp) {
+		t.Errorf("worker: %d images imported, control plane %d: want %d (kubeadm's control-plane images stay off it)", got, imports(cp), want)
 	}
-	if got, want := imports(worker), len(provision.ImagesFor(p.Release, false, false)); got != want || want >= imports(cp) {
-		t.Errorf("worker: %d images imported, want %d (fewer than the control plane's)", got, want)
+	// plan says what install does: the images it lists for a node are
+	// the archives imported there.
+	planned := map[string][]string{}
+	for _, s := range p.Plan() {
+		if list, ok := strings.CutPrefix(s.Action, "import images: "); ok {
+			for _, ref := range strings.Split(list, ", ") {
+				planned[s.Node] = append(planned[s.Node], path.Base(b.Images[ref]))
+			}
+		}
+	}
+	for _, h := range []*hosttest.Fake{cp, worker} {
+		var imported []string
+		for _, e := range h.Log() {
+			if _, rest, ok := strings.Cut(e, "ctr -n k8s.io images import "); ok {
+				imported = append(imported, path.Base(strings.Trim(strings.Fields(rest)[0], "'")))
+			}
+		}
+		slices.Sort(imported)
+		slices.Sort(planned[h.Label])
+		if !slices.Equal(imported, planned[h.Label]) || len(imported) == 0 {
+			t.Errorf("%s: plan lists the images %v, install imported %v", h.Label, planned[h.Label], imported)
+		}
 	}
 }
 
@@ -125,8 +149,9 @@ func TestProvisionConvergedNodeIsOneCheck_SimulatedNodes(t *testing.T) {
 		}
 		return &hosttest.Fake{Rules: []hosttest.Rule{{Match: "echo containerd=active", Stdout: out.String()}}}
 	}
-	cp := converged(provision.ImagesFor(b.Release, true, true))
-	worker := converged(provision.ImagesFor(b.Release, false, false))
+	calico := provision.Roles{Calico: cluster.DefaultCalicoVersion}
+	cp := converged(provision.NodeImages(b, provision.Roles{ControlPlane: true, StackedEtcd: true, Calico: calico.Calico}))
+	worker := converged(provision.NodeImages(b, calico))
 	cp.Label, worker.Label = "kube-node1", "kube-node2"
 	p := provisionPhase(t, b, dir, cp, worker)
 	if err := p.Run(context.Background()); err != nil {

@@ -211,7 +211,7 @@ func (r *ResetNodes) Plan() []phase.Step {
 
 func (r *ResetNodes) Run(ctx context.Context) error {
 	part := [...]string{"kubernetes", "etcd", "provisioned"}[r.part]
-	return r.each(ctx, r.Name(), r.nodes(), nil, func(ctx context.Context, node string, t *run.Task) error {
+	return r.each(ctx, r.Name(), r.nodes(), nil, func(ctx context.Context, _ Node, t *run.Task) error {
 		laps := &lapTimer{now: time.Now}
 		var stderr strings.Builder
 		err := t.Host.Run(ctx, host.Cmd{Command: nodescript.Command("reset.sh", "-c", bootstrap.CRISocket, part), Stdout: laps, Stderr: &stderr})
