@@ -169,24 +169,12 @@ func (r *ResetNodes) Destroys(node string) []string {
 			"/etc/kubernetes, /var/lib/kubelet, the CNI configuration in /etc/cni/net.d, /var/lib/cni, /var/lib/calico, k8slab's kubeadm configs and markers",
 			"Calico and kube-proxy interfaces (cali*, tunl0, vxlan.calico, kube-ipvs0) and rules (nft table kube-proxy, KUBE-*/cali-* iptables chains)",
 		}
-	case r.part == resetEtcd && r.isEtcdMember(node):
+	case r.part == resetEtcd && r.Node(node).EtcdMember:
 		return []string{"etcd service, " + bootstrap.EtcdPKIDir + " and its data " + bootstrap.EtcdDataDir}
 	case r.part == resetProvisioned:
 		return []string{"containerd and every image, the Kubernetes/etcd/CNI binaries and units, k8slab's OS settings files, /etc/k8slab, /var/lib/k8slab"}
 	}
 	return nil
-}
-
-func (r *ResetNodes) isEtcdMember(node string) bool {
-	if r.Cluster.StackedEtcd() {
-		return false
-	}
-	for _, e := range r.Cluster.Etcd {
-		if e == node {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *ResetNodes) nodes() []string {

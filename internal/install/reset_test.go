@@ -1,6 +1,8 @@
 package install
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/cluster"
+	"github.com/k8slab/k8slab/internal/host"
+	"github.com/k8slab/k8slab/internal/host/hosttest"
+	"github.com/k8slab/k8slab/internal/run"
 	nodescript "github.com/k8slab/k8slab/scripts/node"
 )
 
@@ -402,4 +408,44 @@ func resetStep(t *testing.T, name string) string {
 	}
 	s = s[i:]
 	return s[:strings.Index(s, "\n}\n")]
+}
+
+// The reset phase runs its part of reset.sh on each node and judges the
+// node by what the script reports: what it removed, and anything a check
+// still finds (the node is not reset then, and the run says so by name).
+func TestResetNodesJudgesEachNodeByItsScript_SimulatedNodes(t *testing.T) {
+	clean := &hosttest.Fake{Label: "kube-node1", Rules: []hosttest.Rule{{Match: "'kubernetes'", Stdout: "lap=units\nremoved=kubelet running\nremoved=link tunl0 (ipip module)\nlap=check\n"}}}
+	stuck := &hosttest.Fake{Label: "kube-node2", Rules: []hosttest.Rule{{Match: "'kubernetes'", Stdout: "lap=units\nremoved=pod sandboxes\nleft=link tunl0: modprobe: FATAL: Module ipip is in use\n"}}}
+	bare := &hosttest.Fake{Label: "kube-node3"}
+	var status bytes.Buffer
+	r, err := run.New(run.Options{Command: "reset", Status: &status}, []host.Host{clean, stuck, bare})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &cluster.Config{Nodes: []string{"kube-node1", "kube-node2", "kube-node3"}}
+	cfg.Default()
+	c := &Context{Cluster: cfg, Runner: r, Hosts: map[string]host.Host{"kube-node1": clean, "kube-node2": stuck, "kube-node3": bare}}
+	err = (&ResetNodes{c, ResetOptions{}, resetKubernetes}).Run(context.Background())
+	if err == nil {
+		t.Fatal("a node with something left passed the reset")
+	}
+	rep := r.Report(nil, err)
+	byHost := map[string]string{}
+	for _, h := range rep.Hosts {
+		byHost[h.Host] = string(h.Status) + " " + h.Error
+	}
+	if !strings.HasPrefix(byHost["kube-node2"], "failed") || !strings.Contains(byHost["kube-node2"], "left behind: link tunl0: modprobe: FATAL: Module ipip is in use") {
+		t.Errorf("kube-node2: %q", byHost["kube-node2"])
+	}
+	if !strings.HasPrefix(byHost["kube-node1"], "ok") || !strings.HasPrefix(byHost["kube-node3"], "ok") {
+		t.Errorf("the clean nodes: %q", byHost)
+	}
+	for _, want := range []string{"removed: kubelet running, link tunl0 (ipip module)", "nothing to do"} {
+		if !strings.Contains(status.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, status.String())
+		}
+	}
+	if !clean.Did("set -- '-c' '" + bootstrap.CRISocket + "' 'kubernetes'") {
+		t.Errorf("reset.sh's arguments: %q", clean.Steps())
+	}
 }
