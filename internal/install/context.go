@@ -117,13 +117,12 @@ func (c *Context) each(ctx context.Context, step string, nodes []string, needs [
 
 // Phases returns the installation in order.
 func Phases(c *Context) []phase.Phase {
-	etcd := &Etcd{c}
 	access := &Access{} // made by control-plane, used by every phase after it
 	return []phase.Phase{
 		&Preflight{c},
 		&Provision{c},
-		etcd,
-		&ControlPlane{Context: c, Etcd: etcd, Access: access},
+		&Etcd{c},
+		&ControlPlane{Context: c, Access: access},
 		&DNS{c, access},
 		&Calico{c, access},
 		&Join{c, access},

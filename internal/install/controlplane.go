@@ -21,7 +21,6 @@ import (
 // renders, then fetches admin.conf and computes the join credentials.
 type ControlPlane struct {
 	*Context
-	Etcd *Etcd
 	// Access gets what the phases after this one need: admin.conf, the
 	// CA's hash, this run's bootstrap token.
 	Access *Access
@@ -38,7 +37,7 @@ const (
 
 func (c *ControlPlane) Plan() []phase.Step {
 	etcd := "stacked etcd"
-	if eps := c.Etcd.Endpoints(); len(eps) > 0 {
+	if eps := c.etcdClientEndpoints(); len(eps) > 0 {
 		etcd = "external etcd " + strings.Join(eps, ",")
 	}
 	return []phase.Step{{Node: c.Cluster.ControlPlane, Action: fmt.Sprintf(
@@ -253,7 +252,7 @@ func initState(ctx context.Context, h host.Host) (initStatus, error) {
 // until even its dials to the local member timed out and kube-apiserver
 // exited. The other members still replicate every write and keep quorum.
 func (c *ControlPlane) etcdEndpoints() []string {
-	all := c.Etcd.Endpoints()
+	all := c.etcdClientEndpoints()
 	for _, e := range all {
 		if u, err := url.Parse(e); err == nil && u.Hostname() == c.NodeIP(c.Cluster.ControlPlane) {
 			return []string{e}

@@ -37,7 +37,7 @@ func TestAPIServerEtcdEndpoints(t *testing.T) {
 			cfg.Default()
 			c := &Context{Cluster: cfg}
 			c.setFacts("172.31.3.11", c.Facts("172.31.3.11"), "172.31.3.11")
-			cp := &ControlPlane{Context: c, Etcd: &Etcd{c}, Access: &Access{}}
+			cp := &ControlPlane{Context: c, Access: &Access{}}
 			if got := cp.etcdEndpoints(); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
@@ -84,7 +84,7 @@ func controlPlanePhase(t *testing.T, state string) (*ControlPlane, *hosttest.Fak
 	}
 	c := &Context{Cluster: cfg, Release: release, Runner: r, Hosts: map[string]host.Host{"kube-node1": h}, Wait: time.Minute}
 	c.setFacts("kube-node1", provision.Facts{Hostname: "kube-node1", Kernel: "6.1.0", CgroupVersion: 2}, "172.31.3.11")
-	return &ControlPlane{Context: c, Etcd: &Etcd{c}, Access: readyAPI(t)}, h
+	return &ControlPlane{Context: c, Access: readyAPI(t)}, h
 }
 
 // A fresh control plane: kubeadm's configuration rendered for this node

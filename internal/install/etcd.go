@@ -99,32 +99,36 @@ func (e *Etcd) Plan() []phase.Step {
 	return append(steps, phase.Step{Node: e.Cluster.ControlPlane, Action: "etcd CA and apiserver-etcd-client certificate under /etc/kubernetes/pki"})
 }
 
-func (e *Etcd) members() []bootstrap.EtcdMember {
+// etcdMembers are the external etcd's members, named and addressed as
+// preflight found them.
+func (c *Context) etcdMembers() []bootstrap.EtcdMember {
 	var m []bootstrap.EtcdMember
-	for _, n := range e.Cluster.Etcd {
+	for _, name := range c.Cluster.Etcd {
 		// Before preflight (plan) the node's own name and address stand in.
-		name, ip := e.Facts(n).Hostname, e.NodeIP(n)
+		n := c.Node(name)
+		host, ip := n.Facts.Hostname, n.IP
 		if ip == "" {
-			ip = cluster.Address(n)
+			ip = n.Address
 		}
-		if name == "" {
-			name = n
+		if host == "" {
+			host = name
 		}
-		m = append(m, bootstrap.EtcdMember{Name: name, IP: net.ParseIP(ip)})
+		m = append(m, bootstrap.EtcdMember{Name: host, IP: net.ParseIP(ip)})
 	}
 	return m
 }
 
-func (e *Etcd) input() bootstrap.EtcdClusterInput {
-	return bootstrap.EtcdClusterInput{Token: "k8slab-" + e.Cluster.Name, Members: e.members()}
+func (c *Context) etcdInput() bootstrap.EtcdClusterInput {
+	return bootstrap.EtcdClusterInput{Token: "k8slab-" + c.Cluster.Name, Members: c.etcdMembers()}
 }
 
-// Endpoints are the client URLs the API server uses.
-func (e *Etcd) Endpoints() []string {
-	if e.Cluster.StackedEtcd() {
+// etcdClientEndpoints are the external etcd's client URLs (none when
+// etcd is stacked: kubeadm's local member).
+func (c *Context) etcdClientEndpoints() []string {
+	if c.Cluster.StackedEtcd() {
 		return nil
 	}
-	return e.input().ClientEndpoints()
+	return c.etcdInput().ClientEndpoints()
 }
 
 func (e *Etcd) Run(ctx context.Context) error {
@@ -135,11 +139,11 @@ func (e *Etcd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pki, err := bootstrap.NewEtcdPKI(ca, e.members())
+	pki, err := bootstrap.NewEtcdPKI(ca, e.etcdMembers())
 	if err != nil {
 		return err
 	}
-	in := e.input()
+	in := e.etcdInput()
 	var touched atomic.Bool // a member was (re)started by this run
 	err = e.each(ctx, "etcd", e.Cluster.Etcd, nil, func(ctx context.Context, n Node, t *run.Task) error {
 		name := n.Facts.Hostname
