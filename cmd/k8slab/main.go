@@ -16,7 +16,9 @@ import (
 
 	"github.com/k8slab/k8slab/internal/run"
 
+	"github.com/go-logr/logr"
 	"github.com/urfave/cli/v2"
+	"k8s.io/klog/v2"
 )
 
 // Set by the Makefile with -ldflags -X.
@@ -50,6 +52,15 @@ func newApp() *cli.App {
 	return app
 }
 
+// quietClientGo stops client-go's own logging: it reports retries through
+// klog, straight to stderr and in the middle of k8slab's progress lines
+// ("Unexpected error when reading response body" during a rollout on a
+// saturated control plane). Every error that matters comes back to
+// k8slab as a returned error, reported with its node and phase.
+func quietClientGo() {
+	klog.SetLogger(logr.Discard())
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -60,6 +71,7 @@ func main() {
 			pprof.StartCPUProfile(out)
 		}
 	}
+	quietClientGo()
 	err := newApp().RunContext(ctx, os.Args)
 	pprof.StopCPUProfile()
 	code := exitCode(err)

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"k8s.io/klog/v2"
 )
 
 func writeReport(t *testing.T, dir, name string, ok bool, total int, phases map[string]int) string {
@@ -53,5 +57,23 @@ func TestReportCompareAndSummary(t *testing.T) {
 	}
 	if r := runCLI(t, nil, nil, "report", "compare", a, filepath.Join(dir, "missing.json")); r.code != exitBadInput {
 		t.Errorf("missing file: exit %d", r.code)
+	}
+}
+
+// client-go's klog lines never reach k8slab's stderr.
+func TestClientGoLogsNothing(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	quietClientGo()
+	klog.ErrorS(errors.New("boom"), "Unexpected error when reading response body")
+	klog.Flush()
+	os.Stderr = stderr
+	w.Close()
+	if b, _ := io.ReadAll(r); len(b) > 0 {
+		t.Errorf("client-go logged to stderr: %q", b)
 	}
 }
