@@ -233,19 +233,32 @@ func (e *e2e) install(t *testing.T, name string, args []string) time.Duration {
 
 // podDiag says what kube-system's pods were doing when an install that
 // waits for them failed: their state and the last words of calico-node's
-// previous containers.
+// previous containers, as the API server tells it, and each node's
+// Calico containers as its containerd tells it (a saturated API server
+// answered nothing for 20 minutes on the emulated VMs).
 func (e *e2e) podDiag() string {
-	c, err := e.pool.Host(ssh.Target{Host: "172.31.3.11"})
-	if err != nil {
-		return "kube-system: " + err.Error()
-	}
-	out, err := host.Output(e.ctx, c, `k='kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=60s'
+	var b strings.Builder
+	for _, n := range e.lab.Spec.NodeAddrs() {
+		c, err := e.pool.Host(ssh.Target{Host: n})
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", n, err)
+			continue
+		}
+		script := `crictl ps -a --name 'calico|install-cni|upgrade-ipam' 2>&1 | head -n 12
+for c in $(crictl ps -a -q --name 'calico-node|install-cni' 2>/dev/null | head -n 2); do echo "== $c"; crictl logs --tail 5 "$c" 2>&1 | cut -c1-300; done`
+		if n == "172.31.3.11" {
+			script = `k='kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=60s'
 $k get nodes -o wide; $k -n kube-system get pods -o wide
 for p in $($k -n kube-system get pods -l k8s-app=calico-node -o name); do
 	echo "== $p"; $k -n kube-system logs "$p" -c calico-node --previous --tail 15 2>&1 || true
 	$k -n kube-system get "$p" -o jsonpath='{range .status.containerStatuses[*]}{.name} ready={.ready} restarts={.restartCount}{"\n"}{end}'
-done`)
-	return fmt.Sprintf("kube-system (%v):\n%s", err, out)
+done
+` + script
+		}
+		out, err := host.Output(e.ctx, c, script)
+		fmt.Fprintf(&b, "--- %s (%v):\n%s\n", n, err, out)
+	}
+	return b.String()
 }
 
 // allPass is the container tier's verdict on verify: every check PASS,
