@@ -38,8 +38,10 @@ func TestE2EVMsInventoryIPIP(t *testing.T) {
 	}
 	verify("vms-verify-install")
 	checkPodRoutes(t, e, "tunl0")
+	// From the kernel's link list: naming tunl0 (ip link show tunl0) loads
+	// ipip and so makes the device it looks for (see reset.sh).
 	for _, n := range e.lab.Spec.NodeAddrs() {
-		if link := e.sh(n, "ip -d link show tunl0 | grep -o 'ipip [a-z]* remote any' || true"); link == "" {
+		if link := e.sh(n, "ip -d -o link show | grep '^[0-9]*: tunl0@' | grep -o 'ipip [a-z]* remote any' || true"); link == "" {
 			e.errorf(t, "%s: no IPIP tunl0 device", n)
 		}
 	}
