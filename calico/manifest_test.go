@@ -2,13 +2,14 @@ package calico
 
 import (
 	"encoding/json"
-	"github.com/k8slab/k8slab/internal/kube"
 	"os"
 	"sort"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/k8slab/k8slab/internal/kube"
 )
 
 // The upstream release files, unmodified (see testdata/calico/v3.32.1/SOURCE.md).
@@ -18,7 +19,7 @@ func release(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile(fixtures + "calico.yaml")
 	if err != nil {
-		t.Fatalf("the Calico v3.32.1 fixture must be beside the repo (../shared): %v", err)
+		t.Fatalf("the Calico v3.32.1 release manifests (testdata/calico/v3.32.1): %v", err)
 	}
 	return b
 }

@@ -207,6 +207,20 @@ func (s *session) Close() {
 	}
 }
 
+// openNodeSession is openSession for the commands that work node by node
+// on --nodes (exec, facts): the lab guard runs before any connection.
+func openNodeSession(c *cli.Context, command string) (*session, error) {
+	s, err := openSession(c, command, c.String("nodes"))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.guardLab(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
 // openSession checks the connection flags and opens a session to nodes,
 // a comma list as --nodes takes (install and reset pass the cluster's,
 // which a cluster file or record may supply instead of the flag).

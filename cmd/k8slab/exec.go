@@ -26,14 +26,11 @@ func execCommand() *cli.Command {
 				return badInput("exec: no command given (k8slab exec --nodes ... -- COMMAND)")
 			}
 			command := strings.Join(c.Args().Slice(), " ")
-			s, err := openSession(c, "exec", c.String("nodes"))
+			s, err := openNodeSession(c, "exec")
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			if err := s.guardLab(); err != nil {
-				return err
-			}
 			var mu sync.Mutex
 			outputs := map[string]*bytes.Buffer{}
 			ctx := c.Context

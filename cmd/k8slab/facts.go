@@ -18,14 +18,11 @@ func factsCommand() *cli.Command {
 		Usage: "show what each node is: OS, kernel, CPUs, memory, swap, default route, cgroups, container runtime",
 		Flags: connFlags(),
 		Action: func(c *cli.Context) error {
-			s, err := openSession(c, "facts", c.String("nodes"))
+			s, err := openNodeSession(c, "facts")
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			if err := s.guardLab(); err != nil {
-				return err
-			}
 			var mu sync.Mutex
 			facts := map[string]provision.Facts{}
 			s.runner.Run(c.Context, oneShot(run.Step{Name: "facts", Do: func(ctx context.Context, t *run.Task) error {
