@@ -66,7 +66,7 @@ func (c *Calico) Plan() []phase.Step {
 		}
 		bgp += ") (server-side apply)"
 	}
-	api := c.NodeIP(c.Cluster.ControlPlane)
+	api := c.controlPlane().IP
 	if api == "" {
 		api = c.Cluster.ControlPlane + "'s node IP"
 	}
@@ -129,7 +129,7 @@ func (c *Calico) objects() (manifest, own []*unstructured.Unstructured, err erro
 	if err != nil {
 		return nil, nil, err
 	}
-	endpoint, err := calico.ServicesEndpoint(c.NodeIP(c.Cluster.ControlPlane), bootstrap.APIServerPort)
+	endpoint, err := calico.ServicesEndpoint(c.controlPlane().IP, bootstrap.APIServerPort)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -56,8 +56,9 @@ type Context struct {
 	nodeIP map[string]string
 }
 
-// Facts returns what preflight learned about a node.
-func (c *Context) Facts(node string) provision.Facts {
+// factsOf is what preflight learned about a node (Node.Facts; rackOf,
+// which Node itself calls, reads it here).
+func (c *Context) factsOf(node string) provision.Facts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.facts[node]
@@ -76,16 +77,12 @@ func (c *Context) cgroupV1() []string {
 	return out
 }
 
-// NodeIP returns a node's kubelet address.
-func (c *Context) NodeIP(node string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.nodeIP[node]
-}
+// controlPlane is the control-plane node.
+func (c *Context) controlPlane() Node { return c.Node(c.Cluster.ControlPlane) }
 
-// nodeIPs is NodeIP as a list (none before preflight).
+// nodeIPs is a node's kubelet address as a list (none before preflight).
 func (c *Context) nodeIPs(node string) []string {
-	if ip := c.NodeIP(node); ip != "" {
+	if ip := c.Node(node).IP; ip != "" {
 		return []string{ip}
 	}
 	return nil

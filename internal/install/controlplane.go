@@ -54,7 +54,7 @@ func (c *ControlPlane) cgroupV1Note() string {
 }
 
 func (c *ControlPlane) plannedProxyMode() string {
-	if c.Cluster.KubeProxyMode == "" && c.Facts(c.Cluster.ControlPlane).Kernel == "" {
+	if c.Cluster.KubeProxyMode == "" && c.controlPlane().Facts.Kernel == "" {
 		return "nftables if the kernel is 5.13 or newer, else iptables"
 	}
 	return c.proxyMode()
@@ -66,7 +66,7 @@ func (c *Context) proxyMode() string {
 	if c.Cluster.KubeProxyMode != "" {
 		return c.Cluster.KubeProxyMode
 	}
-	k := c.Facts(c.Cluster.ControlPlane).Kernel
+	k := c.controlPlane().Facts.Kernel
 	var major, minor int
 	fmt.Sscanf(k, "%d.%d", &major, &minor)
 	if major > 5 || major == 5 && minor >= 13 {
@@ -254,7 +254,7 @@ func initState(ctx context.Context, h host.Host) (initStatus, error) {
 func (c *ControlPlane) etcdEndpoints() []string {
 	all := c.etcdClientEndpoints()
 	for _, e := range all {
-		if u, err := url.Parse(e); err == nil && u.Hostname() == c.NodeIP(c.Cluster.ControlPlane) {
+		if u, err := url.Parse(e); err == nil && u.Hostname() == c.controlPlane().IP {
 			return []string{e}
 		}
 	}

@@ -36,7 +36,7 @@ func TestAPIServerEtcdEndpoints(t *testing.T) {
 			cfg := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"}, Etcd: tt.etcd}
 			cfg.Default()
 			c := &Context{Cluster: cfg}
-			c.setFacts("172.31.3.11", c.Facts("172.31.3.11"), "172.31.3.11")
+			c.setFacts("172.31.3.11", provision.Facts{}, "172.31.3.11")
 			cp := &ControlPlane{Context: c, Access: &Access{}}
 			if got := cp.etcdEndpoints(); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)

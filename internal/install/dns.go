@@ -27,7 +27,7 @@ func (*DNS) Name() string { return "dns" }
 func (d *DNS) withoutUpstream() []string {
 	var out []string
 	for _, n := range d.Cluster.Nodes {
-		if f := d.Facts(n); f.Kernel != "" && f.Nameservers == 0 {
+		if f := d.Node(n).Facts; f.Kernel != "" && f.Nameservers == 0 {
 			out = append(out, n)
 		}
 	}

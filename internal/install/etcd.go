@@ -277,7 +277,7 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		cancel()
 		if err == nil {
 			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
-			switch cp := e.Facts(e.Cluster.ControlPlane).Hostname; {
+			switch cp := e.controlPlane().Facts.Hostname; {
 			case leaderMoves(moveLeader, h.Leader, cp):
 				e.leaderHome(ctx, pki, endpoints, dial)
 			case h.Leader != cp:
@@ -313,7 +313,7 @@ func leaderMoves(started bool, leader, controlPlane string) bool {
 // the leader move to kube-node2 during one join and kube-apiserver stall
 // and restart while kube-node2 itself joined next).
 func (c *Context) leaderHome(ctx context.Context, pki *bootstrap.EtcdPKI, endpoints []string, dial func(context.Context, string) (net.Conn, error)) {
-	to := c.Facts(c.Cluster.ControlPlane).Hostname
+	to := c.controlPlane().Facts.Hostname
 	if !slices.Contains(c.Cluster.Etcd, c.Cluster.ControlPlane) || len(c.Cluster.Etcd) < 2 {
 		return
 	}

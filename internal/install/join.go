@@ -88,7 +88,7 @@ func (j *Join) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	api := fmt.Sprintf("%s:%d", j.NodeIP(j.Cluster.ControlPlane), bootstrap.APIServerPort)
+	api := fmt.Sprintf("%s:%d", j.controlPlane().IP, bootstrap.APIServerPort)
 	// A single (stacked) etcd member always leads: nothing to keep home.
 	var etcd *EtcdAccess
 	if len(j.Cluster.Etcd) > 1 {

@@ -44,7 +44,7 @@ func (k *Kubeconfig) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin.conf: %w", err)
 	}
-	ip := k.NodeIP(k.Cluster.ControlPlane)
+	ip := k.controlPlane().IP
 	if ip == "" { // no preflight in this run (k8slab kubeconfig)
 		ip = cluster.Address(k.Cluster.ControlPlane)
 	}

@@ -28,9 +28,9 @@ func (*Peering) Name() string { return "peering" }
 
 // rackOf is the node's rack, from its subnet as preflight read it.
 func (c *Context) rackOf(node string) (cluster.Rack, error) {
-	subnet, err := netip.ParsePrefix(c.Facts(node).DefaultAddr)
+	subnet, err := netip.ParsePrefix(c.factsOf(node).DefaultAddr)
 	if err != nil {
-		return cluster.Rack{}, fmt.Errorf("%s: no address on its default route (%q) to find its rack by", node, c.Facts(node).DefaultAddr)
+		return cluster.Rack{}, fmt.Errorf("%s: no address on its default route (%q) to find its rack by", node, c.factsOf(node).DefaultAddr)
 	}
 	return c.Cluster.RackOf(node, subnet)
 }
@@ -82,7 +82,7 @@ func (p *Peering) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		name := p.Facts(n).Hostname
+		name := p.Node(n).Facts.Hostname
 		node, err := cl.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("%s: reading Node %s: %w", n, name, err)

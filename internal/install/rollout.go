@@ -79,7 +79,7 @@ func (r *Rollout) Run(ctx context.Context) error {
 	}
 	hosts := map[string]host.Host{}
 	for _, n := range r.Cluster.Nodes {
-		hosts[r.Facts(n).Hostname] = r.Hosts[n]
+		hosts[r.Node(n).Facts.Hostname] = r.Hosts[n]
 	}
 	proxies := newProxyWatch(cl.Kube, hosts, r.Cluster.ServiceCIDR, r.proxyMode(), r.Runner.StatusWriter())
 	read := func(ctx context.Context) (calico.Status, error) {
@@ -108,7 +108,7 @@ func (r *Rollout) peeringProblems(ctx context.Context, dyn dynamic.Interface) []
 		if err != nil {
 			continue
 		}
-		name := r.Facts(n).Hostname
+		name := r.Node(n).Facts.Hostname
 		names = append(names, name)
 		racks[name] = calico.Rack{Name: rack.Name, Router: rack.Router, ASN: rack.ASN}
 	}
