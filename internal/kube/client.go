@@ -277,8 +277,29 @@ type metaMapping struct {
 
 // Readyz asks the API server's /readyz.
 func (c *Client) Readyz(ctx context.Context) error {
-	_, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	body, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	if err == nil {
+		return nil
+	}
+	if failing := failingChecks(string(body)); len(failing) > 0 {
+		return fmt.Errorf("not ready: %s", strings.Join(failing, ", "))
+	}
 	return err
+}
+
+// failingChecks are the checks a /readyz or /livez answer marks "[-]". The
+// whole answer lists some forty checks, and an install waiting minutes
+// for one of them printed all forty every 3 s.
+func failingChecks(body string) []string {
+	var out []string
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "[-]"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				out = append(out, f[0])
+			}
+		}
+	}
+	return out
 }
 
 // SplitDocs splits a multi-document YAML stream at its "---" lines.
