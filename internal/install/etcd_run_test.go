@@ -169,71 +169,54 @@ func (n *etcdNode) config(env string) (*embed.Config, error) {
 	// not its own address: the check is left to the VM and container
 	// labs, where each member has its own interface.
 	cfg.PeerTLSInfo.SkipClientSANVerify = true
-	urls := func(v string) ([]url.URL, error) {
-		var out []url.URL
-		for _, s := range strings.Split(v, ",") {
-			u, err := url.Parse(s)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, *u)
-		}
-		return out, nil
+	text := map[string]*string{
+		"ETCD_NAME": &cfg.Name, "ETCD_INITIAL_CLUSTER": &cfg.InitialCluster,
+		"ETCD_INITIAL_CLUSTER_STATE": &cfg.ClusterState, "ETCD_INITIAL_CLUSTER_TOKEN": &cfg.InitialClusterToken,
 	}
-	rooted := func(p string) string { return filepath.Join(n.root, p) }
-	ms := func(v string) (uint, error) {
-		i, err := strconv.ParseUint(v, 10, 32)
-		return uint(i), err
+	paths := map[string]*string{ // on the node: under its root here
+		"ETCD_DATA_DIR":  &cfg.Dir,
+		"ETCD_CERT_FILE": &cfg.ClientTLSInfo.CertFile, "ETCD_KEY_FILE": &cfg.ClientTLSInfo.KeyFile,
+		"ETCD_TRUSTED_CA_FILE": &cfg.ClientTLSInfo.TrustedCAFile,
+		"ETCD_PEER_CERT_FILE":  &cfg.PeerTLSInfo.CertFile, "ETCD_PEER_KEY_FILE": &cfg.PeerTLSInfo.KeyFile,
+		"ETCD_PEER_TRUSTED_CA_FILE": &cfg.PeerTLSInfo.TrustedCAFile,
 	}
+	flags := map[string]*bool{"ETCD_CLIENT_CERT_AUTH": &cfg.ClientTLSInfo.ClientCertAuth, "ETCD_PEER_CLIENT_CERT_AUTH": &cfg.PeerTLSInfo.ClientCertAuth}
+	urls := map[string]*[]url.URL{
+		"ETCD_LISTEN_PEER_URLS": &cfg.ListenPeerUrls, "ETCD_LISTEN_CLIENT_URLS": &cfg.ListenClientUrls,
+		"ETCD_ADVERTISE_CLIENT_URLS": &cfg.AdvertiseClientUrls, "ETCD_INITIAL_ADVERTISE_PEER_URLS": &cfg.AdvertisePeerUrls,
+	}
+	millis := map[string]*uint{"ETCD_HEARTBEAT_INTERVAL": &cfg.TickMs, "ETCD_ELECTION_TIMEOUT": &cfg.ElectionMs}
+	durations := map[string]*time.Duration{"ETCD_WARNING_APPLY_DURATION": &cfg.WarningApplyDuration, "ETCD_WARNING_UNARY_REQUEST_DURATION": &cfg.WarningUnaryRequestDuration}
 	for _, line := range strings.Split(strings.TrimSpace(env), "\n") {
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
 			return nil, fmt.Errorf("line %q is not KEY=VALUE", line)
 		}
 		var err error
-		switch k {
-		case "ETCD_NAME":
-			cfg.Name = v
-		case "ETCD_DATA_DIR":
-			cfg.Dir = rooted(v)
-		case "ETCD_LISTEN_PEER_URLS":
-			cfg.ListenPeerUrls, err = urls(v)
-		case "ETCD_LISTEN_CLIENT_URLS":
-			cfg.ListenClientUrls, err = urls(v)
-		case "ETCD_ADVERTISE_CLIENT_URLS":
-			cfg.AdvertiseClientUrls, err = urls(v)
-		case "ETCD_INITIAL_ADVERTISE_PEER_URLS":
-			cfg.AdvertisePeerUrls, err = urls(v)
-		case "ETCD_INITIAL_CLUSTER":
-			cfg.InitialCluster = v
-		case "ETCD_INITIAL_CLUSTER_STATE":
-			cfg.ClusterState = v
-		case "ETCD_INITIAL_CLUSTER_TOKEN":
-			cfg.InitialClusterToken = v
-		case "ETCD_CERT_FILE":
-			cfg.ClientTLSInfo.CertFile = rooted(v)
-		case "ETCD_KEY_FILE":
-			cfg.ClientTLSInfo.KeyFile = rooted(v)
-		case "ETCD_CLIENT_CERT_AUTH":
-			cfg.ClientTLSInfo.ClientCertAuth = v == "true"
-		case "ETCD_TRUSTED_CA_FILE":
-			cfg.ClientTLSInfo.TrustedCAFile = rooted(v)
-		case "ETCD_PEER_CERT_FILE":
-			cfg.PeerTLSInfo.CertFile = rooted(v)
-		case "ETCD_PEER_KEY_FILE":
-			cfg.PeerTLSInfo.KeyFile = rooted(v)
-		case "ETCD_PEER_CLIENT_CERT_AUTH":
-			cfg.PeerTLSInfo.ClientCertAuth = v == "true"
-		case "ETCD_PEER_TRUSTED_CA_FILE":
-			cfg.PeerTLSInfo.TrustedCAFile = rooted(v)
-		case "ETCD_HEARTBEAT_INTERVAL":
-			cfg.TickMs, err = ms(v)
-		case "ETCD_ELECTION_TIMEOUT":
-			cfg.ElectionMs, err = ms(v)
-		case "ETCD_WARNING_APPLY_DURATION":
-			cfg.WarningApplyDuration, err = time.ParseDuration(v)
-		case "ETCD_WARNING_UNARY_REQUEST_DURATION":
-			cfg.WarningUnaryRequestDuration, err = time.ParseDuration(v)
+		switch {
+		case text[k] != nil:
+			*text[k] = v
+		case paths[k] != nil:
+			*paths[k] = filepath.Join(n.root, v)
+		case flags[k] != nil:
+			*flags[k], err = strconv.ParseBool(v)
+		case urls[k] != nil:
+			var list []url.URL
+			for _, s := range strings.Split(v, ",") {
+				u, perr := url.Parse(s)
+				if perr != nil {
+					err = perr
+					break
+				}
+				list = append(list, *u)
+			}
+			*urls[k] = list
+		case millis[k] != nil:
+			var i uint64
+			i, err = strconv.ParseUint(v, 10, 32)
+			*millis[k] = uint(i)
+		case durations[k] != nil:
+			*durations[k], err = time.ParseDuration(v)
 		default:
 			return nil, fmt.Errorf("%s: a variable this test has not seen etcd take", k)
 		}
