@@ -328,17 +328,9 @@ func TestEtcdPhaseFormsAndKeepsACluster_RealEtcd(t *testing.T) {
 		}
 	}
 
-	// The re-run.
-	before := map[string]int{}
+	did, status := reRunEtcd(t, nodes)
 	for _, n := range nodes {
-		before[n.Label] = len(n.Log())
-	}
-	e2, status := etcdPhase(t, nodes...)
-	if err := e2.Run(context.Background()); err != nil {
-		t.Fatalf("re-run: %v\n%s", err, status)
-	}
-	for _, n := range nodes {
-		for _, s := range n.Log()[before[n.Label]:] {
+		for _, s := range did[n.Label] {
 			if strings.HasPrefix(s, "upload: ") || strings.Contains(s, "restart") {
 				t.Errorf("%s: a re-run did %q", n.Label, strings.SplitN(s, "\n", 2)[0])
 			}
@@ -347,6 +339,25 @@ func TestEtcdPhaseFormsAndKeepsACluster_RealEtcd(t *testing.T) {
 	if !strings.Contains(status.String(), "etcd: 3 members healthy") || strings.Contains(status.String(), "leader moved") {
 		t.Errorf("re-run status: %s", status)
 	}
+}
+
+// reRunEtcd runs the etcd phase again on the same nodes and returns what
+// it did on each (its log entries) and its status lines.
+func reRunEtcd(t *testing.T, nodes []*etcdNode) (map[string][]string, *bytes.Buffer) {
+	t.Helper()
+	before := map[string]int{}
+	for _, n := range nodes {
+		before[n.Label] = len(n.Log())
+	}
+	e, status := etcdPhase(t, nodes...)
+	if err := e.Run(context.Background()); err != nil {
+		t.Fatalf("re-run: %v\n%s", err, status)
+	}
+	did := map[string][]string{}
+	for _, n := range nodes {
+		did[n.Label] = n.Log()[before[n.Label]:]
+	}
+	return did, status
 }
 
 // A member whose certificate another CA signed gets a new one and is
@@ -366,16 +377,9 @@ func TestEtcdPhaseReissuesOnlyForeignCertificates_RealEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes[1].Files[bootstrap.EtcdPKIDir+"/server.crt"] = pki.Server["kube-node2"].Cert
-	before := map[string]int{}
-	for _, n := range nodes {
-		before[n.Label] = len(n.Log())
-	}
-	e2, status := etcdPhase(t, nodes...)
-	if err := e2.Run(context.Background()); err != nil {
-		t.Fatalf("re-run: %v\n%s", err, status)
-	}
+	reRun, _ := reRunEtcd(t, nodes)
 	for i, n := range nodes {
-		did := strings.Join(n.Log()[before[n.Label]:], "\n")
+		did := strings.Join(reRun[n.Label], "\n")
 		reissued := strings.Contains(did, "upload: "+bootstrap.EtcdPKIDir+"/server.crt") && strings.Contains(did, "restart --no-block etcd")
 		if reissued != (i == 1) {
 			t.Errorf("%s: re-issued and restarted %v, want %v", n.Label, reissued, i == 1)
