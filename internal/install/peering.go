@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/phase"
-	"k8s.io/apimachinery/pkg/types"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Peering puts every node into its rack for Calico's AS-per-rack mode: the
@@ -83,7 +87,7 @@ func (p *Peering) Run(ctx context.Context) error {
 			return err
 		}
 		name := p.Node(n).Facts.Hostname
-		node, err := cl.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		node, err := p.registered(ctx, cl.Kube, name)
 		if err != nil {
 			return fmt.Errorf("%s: reading Node %s: %w", n, name, err)
 		}
@@ -98,4 +102,23 @@ func (p *Peering) Run(ctx context.Context) error {
 		fmt.Fprintf(status, "peering: %s in rack %s (AS%d): iBGP with %s\n", name, r.Name, r.ASN, r.Router)
 	}
 	return nil
+}
+
+// registered reads a Node, waiting (up to Wait) for one that does not
+// exist yet: kubeadm join returns once the kubelet has its credentials,
+// and the kubelet registers its Node a moment later (a container lab's
+// peering phase, right after the joins, once found kube-node4 missing).
+func (p *Peering) registered(ctx context.Context, kube kubernetes.Interface, name string) (*corev1.Node, error) {
+	deadline := time.Now().Add(p.Wait)
+	for {
+		node, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			return node, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/cluster"
@@ -85,5 +86,36 @@ func TestPeeringDoesNothingInMeshMode_SimulatedAPI(t *testing.T) {
 	}
 	if n := len(kc.Actions()); n != 0 {
 		t.Errorf("mesh mode made %d API calls", n)
+	}
+}
+
+// A Node the kubelet has not registered yet when the phase starts (kubeadm
+// join returns before it) is waited for; one that never comes fails the
+// phase within its wait, naming the node.
+func TestPeeringWaitsForANodeToRegister_SimulatedAPI(t *testing.T) {
+	ctx := context.Background()
+	p, kc := peeringPhase(t, referenceAddrs)
+	p.Wait = time.Minute
+	if err := kc.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("nodes"), "", "kube-node4"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(time.Second)
+		kc.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kube-node4"}})
+	}()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("kube-node4 registering a second late: %v", err)
+	}
+	if node, err := kc.CoreV1().Nodes().Get(ctx, "kube-node4", metav1.GetOptions{}); err != nil || node.Labels[calico.ZoneLabel] != "leaf2" {
+		t.Errorf("kube-node4 after registering late: %v %v", node.Labels, err)
+	}
+
+	p, kc = peeringPhase(t, referenceAddrs)
+	p.Wait = time.Second
+	if err := kc.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("nodes"), "", "kube-node4"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Run(ctx); err == nil || !strings.Contains(err.Error(), "kube-node4") || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("kube-node4 never registering: %v", err)
 	}
 }
