@@ -21,8 +21,9 @@ import (
 // Peering puts every node into its rack for Calico's AS-per-rack mode: the
 // zone label the rack's BGPPeer selects and the rack's AS number, on the
 // Node object. It runs once every node has joined (a Node exists only
-// then); calico-node's BIRD picks both up without a restart. In mesh mode
-// it has nothing to do.
+// then, and it waits for a kubelet still registering its own);
+// calico-node's BIRD picks both up without a restart. In mesh mode it has
+// nothing to do.
 type Peering struct {
 	*Context
 	Access *Access // from the control-plane phase
