@@ -287,7 +287,7 @@ func leader(t *testing.T, nodes []*etcdNode) string {
 // control plane gets the API server's client certificate; the phase
 // returns only when the real members report healthy, with the leader on
 // the control plane's member. A re-run changes and restarts nothing.
-func TestEtcdPhaseFormsAndKeepsACluster_RealEtcd(t *testing.T) {
+func TestEtcdPhaseFormsAndKeepsACluster_RealEtcdSimulatedNodes(t *testing.T) {
 	nodes := etcdNodes(t)
 	e, status := etcdPhase(t, nodes...)
 	if err := e.Run(context.Background()); err != nil {
@@ -362,7 +362,7 @@ func reRunEtcd(t *testing.T, nodes []*etcdNode) (map[string][]string, *bytes.Buf
 
 // A member whose certificate another CA signed gets a new one and is
 // restarted; the others keep theirs and keep running.
-func TestEtcdPhaseReissuesOnlyForeignCertificates_RealEtcd(t *testing.T) {
+func TestEtcdPhaseReissuesOnlyForeignCertificates_RealEtcdSimulatedNodes(t *testing.T) {
 	nodes := etcdNodes(t)
 	e, status := etcdPhase(t, nodes...)
 	if err := e.Run(context.Background()); err != nil {
@@ -394,7 +394,7 @@ func TestEtcdPhaseReissuesOnlyForeignCertificates_RealEtcd(t *testing.T) {
 // written: a new CA would re-sign every member of a working cluster. A
 // member that never comes up fails the phase within its wait, naming
 // etcd's health.
-func TestEtcdPhaseStopsOnUnreadableOrDeadMember_RealEtcd(t *testing.T) {
+func TestEtcdPhaseStopsOnUnreadableOrDeadMember_RealEtcdSimulatedNodes(t *testing.T) {
 	nodes := etcdNodes(t)
 	nodes[0].unread = true
 	e, _ := etcdPhase(t, nodes...)
@@ -417,7 +417,7 @@ func TestEtcdPhaseStopsOnUnreadableOrDeadMember_RealEtcd(t *testing.T) {
 }
 
 // With stacked etcd the phase touches no node.
-func TestEtcdPhaseStackedDoesNothing(t *testing.T) {
+func TestEtcdPhaseStackedDoesNothing_SimulatedNodes(t *testing.T) {
 	n := newEtcdNode(t, "kube-node1")
 	e, _ := etcdPhase(t, n)
 	e.Cluster.Etcd = []string{"kube-node1"}
