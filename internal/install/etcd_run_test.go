@@ -126,13 +126,17 @@ func (n *etcdNode) start() {
 	if n.unready {
 		return
 	}
+	// start runs in the phase's goroutines: failures are Errorf (Fatal
+	// must come from the test's own goroutine), and etcd then never runs.
 	for p, b := range n.Files {
 		dst := filepath.Join(n.root, p)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			n.t.Fatal(err)
+			n.t.Error(err)
+			return
 		}
 		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			n.t.Fatal(err)
+			n.t.Error(err)
+			return
 		}
 	}
 	cfg, err := n.config(string(n.Files[bootstrap.EtcdEnvFile]))
