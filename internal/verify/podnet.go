@@ -39,7 +39,8 @@ const verifyLabel = "k8slab.dev/verify"
 const defaultPodTimeout = 4 * time.Minute
 
 // podNetwork runs the test pods: a server on one node, clients on a node
-// in the other rack (another /24, the lab's leaf subnets), each a
+// in the other rack (another /24, the lab's leaf subnets) and one in the
+// server's rack, each a
 // k8slab-probe whose exit code is its verdict and whose termination
 // message is the reason. Everything lives in its own namespace, deleted
 // afterwards. skip, when set, is why none of them can run (Calico down or
@@ -55,9 +56,15 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 	if skip != "" {
 		return all(Skip, skip)
 	}
-	server, client, inRack, why := pickNodes(nodes)
+	server, across, inRack, why := pickNodes(nodes)
 	if why != "" {
 		return all(Skip, why)
+	}
+	// DNS, the ClusterIP and egress are asked from the other rack, or
+	// from the server's rack when every node is in it.
+	client := across
+	if client.Name == "" {
+		client = inRack
 	}
 	p := &probeRun{kc: kc, timeout: timeout}
 	defer p.tearDown()
@@ -82,19 +89,28 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 		checks[name] = Check{name, st, reason}
 		mu.Unlock()
 	}
-	wg.Add(3)
-	go run(checkDNS, "dns", client, "resolve", "kubernetes.default")
-	go run(checkPodToPod, "pod-to-pod", client, "get", p.podURL)
-	go run(checkClusterIP, "cluster-ip", client, "get", p.svcURL)
-	if inRack.Name != "" {
+	// A check with no node to run from is skipped, saying why: a pass
+	// between two nodes of one rack is no proof of the path across racks.
+	fromNode := func(name, pod string, on corev1.Node, none string, args ...string) {
+		if on.Name == "" {
+			mu.Lock()
+			checks[name] = Check{name, Skip, none}
+			mu.Unlock()
+			return
+		}
 		wg.Add(1)
-		go run(checkInRack, "in-rack", inRack, "get", p.podURL)
-	} else {
-		checks[checkInRack] = Check{checkInRack, Skip, fmt.Sprintf("no other schedulable Ready node with the test image in %s's rack (%s)", server.Name, rack(server))}
+		go run(name, pod, on, args...)
 	}
+	wg.Add(2)
+	go run(checkDNS, "dns", client, "resolve", "kubernetes.default")
+	go run(checkClusterIP, "cluster-ip", client, "get", p.svcURL)
+	fromNode(checkPodToPod, "pod-to-pod", across, fmt.Sprintf("every schedulable Ready node with the test image is in %s's rack (%s)", server.Name, rack(server)), "get", p.podURL)
+	fromNode(checkInRack, "in-rack", inRack, fmt.Sprintf("no other schedulable Ready node with the test image in %s's rack (%s)", server.Name, rack(server)), "get", p.podURL)
 	wg.Wait()
-	checks[checkPodToPod] = withWhere(checks[checkPodToPod], where(client))
 	checks[checkClusterIP] = withWhere(checks[checkClusterIP], where(client))
+	if across.Name != "" {
+		checks[checkPodToPod] = withWhere(checks[checkPodToPod], where(across))
+	}
 	if inRack.Name != "" {
 		checks[checkInRack] = withWhere(checks[checkInRack], where(inRack))
 	}
@@ -113,11 +129,11 @@ func withWhere(c Check, where string) Check {
 	return c
 }
 
-// pickNodes chooses a server node, a client node in another /24 (the
-// reference lab's racks are the leaves' /24s) and one in the server's
-// own (inRack, zero when there is none), among schedulable Ready nodes
-// that have the probe image; without two racks, two nodes.
-func pickNodes(nodes []corev1.Node) (server, client, inRack corev1.Node, why string) {
+// pickNodes chooses a server node, a node in another /24 (across: the
+// reference lab's racks are the leaves' /24s) and one in the server's own
+// (inRack), among schedulable Ready nodes that have the probe image;
+// either is zero when there is none, never both.
+func pickNodes(nodes []corev1.Node) (server, across, inRack corev1.Node, why string) {
 	var usable []corev1.Node
 	var noImage []string
 	for _, n := range nodes {
@@ -132,25 +148,22 @@ func pickNodes(nodes []corev1.Node) (server, client, inRack corev1.Node, why str
 	}
 	sort.Slice(usable, func(i, j int) bool { return internalIP(usable[i]) < internalIP(usable[j]) })
 	if len(noImage) > 0 && len(usable) < 2 {
-		return server, client, inRack, fmt.Sprintf("test image %s not on %s (it comes with a bundle built by make bundle)", provision.ProbeImage, strings.Join(noImage, ", "))
+		return server, across, inRack, fmt.Sprintf("test image %s not on %s (it comes with a bundle built by make bundle)", provision.ProbeImage, strings.Join(noImage, ", "))
 	}
 	if len(usable) < 2 {
-		return server, client, inRack, "fewer than two schedulable Ready nodes"
+		return server, across, inRack, "fewer than two schedulable Ready nodes"
 	}
-	server, client = usable[0], usable[len(usable)-1]
-	found := false
+	server = usable[0]
+	// The first other node of each kind, by address.
 	for _, n := range usable[1:] {
 		switch {
-		case rack(n) != rack(server) && !found:
-			client, found = n, true
-		case rack(n) == rack(server) && inRack.Name == "":
+		case rack(n) != rack(server) && across.Name == "":
+			across = n
+		case inRack.Name == "":
 			inRack = n
 		}
 	}
-	if !found {
-		inRack = corev1.Node{} // one rack: the client already shares it
-	}
-	return server, client, inRack, ""
+	return server, across, inRack, ""
 }
 
 func rack(n corev1.Node) netip.Prefix {

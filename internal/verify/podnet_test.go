@@ -134,6 +134,9 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 	neverPull := stuck
 	neverPull.stuckReason, neverPull.stuckMessage = "ErrImageNeverPull", `Container image "`+provision.ProbeImage+`" is not present with pull policy of Never`
 	ready := func() []corev1.Node { return withProbe(labNodes(corev1.ConditionTrue, "")) }
+	readyOf := func(names ...string) []corev1.Node {
+		return slices.DeleteFunc(ready(), func(n corev1.Node) bool { return !slices.Contains(names, n.Name) })
+	}
 	cases := []struct {
 		name       string
 		sim        simNetwork
@@ -143,6 +146,10 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 		reason     string   // in every non-PASS reason
 	}{
 		{"healthy network", healthy, ready(), "", []Status{Pass, Pass, Pass, Pass, Pass, Pass}, ""},
+		// A pass between two nodes of one rack is no proof of the path
+		// across racks, nor the reverse.
+		{"one rack: across racks SKIP", healthy, readyOf("kube-node1", "kube-node2"), "", []Status{Pass, Skip, Pass, Pass, Pass, Pass}, "every schedulable Ready node with the test image is in kube-node1's rack (172.31.3.0/24)"},
+		{"one node per rack: within a rack SKIP", healthy, readyOf("kube-node1", "kube-node3"), "", []Status{Pass, Pass, Skip, Pass, Pass, Pass}, "no other schedulable Ready node with the test image in kube-node1's rack (172.31.3.0/24)"},
 		{"offline lab: Calico down is SKIP", healthy, ready(), "calico-node not running: ErrImagePull quay.io/calico/node:v3.32.1 on kube-node3", []Status{Skip, Skip, Skip, Skip, Skip, Skip}, "quay.io/calico/node:v3.32.1"},
 		{"no probe image on the nodes", healthy, labNodes(corev1.ConditionTrue, ""), "", []Status{Skip, Skip, Skip, Skip, Skip, Skip}, "not on kube-node1, kube-node2, kube-node3, kube-node4"},
 		{"policy not enforced", noPolicy, ready(), "", []Status{Pass, Pass, Pass, Pass, Fail, Fail}, "did not block"},
@@ -175,6 +182,15 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 			}
 			if c.want[2] == Pass && !strings.HasPrefix(checks[2].Reason, "kube-node2 (172.31.3.12) → kube-node1 (172.31.3.11, pod 172.31.128.7)") {
 				t.Errorf("in-rack pod-to-pod is not within kube-node1's rack: %s", checks[2].Reason)
+			}
+			// The ClusterIP is asked from the other rack, or from the
+			// server's own when there is no other.
+			from := "kube-node3 (172.31.4.11)"
+			if c.want[1] == Skip && c.want[2] == Pass {
+				from = "kube-node2 (172.31.3.12)"
+			}
+			if c.want[3] == Pass && !strings.HasPrefix(checks[3].Reason, from+" → kube-node1") {
+				t.Errorf("ClusterIP not asked from %s: %s", from, checks[3].Reason)
 			}
 			if nss, _ := kc.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); len(nss.Items) != 0 {
 				t.Errorf("test namespace left behind: %v", nss.Items[0].Name)

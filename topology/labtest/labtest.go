@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -72,7 +73,7 @@ func RootSnapshot(t testing.TB) Snapshot {
 func Up(t testing.TB) *topology.Lab {
 	t.Helper()
 	Require(t)
-	return up(t, nil, nil, "")
+	return upSpec(t, k8slab.ReferenceLab, nil, nil, "")
 }
 
 // UpContainers builds the reference lab with systemd containers as nodes
@@ -118,9 +119,18 @@ func ContainerDir() string {
 // UpVMs builds the reference lab with QEMU VMs as nodes. The lab keeps the
 // reference name "e2e" so node disks and their snapshots are reused from
 // one e2e run to the next (K8SLAB_VM_DIR, default ~/.cache/k8slab/vm).
-func UpVMs(t testing.TB, fresh bool) *topology.Lab {
+// configure changes the lab before it comes up (KeepNodes, for one).
+func UpVMs(t testing.TB, fresh bool, configure ...func(*topology.Lab)) *topology.Lab {
 	t.Helper()
-	return upVMs(t, &topology.VMOptions{Fresh: fresh})
+	return upVMs(t, &topology.VMOptions{Fresh: fresh}, configure...)
+}
+
+// KeepNodes leaves only the named nodes in the lab: fewer emulated VMs
+// on the workstation's two cores.
+func KeepNodes(names ...string) func(*topology.Lab) {
+	return func(l *topology.Lab) {
+		l.Spec.Nodes = slices.DeleteFunc(l.Spec.Nodes, func(n topology.Node) bool { return !slices.Contains(names, n.Name) })
+	}
 }
 
 // ResumeVMs is UpVMs from a snapshot a test saved with Lab.SaveSnapshot.
@@ -129,7 +139,7 @@ func ResumeVMs(t testing.TB, snapshot string) *topology.Lab {
 	return upVMs(t, &topology.VMOptions{Resume: snapshot})
 }
 
-func upVMs(t testing.TB, vm *topology.VMOptions) *topology.Lab {
+func upVMs(t testing.TB, vm *topology.VMOptions, configure ...func(*topology.Lab)) *topology.Lab {
 	t.Helper()
 	Require(t)
 	vm.ImageDir = VMDir()
@@ -137,7 +147,7 @@ func upVMs(t testing.TB, vm *topology.VMOptions) *topology.Lab {
 	if err := vm.CheckImage(); err != nil {
 		t.Fatal(err) // make e2e builds the image first: missing is a failure
 	}
-	lab := up(t, vm, nil, LabName())
+	lab := upSpec(t, k8slab.ReferenceLab, vm, nil, LabName(), configure...)
 	// In NTP's place: a test runs for up to an hour, and emulated nodes
 	// under load drift apart by seconds (preflight allows 2).
 	ctx, cancel := context.WithCancel(context.Background())
@@ -168,11 +178,6 @@ func LabName() string {
 		return name
 	}
 	return "e2e"
-}
-
-func up(t testing.TB, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string) *topology.Lab {
-	t.Helper()
-	return upSpec(t, k8slab.ReferenceLab, vm, ctr, name)
 }
 
 func upSpec(t testing.TB, labFile []byte, vm *topology.VMOptions, ctr *topology.ContainerOptions, name string, configure ...func(*topology.Lab)) *topology.Lab {
