@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +57,7 @@ func TestE2EContainers(t *testing.T) {
 		judge(step, r.code, r.stdout, r.stderr)
 	}
 	verifyAll("install")
-	checkPodRoutes(t, e, "vxlan.calico")
+	checkPodRoutes(t, e, crossSubnet("vxlan.calico"))
 	rerun := e.noOpRerun(t, "containers-rerun", e.args, install)
 
 	// reinstall as a scripted regression cycle runs it: scripts/regression.sh
@@ -91,12 +93,7 @@ func TestE2EContainers(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("reset exit %d\n%s", r.code, tail(r.stderr, 30))
 	}
-	for _, n := range lab.Spec.NodeAddrs() {
-		left := sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; find /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d -mindepth 1 2>/dev/null | head -n 5; ls /etc/k8slab/cluster.yaml 2>/dev/null || true`)
-		if left != "" {
-			e.errorf(t, "%s: left after reset:\n%s", n, left)
-		}
-	}
+	e.nothingLeft(t)
 	cycleTime := time.Since(cycle)
 	t.Logf("whole cycle on container nodes: %s (install %s, re-run %s, reinstall %s)",
 		cycleTime.Round(time.Second), install.Round(time.Second), rerun.Round(time.Second), reinstall.Round(time.Second))
@@ -134,15 +131,33 @@ func TestE2EContainers(t *testing.T) {
 	}
 }
 
-// checkPodRoutes reads the routes Calico programmed on kube-node1: the
-// same-rack node's pod block is reached straight over eth0, each
-// other-rack node's through the tunnel device (CrossSubnet): tunl0 for
-// IPIP, vxlan.calico for VXLAN.
-func checkPodRoutes(t *testing.T, e *e2e, tunnel string) {
+// nothingLeft checks, after a reset, that no node has Calico's links,
+// a Kubernetes process, their state or k8slab's record left.
+func (e *e2e) nothingLeft(t *testing.T) {
+	t.Helper()
+	for _, n := range e.lab.Spec.NodeAddrs() {
+		left := e.sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; find /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d -mindepth 1 2>/dev/null | head -n 5; ls /etc/k8slab/cluster.yaml 2>/dev/null || true`)
+		if left != "" {
+			e.errorf(t, "%s: left after reset:\n%s", n, left)
+		}
+	}
+}
+
+// crossSubnet is the routes to other nodes' pod blocks Calico programs
+// on kube-node1 of the reference lab in CrossSubnet mode: the same-rack
+// node's straight over eth0, each other-rack node's through the tunnel
+// device (tunl0 for IPIP, vxlan.calico for VXLAN).
+func crossSubnet(tunnel string) map[string]string {
+	return map[string]string{"kube-node2": "dev eth0", "kube-node3": "dev " + tunnel, "kube-node4": "dev " + tunnel}
+}
+
+// checkPodRoutes reads the routes Calico programmed on kube-node1 to
+// each node named in want, whose route to that node's pod blocks must
+// contain want's text.
+func checkPodRoutes(t *testing.T, e *e2e, want map[string]string) {
 	t.Helper()
 	blocks, out := podBlocks(t, e)
-	want := map[string]string{"kube-node2": "dev eth0", "kube-node3": "dev " + tunnel, "kube-node4": "dev " + tunnel}
-	for _, node := range []string{"kube-node2", "kube-node3", "kube-node4"} {
+	for _, node := range slices.Sorted(maps.Keys(want)) {
 		if len(blocks[node]) == 0 {
 			e.errorf(t, "no pod block affine to %s: %q", node, out)
 			continue
