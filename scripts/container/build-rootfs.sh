@@ -32,12 +32,6 @@ root=$work/rootfs
 pkgs=systemd,systemd-sysv,dbus,kmod,openssh-server,iproute2,iptables,nftables,conntrack,socat,ebtables,ethtool,ca-certificates,sudo,procps,libnss-myhostname
 echo -n "rootfs: "
 debian_node "$root" "$pkgs" "$work/debootstrap.log"
-cat > "$root/etc/ssh/sshd_config.d/k8slab.conf" <<'CONF'
-HostKey /etc/ssh/ssh_host_ed25519_key
-PermitRootLogin yes
-PasswordAuthentication yes
-UseDNS no
-CONF
 # The container's network is made by the lab (its namespace, eth0, the
 # default route): nothing inside configures it. No consoles, no timers.
 for u in console-getty.service getty-static.service apt-daily.timer apt-daily-upgrade.timer \

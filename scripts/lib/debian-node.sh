@@ -16,6 +16,8 @@ debian_mirror() {
 # host keys come later, per node. Lab nodes have no DNS server and must
 # never aim traffic outside the lab: no nameserver line, each node's own
 # name from nss-myhostname. root's password is the GNS3 image's (gns3).
+# sshd takes root and passwords like the GNS3 image, and one ed25519 host
+# key, made per node (RSA key generation costs seconds under emulation).
 debian_node() {
   local root=$1 pkgs=$2 log=$3 mirror
   mirror=$(debian_mirror)
@@ -28,4 +30,10 @@ debian_node() {
   sed -i 's/^hosts:.*/hosts:          files myhostname dns/' "$root/etc/nsswitch.conf"
   echo "root:gns3" | chroot "$root" chpasswd
   install -d -m 0700 "$root/root/.ssh"
+  cat > "$root/etc/ssh/sshd_config.d/k8slab.conf" <<'CONF'
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin yes
+PasswordAuthentication yes
+UseDNS no
+CONF
 }

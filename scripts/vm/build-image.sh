@@ -29,13 +29,6 @@ echo -n "image: "
 debian_node "$root" "$pkgs" "$work/debootstrap.log"
 echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" > "$root/etc/fstab"
 install -m 0600 "$pubkey" "$root/root/.ssh/authorized_keys"
-cat > "$root/etc/ssh/sshd_config.d/k8slab.conf" <<'CONF'
-# ed25519 only: RSA key generation costs seconds under emulation.
-HostKey /etc/ssh/ssh_host_ed25519_key
-PermitRootLogin yes
-PasswordAuthentication yes
-UseDNS no
-CONF
 # The lab's management path gets etcd's CPU weight. The image has no
 # pam_systemd, so sshd and every command run over SSH share ssh.service;
 # at the default weight (100), next to etcd's 1000 in system.slice, a
