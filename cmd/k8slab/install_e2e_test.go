@@ -354,7 +354,7 @@ func newE2E(t *testing.T, lab *topology.Lab) *e2e {
 	t.Cleanup(func() { pool.Close() })
 	e.pool = pool
 	if dir := os.Getenv("K8SLAB_E2E_REPORTS"); dir != "" {
-		startVitals(t, ctx, pool, filepath.Join(dir, "vitals.log"))
+		startVitals(t, ctx, pool, lab.Spec.NodeAddrs(), filepath.Join(dir, "vitals.log"))
 	}
 	o.CommandTimeout = 15 * time.Minute
 	slow, err := ssh.NewPool(o)
@@ -833,10 +833,10 @@ df -m / | awk 'NR==2{print "disk used=" $3 "M avail=" $4 "M"}'
 ps -eo times=,etimes=,rss=,comm= --sort=-times | head -n 8 | awk '{print "proc " $4 " cpu=" $1 "s age=" $2 "s rss=" int($3/1024) "M"}'
 `
 
-// startVitals samples every node every 3 minutes into path until the
+// startVitals samples each of nodes every 3 minutes into path until the
 // test ends: the emulated control plane was lost 35-43 minutes after
 // kube-apiserver started and nothing recorded what had grown.
-func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, path string) {
+func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, nodes []string, path string) {
 	// On a fresh checkout the reports directory does not exist yet.
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -851,7 +851,7 @@ func startVitals(t *testing.T, ctx context.Context, pool *ssh.Pool, path string)
 		defer close(done)
 		fmt.Fprintf(f, "=== %s %s\n", time.Now().Format(time.RFC3339), t.Name())
 		for {
-			for _, n := range []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"} {
+			for _, n := range nodes {
 				var out string
 				c, err := pool.Host(ssh.Target{Host: n})
 				if err == nil {
