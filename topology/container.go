@@ -81,7 +81,7 @@ func (l *Lab) startContainers(ctx context.Context) error {
 		if err := l.save(); err != nil {
 			return err
 		}
-		if err := writeIdentity(filepath.Join(dir, "upper"), n.Name, pub); err != nil {
+		if err := writeIdentity(filepath.Join(dir, "upper"), n.Name, nodeUUID(l.Spec.Name, n.Name), pub); err != nil {
 			return fmt.Errorf("%s: %w", n.Name, err)
 		}
 		if err := os.MkdirAll(l.memberDir(n.Name), 0o755); err != nil {
@@ -97,8 +97,9 @@ func (l *Lab) startContainers(ctx context.Context) error {
 
 // writeIdentity puts what makes a node distinct into its layer: a fresh
 // machine-id (the kubelet, Calico and journald key on it), its hostname,
-// an SSH host key and the lab's key for root.
-func writeIdentity(upper, name string, labKey []byte) error {
+// its product_uuid (node-setup.sh shows it where the kubelet and kubeadm
+// read it), an SSH host key and the lab's key for root.
+func writeIdentity(upper, name, uuid string, labKey []byte) error {
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
 		return err
@@ -106,7 +107,7 @@ func writeIdentity(upper, name string, labKey []byte) error {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{"etc/ssh", 0o755}, {"root", 0o700}, {"root/.ssh", 0o700}} {
+	}{{"etc/ssh", 0o755}, {"etc/k8slab-container", 0o755}, {"root", 0o700}, {"root/.ssh", 0o700}} {
 		if err := os.MkdirAll(filepath.Join(upper, d.path), d.mode); err != nil {
 			return err
 		}
@@ -118,6 +119,7 @@ func writeIdentity(upper, name string, labKey []byte) error {
 	}{
 		{"etc/machine-id", []byte(hex.EncodeToString(id) + "\n"), 0o444},
 		{"etc/hostname", []byte(name + "\n"), 0o644},
+		{"etc/k8slab-container/product_uuid", []byte(uuid + "\n"), 0o444},
 		{"root/.ssh/authorized_keys", labKey, 0o600},
 	}
 	for _, f := range files {

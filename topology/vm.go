@@ -120,9 +120,10 @@ func vmMAC(a netip.Addr) string {
 	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 }
 
-// vmUUID is stable per lab and node: kubeadm wants product_uuid unique per
-// node, and a snapshot must come back with the same one.
-func vmUUID(lab, node string) string {
+// nodeUUID is a node's product_uuid, stable per lab and node: kubeadm
+// wants it unique per node, and a VM snapshot must come back with the
+// same one.
+func nodeUUID(lab, node string) string {
 	h := sha1.Sum([]byte("k8slab/" + lab + "/" + node))
 	h[6] = h[6]&0x0f | 0x50
 	h[8] = h[8]&0x3f | 0x80
@@ -269,7 +270,7 @@ func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]st
 		n.Name, p.Addr(), n.Gateway, net.IP(mask).String(), n.Name)
 	args := []string{
 		"qemu-system-x86_64", "-name", n.Name, "-machine", "pc", "-accel", accel, "-cpu", cpu,
-		"-smp", fmt.Sprint(cpus), "-m", fmt.Sprint(mem), "-uuid", vmUUID(l.Spec.Name, n.Name),
+		"-smp", fmt.Sprint(cpus), "-m", fmt.Sprint(mem), "-uuid", nodeUUID(l.Spec.Name, n.Name),
 		"-kernel", filepath.Join(l.VM.ImageDir, "vmlinuz"), "-initrd", filepath.Join(l.VM.ImageDir, "initrd.img"),
 		"-append", cmdline,
 		"-drive", "file=" + disk + ",if=virtio,format=qcow2,cache=unsafe",

@@ -46,6 +46,18 @@ func TestE2EContainers(t *testing.T) {
 
 	install := e.install(t, "containers-install", e.args)
 
+	// Each node has a product_uuid of its own (the workstation has no
+	// DMI), and the kubelet reports it as the Node's systemUUID.
+	reported := strings.ToLower(e.kubectl(`get nodes -o jsonpath='{range .items[*]}{.status.nodeInfo.systemUUID} {end}'`))
+	seen := map[string]string{}
+	for _, n := range lab.Spec.NodeAddrs() {
+		u := strings.ToLower(sh(n, "cat /sys/class/dmi/id/product_uuid"))
+		if u == "" || seen[u] != "" || !strings.Contains(reported, u) {
+			e.errorf(t, "%s: product_uuid %q (also %q's), the kubelets report %q", n, u, seen[u], reported)
+		}
+		seen[u] = n
+	}
+
 	// Every check PASS, none skipped: the pod network is real here.
 	judge := func(step string, code int, stdout, stderr string) {
 		t.Helper()

@@ -40,3 +40,32 @@ for kv in vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_
 	echo "${kv#*=}" >"$f"
 	mount --bind "$f" "/proc/sys/$k"
 done
+
+# product_uuid. kubeadm and k8slab's preflight tell machines apart by it
+# and the kubelet reports it as the Node's systemUUID; a container would
+# show the workstation's, or none on a host without DMI (as here). `lab
+# up` wrote this node's own; it is shown at the usual path, in this
+# node's mount namespace only.
+uuid=/etc/k8slab-container/product_uuid
+if [ -s "$uuid" ]; then
+	if [ -e /sys/class/dmi/id/product_uuid ]; then
+		mount -o ro,bind "$uuid" /sys/class/dmi/id/product_uuid
+	else
+		# sysfs cannot gain a directory: a tmpfs takes /sys/class's place,
+		# holding dmi/id and every class of the real one bind-mounted
+		# (they stay live: a new network device still shows in net).
+		real=/run/k8slab-sysclass
+		mkdir -p "$real"
+		mount --bind /sys/class "$real"
+		mount -t tmpfs -o mode=0755,size=64k k8slab-sysclass /sys/class
+		for d in "$real"/*; do
+			mkdir "/sys/class/${d##*/}"
+			mount --bind "$d" "/sys/class/${d##*/}"
+		done
+		mkdir -p /sys/class/dmi/id
+		cp "$uuid" /sys/class/dmi/id/product_uuid
+		mount -o remount,ro,bind /sys/class
+		umount "$real"
+		rmdir "$real"
+	fi
+fi
