@@ -159,7 +159,7 @@ func pickNodes(nodes []corev1.Node) (server, across, inRack corev1.Node, why str
 		switch {
 		case rack(n) != rack(server) && across.Name == "":
 			across = n
-		case inRack.Name == "":
+		case rack(n) == rack(server) && inRack.Name == "":
 			inRack = n
 		}
 	}

@@ -150,6 +150,7 @@ func TestPodNetworkChecksSimulatedKubelet(t *testing.T) {
 		// across racks, nor the reverse.
 		{"one rack: across racks SKIP", healthy, readyOf("kube-node1", "kube-node2"), "", []Status{Pass, Skip, Pass, Pass, Pass, Pass}, "every schedulable Ready node with the test image is in kube-node1's rack (172.31.3.0/24)"},
 		{"one node per rack: within a rack SKIP", healthy, readyOf("kube-node1", "kube-node3"), "", []Status{Pass, Pass, Skip, Pass, Pass, Pass}, "no other schedulable Ready node with the test image in kube-node1's rack (172.31.3.0/24)"},
+		{"alone in its rack, two in the other: within a rack SKIP", healthy, readyOf("kube-node1", "kube-node3", "kube-node4"), "", []Status{Pass, Pass, Skip, Pass, Pass, Pass}, "no other schedulable Ready node with the test image in kube-node1's rack (172.31.3.0/24)"},
 		{"offline lab: Calico down is SKIP", healthy, ready(), "calico-node not running: ErrImagePull quay.io/calico/node:v3.32.1 on kube-node3", []Status{Skip, Skip, Skip, Skip, Skip, Skip}, "quay.io/calico/node:v3.32.1"},
 		{"no probe image on the nodes", healthy, labNodes(corev1.ConditionTrue, ""), "", []Status{Skip, Skip, Skip, Skip, Skip, Skip}, "not on kube-node1, kube-node2, kube-node3, kube-node4"},
 		{"policy not enforced", noPolicy, ready(), "", []Status{Pass, Pass, Pass, Pass, Fail, Fail}, "did not block"},
