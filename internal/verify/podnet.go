@@ -75,45 +75,44 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 	where := func(from corev1.Node) string {
 		return fmt.Sprintf("%s (%s) → %s (%s, pod %s)", from.Name, internalIP(from), server.Name, internalIP(server), p.serverIP)
 	}
-	checks := map[string]Check{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	run := func(name, pod string, on corev1.Node, args ...string) {
-		defer wg.Done()
-		ok, reason := p.clientOn(ctx, on.Name, pod, nil, args...)
-		st := Pass
-		if !ok {
-			st = Fail
-		}
-		mu.Lock()
-		checks[name] = Check{name, st, reason}
-		mu.Unlock()
-	}
 	// A check with no node to run from is skipped, saying why: a pass
 	// between two nodes of one rack is no proof of the path across racks.
-	fromNode := func(name, pod string, on corev1.Node, none string, args ...string) {
+	checks := map[string]Check{}
+	if across.Name == "" {
+		checks[checkPodToPod] = Check{checkPodToPod, Skip, fmt.Sprintf("every schedulable Ready node with the test image is in %s's rack (%s)", server.Name, rack(server))}
+	}
+	if inRack.Name == "" {
+		checks[checkInRack] = Check{checkInRack, Skip, fmt.Sprintf("no other schedulable Ready node with the test image in %s's rack (%s)", server.Name, rack(server))}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	// run runs a client pod on a node; a located check's reason says
+	// which node reached which.
+	run := func(name, pod string, on corev1.Node, located bool, args ...string) {
 		if on.Name == "" {
-			mu.Lock()
-			checks[name] = Check{name, Skip, none}
-			mu.Unlock()
 			return
 		}
 		wg.Add(1)
-		go run(name, pod, on, args...)
+		go func() {
+			defer wg.Done()
+			ok, reason := p.clientOn(ctx, on.Name, pod, nil, args...)
+			c := Check{name, Pass, reason}
+			if !ok {
+				c.Status = Fail
+			}
+			if located {
+				c = withWhere(c, where(on))
+			}
+			mu.Lock()
+			checks[name] = c
+			mu.Unlock()
+		}()
 	}
-	wg.Add(2)
-	go run(checkDNS, "dns", client, "resolve", "kubernetes.default")
-	go run(checkClusterIP, "cluster-ip", client, "get", p.svcURL)
-	fromNode(checkPodToPod, "pod-to-pod", across, fmt.Sprintf("every schedulable Ready node with the test image is in %s's rack (%s)", server.Name, rack(server)), "get", p.podURL)
-	fromNode(checkInRack, "in-rack", inRack, fmt.Sprintf("no other schedulable Ready node with the test image in %s's rack (%s)", server.Name, rack(server)), "get", p.podURL)
+	run(checkDNS, "dns", client, false, "resolve", "kubernetes.default")
+	run(checkClusterIP, "cluster-ip", client, true, "get", p.svcURL)
+	run(checkPodToPod, "pod-to-pod", across, true, "get", p.podURL)
+	run(checkInRack, "in-rack", inRack, true, "get", p.podURL)
 	wg.Wait()
-	checks[checkClusterIP] = withWhere(checks[checkClusterIP], where(client))
-	if across.Name != "" {
-		checks[checkPodToPod] = withWhere(checks[checkPodToPod], where(across))
-	}
-	if inRack.Name != "" {
-		checks[checkInRack] = withWhere(checks[checkInRack], where(inRack))
-	}
 	checks[checkPolicy] = p.policy(ctx)
 	checks[checkEgress] = withWhere(p.egress(ctx), client.Name)
 
