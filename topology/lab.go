@@ -147,7 +147,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	var resumed map[string]bool
+	var cold map[string]string
 	steps := []struct {
 		name string
 		fn   func(context.Context) error
@@ -161,7 +161,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		steps = append(steps, struct {
 			name string
 			fn   func(context.Context) error
-		}{"vms", func(ctx context.Context) (err error) { resumed, err = l.startVMs(ctx); return err }})
+		}{"vms", func(ctx context.Context) (err error) { cold, err = l.startVMs(ctx); return err }})
 	}
 	if l.Container != nil {
 		steps = append(steps, struct {
@@ -177,7 +177,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		steps = append(steps, struct {
 			name string
 			fn   func(context.Context) error
-		}{"settle", func(ctx context.Context) error { return l.settleVMs(ctx, resumed) }})
+		}{"settle", func(ctx context.Context) error { return l.settleVMs(ctx, cold) }})
 	}
 	for _, s := range steps {
 		if err := s.fn(ctx); err != nil {
@@ -622,6 +622,11 @@ func (l *Lab) waitReady(ctx context.Context) error {
 		if len(probs) == 0 {
 			return nil
 		}
+		// A daemon that exited does not come back: say so now, with the
+		// end of its log, rather than after the whole wait.
+		if dead := l.deadProcs(); len(dead) > 0 {
+			return errors.New(strings.Join(dead, "; "))
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not ready after %s: %s", limit, strings.Join(probs, "; "))
@@ -630,17 +635,43 @@ func (l *Lab) waitReady(ctx context.Context) error {
 	}
 }
 
-// problems lists what keeps the lab from being up; empty means healthy.
-func (l *Lab) problems(ctx context.Context) []string {
-	var probs []string
+// deadProcs names the lab's daemons that are not running, each with the
+// last line of its log.
+func (l *Lab) deadProcs() []string {
+	var dead []string
 	for _, p := range l.state.Procs {
 		if !p.running() {
-			probs = append(probs, fmt.Sprintf("%s: %s (pid %d) is not running (see %s)", p.Member, p.Role, p.PID, filepath.Join(l.memberDir(p.Member), p.Role+".log")))
+			log := filepath.Join(l.memberDir(p.Member), p.Role+".log")
+			msg := fmt.Sprintf("%s: %s (pid %d) is not running (see %s)", p.Member, p.Role, p.PID, log)
+			if b, err := os.ReadFile(log); err == nil {
+				if last := lastLine(string(b)); last != "" {
+					msg += ": " + last
+				}
+			}
+			dead = append(dead, msg)
 		}
 	}
-	if len(probs) > 0 {
-		return probs
+	return dead
+}
+
+// lastLine is s's last non-empty line, at most 300 bytes of it.
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
 	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+// problems lists what keeps the lab from being up; empty means healthy.
+func (l *Lab) problems(ctx context.Context) []string {
+	if dead := l.deadProcs(); len(dead) > 0 {
+		return dead
+	}
+	var probs []string
 	st := l.status(ctx)
 	for _, r := range st.Routers {
 		for name, state := range r.Sessions {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -32,8 +33,8 @@ type VMOptions struct {
 	DiskDir string
 	// Fresh ignores snapshots and boots every node from a new overlay.
 	Fresh bool
-	// Resume names the snapshot to boot from (default "clean-tsc", taken after
-	// the first boot). A lab saved later with SaveSnapshot (e.g. with an
+	// Resume names the snapshot to boot from (default: the boot snapshot
+	// taken after the first boot). A lab saved later with SaveSnapshot (e.g. with an
 	// installed cluster) resumes there; a node without it is an error, so
 	// the nodes never come up from different points in time.
 	Resume string
@@ -48,9 +49,6 @@ const (
 	defaultVMMemoryMB = 2048
 	defaultVMCPUs     = 2
 	tcgCacheMB        = 2048
-	// snapshotName changes with the guest kernel's command line, which a
-	// resumed snapshot would not apply: the new name forces a cold boot.
-	snapshotName = "clean-tsc"
 )
 
 func (o *VMOptions) bootTimeout() time.Duration {
@@ -100,10 +98,7 @@ func (l *Lab) chooseAccel(ctx context.Context) string {
 		l.logf("accel: kvm (probe boot reached the kernel)")
 		return "kvm"
 	}
-	last := strings.TrimSpace(string(out))
-	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
-		last = last[i+1:]
-	}
+	last := lastLine(string(out))
 	if ctx.Err() != nil {
 		last = "probe boot hung"
 	}
@@ -134,11 +129,32 @@ func (l *Lab) overlay(node string) string {
 	return filepath.Join(l.VM.DiskDir, l.Spec.Name, node+".qcow2")
 }
 
-func (o *VMOptions) resume() string {
+// machine is what a node's saved state depends on: QEMU restores a
+// snapshot only into the same virtual hardware (one saved with 2 vCPUs
+// made QEMU exit at start with 4), and a resumed guest keeps the kernel
+// command line and SMBIOS UUID it booted with.
+type machine struct {
+	accel, cpu     string
+	cpus, memMB    int
+	uuid, cmdline  string
+	kernel, initrd string
+}
+
+// bootSnapshot names the snapshot taken after a node's first boot after
+// its machine: a change of vCPUs, memory, UUID or kernel arguments finds
+// no snapshot of that name, and the node boots cold from a new overlay.
+func (m machine) bootSnapshot() string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%q", []any{m.accel, m.cpu, m.cpus, m.memMB, m.uuid, m.cmdline, m.kernel, m.initrd})))
+	return fmt.Sprintf("boot-%x", h[:6])
+}
+
+// resume is the snapshot a node boots from: the one a test named, or
+// the node's boot snapshot.
+func (o *VMOptions) resume(m machine) string {
 	if o.Resume != "" {
 		return o.Resume
 	}
-	return snapshotName
+	return m.bootSnapshot()
 }
 
 // SaveSnapshot saves every running node (memory and disk) under name, one
@@ -178,18 +194,24 @@ func hasSnapshot(ctx context.Context, disk, name string) bool {
 	return false
 }
 
-// startVMs boots every node; it reports which ones resumed a snapshot.
-func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error) {
-	resumed = map[string]bool{}
+// startVMs boots every node; it returns the snapshot each cold-booted node
+// is to be saved as (resumed nodes are absent).
+func (l *Lab) startVMs(ctx context.Context) (cold map[string]string, err error) {
+	cold = map[string]string{}
 	accel := l.chooseAccel(ctx)
 	if err := os.MkdirAll(filepath.Join(l.VM.DiskDir, l.Spec.Name), 0o755); err != nil {
 		return nil, err
 	}
 	for i, n := range l.Spec.Nodes {
+		m, err := l.machineOf(n, accel)
+		if err != nil {
+			return nil, err
+		}
+		boot, resume := m.bootSnapshot(), l.VM.resume(m)
 		disk := l.overlay(n.Name)
 		// A cold boot starts from the base image: the overlay of a disk
 		// without the snapshot holds whatever the last run left on it.
-		if _, err := os.Stat(disk); err == nil && (l.VM.Fresh || l.VM.resume() == snapshotName && !hasSnapshot(ctx, disk, snapshotName)) {
+		if _, err := os.Stat(disk); err == nil && (l.VM.Fresh || resume == boot && !hasSnapshot(ctx, disk, boot)) {
 			os.Remove(disk)
 		}
 		if _, err := os.Stat(disk); os.IsNotExist(err) {
@@ -199,17 +221,20 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 				return nil, fmt.Errorf("%s: overlay: %v: %s", n.Name, err, out)
 			}
 		}
-		resumed[n.Name] = hasSnapshot(ctx, disk, l.VM.resume()) && !l.VM.Fresh
-		if !resumed[n.Name] && l.VM.resume() != snapshotName {
-			return nil, fmt.Errorf("%s: no snapshot %q in %s", n.Name, l.VM.resume(), disk)
+		resumed := hasSnapshot(ctx, disk, resume) && !l.VM.Fresh
+		if !resumed && resume != boot {
+			return nil, fmt.Errorf("%s: no snapshot %q in %s", n.Name, resume, disk)
+		}
+		if !resumed {
+			cold[n.Name] = boot
 		}
 		dir := l.memberDir(n.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		args, err := l.qemuArgs(i, n, disk, accel, resumed[n.Name])
-		if err != nil {
-			return nil, err
+		args := l.qemuArgs(i, n, m, disk)
+		if resumed {
+			args = append(args, "-loadvm", resume)
 		}
 		leaf, _, _ := strings.Cut(n.Connect, "/")
 		launch := []string{"ip", "netns", "exec", l.NS(leaf)}
@@ -235,44 +260,50 @@ func (l *Lab) startVMs(ctx context.Context) (resumed map[string]bool, err error)
 			return nil, err
 		}
 	}
-	return resumed, nil
+	return cold, nil
 }
 
-func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]string, error) {
+// machineOf is the virtual hardware node n boots on.
+func (l *Lab) machineOf(n Node, accelName string) (machine, error) {
 	p, err := netip.ParsePrefix(n.Address)
 	if err != nil {
-		return nil, err
+		return machine{}, err
 	}
 	mask := net.CIDRMask(p.Bits(), 32)
 	// The translated-code cache must hold a control plane's working set:
 	// at 256 MiB the control-plane VM flushed it every ~15 s during
 	// kubeadm init (QEMU monitor `info jit`) and re-translated everything.
 	// The buffer is reserved, not resident, until code fills it.
-	accel := fmt.Sprintf("tcg,thread=multi,tb-size=%d", tcgCacheMB)
-	cpu := "max"
+	m := machine{accel: fmt.Sprintf("tcg,thread=multi,tb-size=%d", tcgCacheMB), cpu: "max",
+		cpus: n.CPUs, memMB: n.MemoryMB, uuid: nodeUUID(l.Spec.Name, n.Name),
+		kernel: filepath.Join(l.VM.ImageDir, "vmlinuz"), initrd: filepath.Join(l.VM.ImageDir, "initrd.img")}
 	if accelName == "kvm" {
-		accel, cpu = "kvm", "host"
+		m.accel, m.cpu = "kvm", "host"
 	}
-	mem, cpus := n.MemoryMB, n.CPUs
-	if mem == 0 {
-		mem = defaultVMMemoryMB
+	if m.memMB == 0 {
+		m.memMB = defaultVMMemoryMB
 	}
-	if cpus == 0 {
-		cpus = defaultVMCPUs
+	if m.cpus == 0 {
+		m.cpus = defaultVMCPUs
 	}
-	dir := l.memberDir(n.Name)
 	// Under TCG the kernel's boot-time TSC sync check fails (vCPUs are
 	// threads that run at uneven speed) and it falls back to the HPET: then
 	// every clock_gettime — which Go's runtime calls constantly — is a
 	// syscall plus an emulated MMIO read under QEMU's global lock. TCG's
 	// TSC is the host's invariant TSC, so it can be trusted.
-	cmdline := fmt.Sprintf("root=/dev/vda rw console=ttyS0 net.ifnames=0 tsc=reliable clocksource=tsc systemd.hostname=%s ip=%s::%s:%s:%s:eth0:off",
+	m.cmdline = fmt.Sprintf("root=/dev/vda rw console=ttyS0 net.ifnames=0 tsc=reliable clocksource=tsc systemd.hostname=%s ip=%s::%s:%s:%s:eth0:off",
 		n.Name, p.Addr(), n.Gateway, net.IP(mask).String(), n.Name)
-	args := []string{
-		"qemu-system-x86_64", "-name", n.Name, "-machine", "pc", "-accel", accel, "-cpu", cpu,
-		"-smp", fmt.Sprint(cpus), "-m", fmt.Sprint(mem), "-uuid", nodeUUID(l.Spec.Name, n.Name),
-		"-kernel", filepath.Join(l.VM.ImageDir, "vmlinuz"), "-initrd", filepath.Join(l.VM.ImageDir, "initrd.img"),
-		"-append", cmdline,
+	return m, nil
+}
+
+// qemuArgs runs node n (the i-th) on machine m with disk as its root.
+func (l *Lab) qemuArgs(i int, n Node, m machine, disk string) []string {
+	p, _ := netip.ParsePrefix(n.Address)
+	dir := l.memberDir(n.Name)
+	return []string{
+		"qemu-system-x86_64", "-name", n.Name, "-machine", "pc", "-accel", m.accel, "-cpu", m.cpu,
+		"-smp", fmt.Sprint(m.cpus), "-m", fmt.Sprint(m.memMB), "-uuid", m.uuid,
+		"-kernel", m.kernel, "-initrd", m.initrd, "-append", m.cmdline,
 		"-drive", "file=" + disk + ",if=virtio,format=qcow2,cache=unsafe",
 		"-netdev", "tap,id=net0,ifname=" + tapName(i) + ",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=net0,mac=" + vmMAC(p.Addr()),
@@ -280,10 +311,6 @@ func (l *Lab) qemuArgs(i int, n Node, disk, accelName string, resume bool) ([]st
 		"-serial", "file:" + filepath.Join(dir, "console.log"),
 		"-monitor", "unix:" + l.monitorSocket(n.Name) + ",server,nowait",
 	}
-	if resume {
-		args = append(args, "-loadvm", l.VM.resume())
-	}
-	return args, nil
 }
 
 func (l *Lab) monitorSocket(node string) string {
@@ -354,7 +381,7 @@ func (l *Lab) vmPool() (*ssh.Pool, error) {
 // settleVMs finishes a VM boot: a cold-booted node waits for systemd and is
 // snapshotted so the next `lab up` resumes it; a resumed node gets the
 // current time, since its clock stopped when the snapshot was taken.
-func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
+func (l *Lab) settleVMs(ctx context.Context, cold map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, l.VM.bootTimeout())
 	defer cancel()
 	pool, err := l.vmPool()
@@ -362,7 +389,7 @@ func (l *Lab) settleVMs(ctx context.Context, resumed map[string]bool) error {
 		return err
 	}
 	defer pool.Close()
-	if err := l.eachNode(func(n Node) error { return l.settleVM(ctx, pool, n, resumed[n.Name]) }); err != nil {
+	if err := l.eachNode(func(n Node) error { return l.settleVM(ctx, pool, n, cold[n.Name]) }); err != nil {
 		return err
 	}
 	// Once more now that every node runs: a node set while the others
@@ -473,7 +500,9 @@ func setClock(ctx context.Context, h host.Host) error {
 	return err
 }
 
-func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool) error {
+// settleVM sets a resumed node's clock, or waits for a cold-booted one
+// and saves it as snapshot boot.
+func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, boot string) error {
 	p, _ := netip.ParsePrefix(n.Address)
 	c, err := pool.Host(ssh.Target{Host: p.Addr().String()})
 	if err != nil {
@@ -489,7 +518,7 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 		}
 		return nil
 	}
-	if resumed {
+	if boot == "" {
 		// Four nodes restoring their memory at once keep the host's disk
 		// busy: the first handshake timed out after 10 s there.
 		return l.untilOK(ctx, clock)
@@ -515,8 +544,8 @@ func (l *Lab) settleVM(ctx context.Context, pool *ssh.Pool, n Node, resumed bool
 	}
 	host.Output(ctx, c, "sync")
 	c.Close()
-	l.logf("%s: booted (%s); saving snapshot %q", n.Name, strings.TrimSpace(out), snapshotName)
-	return l.savevm(ctx, n.Name, snapshotName)
+	l.logf("%s: booted (%s); saving snapshot %q", n.Name, strings.TrimSpace(out), boot)
+	return l.savevm(ctx, n.Name, boot)
 }
 
 // untilOK retries fn every 3 s until it succeeds or ctx ends.
