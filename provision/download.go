@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/k8slab/k8slab/internal/fsatomic"
 )
 
 // Source is one upstream release artifact: where it is published, where
@@ -181,7 +183,7 @@ func (d *Downloader) fetch(ctx context.Context, s Source, dir string) error {
 		return extract(tmp, s.Files, dir, d.url(s.URL))
 	}
 	for _, rel := range s.Files {
-		if err := writeFile(filepath.Join(dir, filepath.FromSlash(rel)), tmp, 0o755); err != nil {
+		if err := fsatomic.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), tmp, 0o755); err != nil {
 			return err
 		}
 	}
@@ -251,7 +253,7 @@ func extract(r io.Reader, want map[string]string, dir, from string) error {
 		if !ok || hdr.Typeflag != tar.TypeReg || found[rel] {
 			continue
 		}
-		if err := writeFile(filepath.Join(dir, filepath.FromSlash(rel)), tr, 0o755); err != nil {
+		if err := fsatomic.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), tr, 0o755); err != nil {
 			return err
 		}
 		found[rel] = true
@@ -262,22 +264,4 @@ func extract(r io.Reader, want map[string]string, dir, from string) error {
 		}
 	}
 	return nil
-}
-
-func writeFile(p string, r io.Reader, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(p+".tmp", p)
 }

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/k8slab/k8slab/internal/fsatomic"
 	"github.com/k8slab/k8slab/provision"
 )
 
@@ -136,21 +136,7 @@ func copyFile(from, to string) error {
 		return err
 	}
 	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		return err
-	}
-	out, err := os.Create(to + ".tmp")
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(to+".tmp", to)
+	return fsatomic.WriteFile(to, in, 0o644)
 }
 
 // buildPause compiles the pause container's C program from the Kubernetes

@@ -10,9 +10,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 
+	"github.com/k8slab/k8slab/internal/fsatomic"
 	"github.com/k8slab/k8slab/internal/host"
 )
 
@@ -54,25 +54,7 @@ func (l *Local) Upload(_ context.Context, f host.File, r io.Reader) error {
 	l.mu.Lock()
 	l.Uploads = append(l.Uploads, f.Path)
 	l.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
-		return err
-	}
-	tmp := f.Path + ".k8slab-tmp"
-	w, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, f.Mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(w, r); err != nil {
-		w.Close()
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, f.Mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, f.Path)
+	return fsatomic.WriteFile(f.Path, r, f.Mode)
 }
 
 func (l *Local) ReadFile(_ context.Context, p string) ([]byte, error) { return os.ReadFile(p) }
