@@ -10,7 +10,7 @@ import (
 // layers, so transports know nothing of installs and installs nothing of
 // the command line (docs/design.md, "Layout").
 var layers = [][]string{
-	{"internal/host", "internal/proc", "internal/netns", "internal/phase", "internal/kube", "scripts/node"},
+	{"internal/host", "internal/proc", "internal/netns", "internal/phase", "internal/kube", "internal/fsatomic", "scripts/node"},
 	{"internal/ssh", "internal/run", "internal/lock", "provision", "bootstrap", "calico", "internal/host/hosttest", "internal/ssh/sshtest"},
 	{"internal/cluster", "topology"},
 	{"internal/install", "internal/verify", "internal/kubespray", "topology/labtest"},
