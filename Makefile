@@ -121,7 +121,7 @@ vet: container-deps
 # nodes of testdata/labs/three-racks-12.yaml (~15 min).
 bench-containers: deps container-rootfs bundle
 	K8SLAB_BENCH_CONTAINERS=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_CONTAINER_DIR=$(CONTAINER_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
-		$(GO) test -run '^$$' -bench InstallContainers -benchtime 1x -timeout 60m ./cmd/k8slab/
+		$(GO) test -run '^$$' -bench InstallContainers -benchtime 1x -timeout 90m ./cmd/k8slab/
 
 # Fan-out to 200 simulated loopback endpoints and to the 4 lab nodes.
 bench: deps

@@ -82,13 +82,23 @@ type Node struct {
 	Address string `json:"address"`
 	Gateway string `json:"gateway"`
 	Connect string `json:"connect"`
-	// MemoryMB and CPUs size the node when it is a VM (default 2048, 2).
+	// MemoryMB and CPUs size the node when it is a VM (default 2048, 2);
+	// a container node's CPU weight on the workstation follows CPUs.
 	MemoryMB int `json:"memoryMB,omitempty"`
 	CPUs     int `json:"cpus,omitempty"`
 	// Nice (0-19) lowers a VM's CPU priority: emulated VMs share few host
 	// cores, and a starved kube-apiserver misses its own start-up timeouts
 	// while nodes that mostly wait for it keep the cores busy.
 	Nice int `json:"nice,omitempty"`
+}
+
+// cpus is how many CPUs the node has: its VM's vCPUs, its container's
+// CPU weight.
+func (n Node) cpus() int {
+	if n.CPUs > 0 {
+		return n.CPUs
+	}
+	return defaultCPUs
 }
 
 // Login is how nodes accept logins: the GNS3 image logs in as root/gns3;
@@ -229,6 +239,12 @@ func (s *Spec) Validate() error {
 		}
 		if n.Nice < 0 || n.Nice > 19 {
 			return fmt.Errorf("%s (%s).nice: %d is outside 0-19", f, n.Name, n.Nice)
+		}
+		if n.CPUs < 0 || n.CPUs > 256 {
+			return fmt.Errorf("%s (%s).cpus: %d is outside 1-256", f, n.Name, n.CPUs)
+		}
+		if n.MemoryMB < 0 {
+			return fmt.Errorf("%s (%s).memoryMB: %d is negative", f, n.Name, n.MemoryMB)
 		}
 	}
 	// Every routed port is wired exactly once, so no interface is left

@@ -53,6 +53,8 @@ func TestValidateRejects(t *testing.T) {
 		{"interface name too long", "{name: eth1, address: 172.31.1.1/24}", "{name: eth1-to-leaf-number-1, address: 172.31.1.1/24}", "not a valid interface name"},
 		{"duplicate member", "name: leaf2\n", "name: leaf1\n", `"leaf1" is used twice`},
 		{"nice out of range", "connect: leaf2/br0}\nlogin:", "connect: leaf2/br0, nice: 20}\nlogin:", "(kube-node4).nice: 20 is outside 0-19"},
+		{"negative cpus", "connect: leaf2/br0}\nlogin:", "connect: leaf2/br0, cpus: -1}\nlogin:", "(kube-node4).cpus: -1 is outside 1-256"},
+		{"negative memory", "connect: leaf2/br0}\nlogin:", "connect: leaf2/br0, memoryMB: -5}\nlogin:", "(kube-node4).memoryMB: -5 is negative"},
 		{"sudo password without password", "{name: labuser, password: labuser, sudo: password}", "{name: labuser, sudo: password}", "needs a password"},
 	}
 	for _, tt := range tests {

@@ -50,7 +50,7 @@ func BenchmarkInstallContainers(b *testing.B) {
 				before := usage(b, lab, names)
 				args := []string{"install", "--nodes", strings.Join(addrs, ","), "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
 					"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", b.TempDir(), "--name", "bench", "--output", "json",
-					"--calico-encapsulation", "VXLAN", "--wait-timeout", "15m"}
+					"--calico-encapsulation", "VXLAN", "--wait-timeout", "25m"}
 				start := time.Now()
 				cmd := cliCmd(b, lab, env, args...)
 				out, err := cmd.Output()
