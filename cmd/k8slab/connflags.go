@@ -327,6 +327,20 @@ func (s *session) dialAll(ctx context.Context) error {
 	return nil
 }
 
+// recordReached adds a "connect" step to the report of a command that
+// works through the API server and a few nodes' files (verify,
+// kubeconfig): hosts lists the nodes it needs, whose lines then say
+// whether they were reached; the other nodes are said to be not needed.
+func (s *session) recordReached(ctx context.Context, hosts []string) {
+	byName := map[string]*ssh.Client{}
+	for _, cl := range s.clients {
+		byName[cl.Name()] = cl
+	}
+	s.runner.Run(ctx, run.Step{Name: "connect", Hosts: hosts, Do: func(ctx context.Context, t *run.Task) error {
+		return byName[t.Host.Name()].Connect(ctx)
+	}})
+}
+
 // guardLab refuses, before the first connection, a node that is one of a
 // lab's addresses while this process is outside that lab's namespaces:
 // the connection would leave this machine by its default route.

@@ -496,7 +496,8 @@ func resumeInstalled(t *testing.T) (*e2e, time.Duration) {
 
 // verifyReport is verify's JSON.
 type verifyReport struct {
-	Data struct {
+	Hosts []struct{ Host, Status string }
+	Data  struct {
 		Verdict string        `json:"verdict"`
 		Checks  []verifyCheck `json:"checks"`
 	} `json:"data"`
@@ -522,6 +523,15 @@ func judgeVerify(t *testing.T, name string, code int, stdout, stderr string, min
 	}
 	if code != 0 || rep.Data.Verdict != "PASS" || len(rep.Data.Checks) < min {
 		t.Errorf("%s: exit %d, verdict %s, %d checks", name, code, rep.Data.Verdict, len(rep.Data.Checks))
+	}
+	// Every node was reached: the report says so per host.
+	for _, h := range rep.Hosts {
+		if h.Status != "ok" {
+			t.Errorf("%s: host %s is %q in the report", name, h.Host, h.Status)
+		}
+	}
+	if len(rep.Hosts) == 0 {
+		t.Errorf("%s: no hosts in the report", name)
 	}
 }
 

@@ -18,6 +18,7 @@ func kubeconfigCommand() *cli.Command {
 				return err
 			}
 			defer s.Close()
+			s.recordReached(c.Context, []string{cfg.ControlPlane})
 			ictx := installContext(c, s, cfg, nil, nil)
 			access, err := ictx.LoadAccess(c.Context)
 			if err != nil {

@@ -45,6 +45,8 @@ func verifyCommand() *cli.Command {
 			// clients, deny, allow.
 			ctx, cancel := context.WithTimeout(c.Context, 2*time.Minute+c.Duration("api-wait")+c.Duration("settle")+4*c.Duration("pod-timeout"))
 			defer cancel()
+			// Every node of the cluster: one verify cannot reach is a finding.
+			s.recordReached(ctx, nil)
 			cp := hosts[cfg.ControlPlane]
 			admin, err := cp.ReadFile(ctx, "/etc/kubernetes/admin.conf")
 			if err != nil {

@@ -69,6 +69,10 @@ func (r *Runner) Report(data map[string]map[string]any, runErr error) Report {
 		if hr.err != nil {
 			h.Error = r.opts.Redactor.String(hr.err.Error())
 		}
+		if h.Status == Pending {
+			// The run is over: a host it never got to is not "pending".
+			h.Status, h.Error = Skipped, "no step of this run ran on this host"
+		}
 		hr.mu.Unlock()
 		rep.Hosts = append(rep.Hosts, h)
 	}

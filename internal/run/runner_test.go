@@ -295,3 +295,28 @@ func TestBufferedOutputKeepsOrderAndShowsSoon(t *testing.T) {
 		t.Errorf("log after Close: %q", b)
 	}
 }
+
+// A finished run's report never says "pending": a host no step ran on
+// (one a command did not need, or one a stopped run never got to) is
+// skipped, with the reason; the run stays ok.
+func TestReportHostNoStepRanOn(t *testing.T) {
+	r, err := New(Options{Command: "kubeconfig"}, hosts("cp", "w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Run(context.Background(), Step{Name: "connect", Hosts: []string{"cp"}, Do: func(context.Context, *Task) error { return nil }})
+	rep := r.Report(nil, nil)
+	got := map[string]HostReport{}
+	for _, h := range rep.Hosts {
+		got[h.Host] = h
+	}
+	if got["cp"].Status != OK || got["w1"].Status != Skipped || got["w1"].Error != "no step of this run ran on this host" || !rep.OK {
+		t.Errorf("report: ok %v, hosts %+v", rep.OK, rep.Hosts)
+	}
+	var sum strings.Builder
+	r.WriteSummary(&sum, rep)
+	if strings.Contains(sum.String(), "pending") {
+		t.Errorf("summary:\n%s", sum.String())
+	}
+}
