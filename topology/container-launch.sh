@@ -4,22 +4,16 @@
 # copy-on-write layer (mounted in a private mount namespace, so it goes
 # away with the node and the workstation's mount table never sees it),
 # then systemd-nspawn booting systemd in the node's network namespace.
-# Usage: container-launch.sh NAME ROOTFS NODE_DIR NETNS CGROUP CPUS
+# Usage: container-launch.sh NAME ROOTFS NODE_DIR NETNS CGROUP
 set -eu
-name=$1 rootfs=$2 dir=$3 netns=$4 cg=$5 cpus=$6
+name=$1 rootfs=$2 dir=$3 netns=$4 cg=$5
 
 # The workstation's PID 1 may not be systemd (then nspawn cannot ask it
 # for a delegated unit): make the node's cgroup by hand and move in, so
 # that nspawn's cgroup namespace is rooted there and the node's kubelet
 # sees only its own subtree.
-#
-# The nodes share the workstation's cores; each node's CPU weight is in
-# proportion to the CPUs its lab file gives it (2, the kernel's default
-# weight, when none), so under contention a 4-CPU control plane gets
-# twice a worker's share, as on machines of those sizes.
 if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
 	mkdir -p "/sys/fs/cgroup/$cg"
-	if [ -e "/sys/fs/cgroup/$cg/cpu.weight" ]; then echo $((cpus * 50)) >"/sys/fs/cgroup/$cg/cpu.weight"; fi
 	echo $$ >"/sys/fs/cgroup/$cg/cgroup.procs"
 else
 	for h in /sys/fs/cgroup/*; do
@@ -30,7 +24,6 @@ else
 			cat "$h/cpuset.cpus" >"$h/$cg/cpuset.cpus"
 			cat "$h/cpuset.mems" >"$h/$cg/cpuset.mems"
 		fi
-		if [ -e "$h/$cg/cpu.shares" ]; then echo $((cpus * 512)) >"$h/$cg/cpu.shares"; fi
 		echo $$ >"$h/$cg/cgroup.procs"
 	done
 fi

@@ -82,8 +82,7 @@ type Node struct {
 	Address string `json:"address"`
 	Gateway string `json:"gateway"`
 	Connect string `json:"connect"`
-	// MemoryMB and CPUs size the node when it is a VM (default 2048, 2);
-	// a container node's CPU weight on the workstation follows CPUs.
+	// MemoryMB and CPUs size the node when it is a VM (default 2048, 2).
 	MemoryMB int `json:"memoryMB,omitempty"`
 	CPUs     int `json:"cpus,omitempty"`
 	// Nice (0-19) lowers a VM's CPU priority: emulated VMs share few host
@@ -92,8 +91,7 @@ type Node struct {
 	Nice int `json:"nice,omitempty"`
 }
 
-// cpus is how many CPUs the node has: its VM's vCPUs, its container's
-// CPU weight.
+// cpus is how many vCPUs the node's VM has.
 func (n Node) cpus() int {
 	if n.CPUs > 0 {
 		return n.CPUs

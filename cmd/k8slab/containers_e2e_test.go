@@ -58,20 +58,6 @@ func TestE2EContainers(t *testing.T) {
 		seen[u] = n
 	}
 
-	// The nodes' CPU weights follow the lab file's CPUs: kube-node1 (4)
-	// twice a 2-CPU worker's.
-	for _, n := range lab.Spec.Nodes {
-		u, err := lab.Usage(n.Name)
-		cpus := n.CPUs
-		if cpus == 0 {
-			cpus = 2
-		}
-		want := int64(512 * cpus)
-		if err != nil || u.CPUShares != want {
-			e.errorf(t, "%s: cpu.shares %d (%v), want %d for %d CPUs", n.Name, u.CPUShares, err, want, n.CPUs)
-		}
-	}
-
 	// Every check PASS, none skipped: the pod network is real here.
 	judge := func(step string, code int, stdout, stderr string) {
 		t.Helper()
