@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -97,6 +98,25 @@ func TestE2EContainers(t *testing.T) {
 		t.Fatalf("reinstall exit %d\n%s", rcs[0], tail(readOut("cycle-1-reinstall.log"), 30))
 	}
 	judge("reinstall", rcs[1], readOut("cycle-1-verify.json"), readOut("cycle-1-verify.log"))
+
+	// A node verify cannot reach over SSH (port 22 dropped in kube-node4's
+	// own network namespace, which this lab made) is failed in verify's
+	// report and the run exits 1; the checks, which go through the API
+	// server, still run and pass.
+	unreachable(t, lab.NS("kube-node4"), func() {
+		r := runCLI(t, lab, env, "verify", "--output", "json", "--connect-timeout", "5s")
+		var rep verifyReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("verify with kube-node4 unreachable: exit %d: %v\n%s", r.code, err, tail(r.stderr, 20))
+		}
+		status := map[string]string{}
+		for _, h := range rep.Hosts {
+			status[h.Host] = h.Status
+		}
+		if r.code != exitFailed || rep.Data.Verdict != "PASS" || status["172.31.4.12"] != "failed" || status["172.31.3.11"] != "ok" {
+			e.errorf(t, "verify with kube-node4 unreachable: exit %d, verdict %s, hosts %v, want exit %d, PASS, kube-node4 failed", r.code, rep.Data.Verdict, status, exitFailed)
+		}
+	})
 
 	start := time.Now()
 	r = runCLI(t, lab, env, "reset", "--yes", "--output", "json")
@@ -291,3 +311,32 @@ done
 // allPass is the container tier's verdict on verify: every check PASS,
 // none skipped (the pod network is real here).
 var allPass = allPassBut("")
+
+// unreachable runs fn while the network namespace ns drops every packet
+// to port 22 (a table of its own, removed afterwards, also on failure).
+func unreachable(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	nft := func(rule string) error {
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", rule).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("nft %s: %v: %s", rule, err, out)
+		}
+		return nil
+	}
+	for _, rule := range []string{
+		"add table inet k8slab-e2e",
+		"add chain inet k8slab-e2e in { type filter hook input priority -200; }",
+		"add rule inet k8slab-e2e in tcp dport 22 drop",
+	} {
+		if err := nft(rule); err != nil {
+			nft("delete table inet k8slab-e2e")
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		if err := nft("delete table inet k8slab-e2e"); err != nil {
+			t.Error(err)
+		}
+	}()
+	fn()
+}
