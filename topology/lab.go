@@ -618,14 +618,14 @@ func (l *Lab) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		probs := l.problems(ctx)
-		if len(probs) == 0 {
-			return nil
-		}
 		// A daemon that exited does not come back: say so now, with the
 		// end of its log, rather than after the whole wait.
 		if dead := l.deadProcs(); len(dead) > 0 {
 			return errors.New(strings.Join(dead, "; "))
+		}
+		probs := l.problems(ctx)
+		if len(probs) == 0 {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

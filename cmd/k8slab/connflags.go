@@ -329,8 +329,8 @@ func (s *session) dialAll(ctx context.Context) error {
 
 // recordReached adds a "connect" step to the report of a command that
 // works through the API server and a few nodes' files (verify,
-// kubeconfig): hosts lists the nodes it needs, whose lines then say
-// whether they were reached; the other nodes are said to be not needed.
+// kubeconfig): hosts lists the nodes it needs (nil: all), whose lines
+// then say whether they were reached; the others say no step ran there.
 func (s *session) recordReached(ctx context.Context, hosts []string) {
 	byName := map[string]*ssh.Client{}
 	for _, cl := range s.clients {
