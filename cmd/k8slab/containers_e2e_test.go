@@ -113,6 +113,7 @@ func TestE2EContainers(t *testing.T) {
 		for _, h := range rep.Hosts {
 			status[h.Host] = h.Status
 		}
+		t.Logf("verify with kube-node4 unreachable: exit %d, verdict %s, hosts %v", r.code, rep.Data.Verdict, status)
 		if r.code != exitFailed || rep.Data.Verdict != "PASS" || status["172.31.4.12"] != "failed" || status["172.31.3.11"] != "ok" {
 			e.errorf(t, "verify with kube-node4 unreachable: exit %d, verdict %s, hosts %v, want exit %d, PASS, kube-node4 failed", r.code, rep.Data.Verdict, status, exitFailed)
 		}
