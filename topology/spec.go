@@ -91,14 +91,6 @@ type Node struct {
 	Nice int `json:"nice,omitempty"`
 }
 
-// cpus is how many vCPUs the node's VM has.
-func (n Node) cpus() int {
-	if n.CPUs > 0 {
-		return n.CPUs
-	}
-	return defaultCPUs
-}
-
 // Login is how nodes accept logins: the GNS3 image logs in as root/gns3;
 // extra users exercise the sudo paths.
 type Login struct {

@@ -47,7 +47,7 @@ type VMOptions struct {
 // Default VM sizes: enough for kubeadm's preflight on workers.
 const (
 	defaultVMMemoryMB = 2048
-	defaultCPUs       = 2
+	defaultVMCPUs     = 2
 	tcgCacheMB        = 2048
 )
 
@@ -275,13 +275,16 @@ func (l *Lab) machineOf(n Node, accelName string) (machine, error) {
 	// kubeadm init (QEMU monitor `info jit`) and re-translated everything.
 	// The buffer is reserved, not resident, until code fills it.
 	m := machine{accel: fmt.Sprintf("tcg,thread=multi,tb-size=%d", tcgCacheMB), cpu: "max",
-		cpus: n.cpus(), memMB: n.MemoryMB, uuid: nodeUUID(l.Spec.Name, n.Name),
+		cpus: n.CPUs, memMB: n.MemoryMB, uuid: nodeUUID(l.Spec.Name, n.Name),
 		kernel: filepath.Join(l.VM.ImageDir, "vmlinuz"), initrd: filepath.Join(l.VM.ImageDir, "initrd.img")}
 	if accelName == "kvm" {
 		m.accel, m.cpu = "kvm", "host"
 	}
 	if m.memMB == 0 {
 		m.memMB = defaultVMMemoryMB
+	}
+	if m.cpus == 0 {
+		m.cpus = defaultVMCPUs
 	}
 	// Under TCG the kernel's boot-time TSC sync check fails (vCPUs are
 	// threads that run at uneven speed) and it falls back to the HPET: then
