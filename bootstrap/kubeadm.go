@@ -59,6 +59,19 @@ type Taint struct {
 	Effect string `json:"effect"`
 }
 
+// PodNetworkTaint keeps pods that need the pod network (CoreDNS,
+// calico-kube-controllers; calico-node and kube-proxy tolerate every
+// taint) off a node until calico-node there says its network is up; the
+// install's rollout lifts it then. The kubelet marks a node Ready as soon
+// as Calico's install-cni has written the CNI configuration, before
+// calico-node has started: a pod scheduled in that gap failed its sandbox
+// ("stat /var/lib/calico/nodename") and waited out the kubelet's 10-15 s
+// back-off, in most container-lab installs. It is Kubernetes' own
+// network-unavailable taint made explicit: that one follows the node's
+// NetworkUnavailable condition, which only a cloud provider sets at
+// registration.
+var PodNetworkTaint = Taint{Key: "k8slab.dev/pod-network-unavailable", Effect: "NoSchedule"}
+
 // Timeouts are v1beta4's waits; they belong to Init/JoinConfiguration.
 type Timeouts struct {
 	ControlPlaneComponentHealthCheck string `json:"controlPlaneComponentHealthCheck,omitempty"`
@@ -274,6 +287,8 @@ type InitInput struct {
 	// CgroupV1: some node runs cgroup v1. The kubelet configuration is the
 	// cluster's (joins download it), so it allows v1 everywhere.
 	CgroupV1 bool
+	// GatePods registers the node with PodNetworkTaint.
+	GatePods bool
 }
 
 // CgroupV1Preflight is the kubeadm check that fails on cgroup v1 (it
@@ -295,7 +310,7 @@ func timeouts(wait time.Duration) Timeouts {
 	return Timeouts{ControlPlaneComponentHealthCheck: d, KubeletHealthCheck: d, KubernetesAPICall: d, Discovery: d, TLSBootstrap: d}
 }
 
-func nodeRegistration(n Node, worker bool, ignore []string) NodeRegistration {
+func nodeRegistration(n Node, worker, gatePods bool, ignore []string) NodeRegistration {
 	nr := NodeRegistration{
 		Name: n.Name, CRISocket: CRISocket,
 		KubeletExtraArgs: []Arg{{Name: "node-ip", Value: n.IP}},
@@ -311,7 +326,10 @@ func nodeRegistration(n Node, worker bool, ignore []string) NodeRegistration {
 		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, Arg{Name: "node-labels", Value: strings.Join(kv, ",")})
 	}
 	if !worker {
-		nr.Taints = []Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: "NoSchedule"}}
+		nr.Taints = append(nr.Taints, Taint{Key: "node-role.kubernetes.io/control-plane", Effect: "NoSchedule"})
+	}
+	if gatePods {
+		nr.Taints = append(nr.Taints, PodNetworkTaint)
 	}
 	return nr
 }
@@ -328,7 +346,7 @@ func RenderInit(in InitInput) ([]byte, error) {
 			Token: in.Token, TTL: "2h0m0s", Usages: []string{"signing", "authentication"},
 			Groups: []string{"system:bootstrappers:kubeadm:default-node-token"},
 		}},
-		NodeRegistration: nodeRegistration(in.ControlPlane, in.ControlPlaneIsWorker, in.IgnorePreflight),
+		NodeRegistration: nodeRegistration(in.ControlPlane, in.ControlPlaneIsWorker, in.GatePods, in.IgnorePreflight),
 		Timeouts:         timeouts(in.Wait),
 		Patches:          &Patches{Directory: PatchesDir},
 	}
@@ -383,6 +401,8 @@ type JoinInput struct {
 	CACertHash      string // sha256:<hex>
 	Wait            time.Duration
 	IgnorePreflight []string
+	// GatePods registers the node with PodNetworkTaint.
+	GatePods bool
 }
 
 // RenderJoin returns the config for `kubeadm join --config`.
@@ -395,7 +415,7 @@ func RenderJoin(in JoinInput) ([]byte, error) {
 	}
 	j := JoinConfiguration{
 		typeMeta:         typeMeta{kubeadmAPI, "JoinConfiguration"},
-		NodeRegistration: nodeRegistration(in.Node, true, in.IgnorePreflight),
+		NodeRegistration: nodeRegistration(in.Node, true, in.GatePods, in.IgnorePreflight),
 		Timeouts:         timeouts(in.Wait),
 	}
 	j.Discovery.BootstrapToken.APIServerEndpoint = in.APIServer

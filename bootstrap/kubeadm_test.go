@@ -121,6 +121,14 @@ func TestRenderInit(t *testing.T) {
 				t.Errorf("proxy mode: %v", d["KubeProxyConfiguration"])
 			}
 		}},
+		{"pods gated on the pod network, dedicated control plane", func(in *InitInput) {
+			in.GatePods, in.ControlPlaneIsWorker = true, false
+		}, func(t *testing.T, d map[string]map[string]any) {
+			taints, _ := json.Marshal(get(d["InitConfiguration"], "nodeRegistration", "taints"))
+			if string(taints) != `[{"effect":"NoSchedule","key":"node-role.kubernetes.io/control-plane"},{"effect":"NoSchedule","key":"k8slab.dev/pod-network-unavailable"}]` {
+				t.Errorf("taints: %s", taints)
+			}
+		}},
 		{"cgroup v1: the kubelet allows it, kubeadm skips the check that refuses it", func(in *InitInput) {
 			in.CgroupV1, in.IgnorePreflight = true, []string{CgroupV1Preflight}
 		}, func(t *testing.T, d map[string]map[string]any) {
@@ -151,6 +159,24 @@ func TestRenderInit(t *testing.T) {
 	bad.Token = "not-a-token"
 	if _, err := RenderInit(bad); err == nil {
 		t.Error("malformed token accepted")
+	}
+}
+
+func TestRenderJoinGatesPodsOnlyWhenAsked(t *testing.T) {
+	for _, gate := range []bool{false, true} {
+		b, err := RenderJoin(JoinInput{Node: Node{Name: "kube-node3", IP: "172.31.4.11"}, APIServer: "172.31.3.11:6443",
+			Token: "abcdef.0123456789abcdef", CACertHash: "sha256:" + strings.Repeat("ab", 32), GatePods: gate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		taints, _ := json.Marshal(get(splitDocs(t, b)["JoinConfiguration"], "nodeRegistration", "taints"))
+		want := `[]`
+		if gate {
+			want = `[{"effect":"NoSchedule","key":"k8slab.dev/pod-network-unavailable"}]`
+		}
+		if string(taints) != want {
+			t.Errorf("GatePods %v: taints %s, want %s", gate, taints, want)
+		}
 	}
 }
 

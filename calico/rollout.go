@@ -21,6 +21,13 @@ type NodeReport struct {
 	// last complaint ("BIRD is not ready: BGP not established with ...").
 	Calico  string `json:"calico"`
 	Problem string `json:"problem,omitempty"`
+	// NetworkAvailable: calico-node has set the node's NetworkUnavailable
+	// condition to False, which it does once its own Felix and BIRD
+	// readiness check passes (checked every second, so usually before the
+	// kubelet's 10 s readiness probe sees it).
+	NetworkAvailable bool `json:"networkAvailable"`
+	// Taints are the node's taints, as key:effect.
+	Taints []string `json:"taints,omitempty"`
 }
 
 // Workload is a Deployment the pod network needs (calico-kube-controllers,
@@ -72,12 +79,18 @@ func Rollout(ctx context.Context, kube kubernetes.Interface) (Status, error) {
 	for _, n := range nodes.Items {
 		r := NodeReport{Node: n.Name, Calico: byNode[n.Name]}
 		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
+			switch cond.Type {
+			case corev1.NodeReady:
 				r.Ready = cond.Status == corev1.ConditionTrue
 				if !r.Ready {
 					r.Problem = strings.TrimSpace(cond.Reason + ": " + cond.Message)
 				}
+			case corev1.NodeNetworkUnavailable:
+				r.NetworkAvailable = cond.Status == corev1.ConditionFalse
 			}
+		}
+		for _, t := range n.Spec.Taints {
+			r.Taints = append(r.Taints, t.Key+":"+string(t.Effect))
 		}
 		if r.Calico == "" {
 			r.Calico = "no calico-node pod"

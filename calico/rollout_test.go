@@ -28,6 +28,11 @@ func TestRollout(t *testing.T) {
 	mk(kc.AppsV1().DaemonSets("kube-system").Create(ctx, ds, metav1.CreateOptions{}))
 	for _, n := range []string{"kube-node1", "kube-node3"} {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+		if n == "kube-node1" {
+			node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse})
+		} else {
+			node.Spec.Taints = []corev1.Taint{{Key: "k8slab.dev/pod-network-unavailable", Effect: corev1.TaintEffectNoSchedule}}
+		}
 		mk(kc.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}))
 		ready := corev1.ConditionTrue
 		if n == "kube-node3" {
@@ -58,6 +63,9 @@ func TestRollout(t *testing.T) {
 	}
 	if st.Done || st.Desired != 2 || len(st.Nodes) != 2 {
 		t.Fatalf("status %+v: want not done, 2 desired, 2 nodes", st)
+	}
+	if n1, n3 := st.Nodes[0], st.Nodes[1]; !n1.NetworkAvailable || len(n1.Taints) != 0 || n3.NetworkAvailable || len(n3.Taints) != 1 || n3.Taints[0] != "k8slab.dev/pod-network-unavailable:NoSchedule" {
+		t.Errorf("network available and taints: %+v", st.Nodes)
 	}
 	if st.Nodes[0].Calico != CalicoReady {
 		t.Errorf("kube-node1: %q, want %q", st.Nodes[0].Calico, CalicoReady)

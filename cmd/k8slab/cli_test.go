@@ -537,6 +537,18 @@ func TestPlanFollowsFlags(t *testing.T) {
 	if r := runCLI(t, nil, nil, "plan", nodes, "--wait=false"); !strings.Contains(r.stdout, "(--wait=false: not waiting)") {
 		t.Errorf("plan --wait=false:\n%s", r.stdout)
 	}
+	// Nodes register with the pod-network taint only when this run's
+	// rollout waits, and so lifts it.
+	const gated = "registered with k8slab.dev/pod-network-unavailable:NoSchedule"
+	for _, c := range []struct {
+		args []string
+		want int // join and control-plane lines that say so
+	}{{nil, 2}, {[]string{"--wait=false"}, 0}, {[]string{"--only", "join"}, 0}, {[]string{"--only", "join", "--only", "rollout"}, 1}} {
+		r := runCLI(t, nil, nil, append([]string{"plan", nodes}, c.args...)...)
+		if got := strings.Count(r.stdout, gated); r.code != 0 || got != c.want {
+			t.Errorf("plan %v: exit %d, %d steps say %q, want %d\n%s", c.args, r.code, got, gated, c.want, r.stdout)
+		}
+	}
 	r := runCLI(t, nil, nil, "plan", nodes, "--output", "json")
 	var plan map[string][]string
 	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil {

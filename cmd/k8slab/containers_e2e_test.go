@@ -46,6 +46,7 @@ func TestE2EContainers(t *testing.T) {
 	}
 
 	install := e.install(t, "containers-install", e.args)
+	podsWaitedForTheNetwork(t, e)
 
 	// Each node has a product_uuid of its own (the workstation has no
 	// DMI), and the kubelet reports it as the Node's systemUUID.
@@ -98,6 +99,7 @@ func TestE2EContainers(t *testing.T) {
 		t.Fatalf("reinstall exit %d\n%s", rcs[0], tail(readOut("cycle-1-reinstall.log"), 30))
 	}
 	judge("reinstall", rcs[1], readOut("cycle-1-verify.json"), readOut("cycle-1-verify.log"))
+	podsWaitedForTheNetwork(t, e)
 
 	// A node verify cannot reach over SSH (port 22 dropped in kube-node4's
 	// own network namespace, which this lab made) is failed in verify's
@@ -154,6 +156,7 @@ func TestE2EContainers(t *testing.T) {
 		e.errorf(t, "kube-proxy's mode %q, want iptables", mode)
 	}
 	verifyAll("iptables-mode")
+	podsWaitedForTheNetwork(t, e)
 	for _, n := range lab.Spec.NodeAddrs() {
 		if got := sh(n, "iptables-save -t nat | grep -c '^-A KUBE-SERVICES' || true"); got == "0" || got == "" {
 			e.errorf(t, "%s: the node's iptables sees no KUBE-SERVICES rules (kube-proxy wrote them elsewhere?)", n)
@@ -261,6 +264,21 @@ func podBlocks(t *testing.T, e *e2e) (map[string][]string, string) {
 		}
 	}
 	return blocks, out
+}
+
+// podsWaitedForTheNetwork: the pods that need the pod network (CoreDNS,
+// calico-kube-controllers) were kept off each node until calico-node
+// there had its network up, so none of their sandboxes failed for want
+// of it ("stat /var/lib/calico/nodename", then the kubelet's 10-15 s
+// back-off), and the rollout lifted the install's taint from every node.
+func podsWaitedForTheNetwork(t *testing.T, e *e2e) {
+	t.Helper()
+	if ev := e.kubectl(`-n kube-system get events --field-selector reason=FailedCreatePodSandBox -o jsonpath='{range .items[*]}{.involvedObject.name}: {.message}{"\n"}{end}'`); strings.TrimSpace(ev) != "" {
+		e.errorf(t, "pod sandboxes failed during the install:\n%s", ev)
+	}
+	if taints := e.kubectl(`get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.spec.taints[*].key} {end}'`); strings.Contains(taints, "k8slab.dev/pod-network-unavailable") {
+		e.errorf(t, "the pod-network taint left after the install: %s", taints)
+	}
 }
 
 // install runs an install the test needs to succeed: its JSON report

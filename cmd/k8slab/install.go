@@ -339,6 +339,9 @@ func installContext(c *cli.Context, s *session, cfg *cluster.Config, bundle *pro
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
 		Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
 		WaitRollout: c.Bool("wait"), JoinParallel: c.Int("join-parallel"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
+		// A node registered by --only join without the rollout would keep
+		// the taint until some later install's rollout.
+		GatePods:     c.Bool("wait") && (len(c.StringSlice("only")) == 0 || slices.Contains(c.StringSlice("only"), "rollout")),
 		FixMachineID: c.Bool("fix-machine-id"), Force: c.Bool("force"),
 	}
 	if c.Bool("merge-kubeconfig") {

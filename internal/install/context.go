@@ -33,6 +33,10 @@ type Context struct {
 	Wait time.Duration
 	// WaitRollout: wait for calico-node and Ready nodes (else report and go on).
 	WaitRollout bool
+	// GatePods registers the nodes this run initializes or joins with
+	// bootstrap.PodNetworkTaint; only a run whose rollout waits, and so
+	// lifts it, may.
+	GatePods bool
 	// JoinParallel caps how many workers run kubeadm join at once (0: all).
 	// Every joining kubelet loads the one API server (TLS bootstrap, CSR
 	// approval); on emulated VMs sharing two host cores, three at once

@@ -42,7 +42,15 @@ func (c *ControlPlane) Plan() []phase.Step {
 	}
 	return []phase.Step{{Node: c.Cluster.ControlPlane, Action: fmt.Sprintf(
 		"kubeadm init %s (service %s, pods %s, %s, kube-proxy %s; kube-apiserver first, controller-manager and scheduler once it is ready), fetch admin.conf",
-		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode()) + c.cgroupV1Note()}}
+		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode()) + c.cgroupV1Note() + c.gateNote()}}
+}
+
+// gateNote says that the nodes register with the pod-network taint.
+func (c *Context) gateNote() string {
+	if !c.GatePods {
+		return ""
+	}
+	return "; registered with " + podNetworkTaint + " (the rollout lifts it once calico-node has the node's network up)"
 }
 
 // cgroupV1Note says what changes for nodes on cgroup v1.
@@ -140,6 +148,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, cp Node, state ini
 		Wait:                 c.Wait,
 		CgroupV1:             len(c.cgroupV1()) > 0,
 		IgnorePreflight:      cp.kubeadmIgnores(),
+		GatePods:             c.GatePods,
 	})
 	if err != nil {
 		return err

@@ -40,7 +40,7 @@ func (j *Join) workers() []string {
 func (j *Join) Plan() []phase.Step {
 	var steps []phase.Step
 	for _, w := range j.workers() {
-		steps = append(steps, phase.Step{Node: w, Action: "kubeadm join " + j.Cluster.ControlPlane + " as a worker"})
+		steps = append(steps, phase.Step{Node: w, Action: "kubeadm join " + j.Cluster.ControlPlane + " as a worker" + j.gateNote()})
 	}
 	return steps
 }
@@ -103,6 +103,7 @@ func (j *Join) Run(ctx context.Context) error {
 		cfg, err := bootstrap.RenderJoin(bootstrap.JoinInput{
 			Node: n.kubeadm(), APIServer: api,
 			Token: token, CACertHash: hash, Wait: j.Wait, IgnorePreflight: n.kubeadmIgnores(),
+			GatePods: j.GatePods,
 		})
 		if err != nil {
 			return err

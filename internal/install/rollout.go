@@ -5,13 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // Rollout waits, once every node has joined, for calico-node on every node
@@ -53,6 +59,9 @@ func (e *RolloutIncomplete) Error() string {
 		if !n.Ready {
 			fmt.Fprintf(&b, "; node NotReady (%s)", n.Problem)
 		}
+		if slices.Contains(n.Taints, podNetworkTaint) {
+			fmt.Fprintf(&b, "; pods that need the pod network are kept off it (%s, lifted once calico-node marks its network available)", podNetworkTaint)
+		}
 	}
 	for _, w := range e.Workloads {
 		if !w.Ready {
@@ -69,7 +78,7 @@ func (r *Rollout) Plan() []phase.Step {
 	if !r.WaitRollout {
 		return []phase.Step{{Action: "report calico-node and node readiness (--wait=false: not waiting)"}}
 	}
-	return []phase.Step{{Action: fmt.Sprintf("wait up to %s for calico-node ready (Felix, BIRD) on every node, every node Ready, calico-kube-controllers and CoreDNS available", r.Wait)}}
+	return []phase.Step{{Action: fmt.Sprintf("wait up to %s for calico-node ready (Felix, BIRD) on every node, every node Ready, calico-kube-controllers and CoreDNS available; lift %s from each node once calico-node marks its network available", r.Wait, podNetworkTaint)}}
 }
 
 func (r *Rollout) Run(ctx context.Context) error {
@@ -82,14 +91,23 @@ func (r *Rollout) Run(ctx context.Context) error {
 		hosts[r.Node(n).Facts.Hostname] = r.Hosts[n]
 	}
 	proxies := newProxyWatch(cl.Kube, hosts, r.Cluster.ServiceCIDR, r.proxyMode(), r.Runner.StatusWriter())
+	status := r.Runner.StatusWriter()
+	start := time.Now()
 	read := func(ctx context.Context) (calico.Status, error) {
 		st, err := calico.Rollout(ctx, cl.Kube)
 		if err == nil && r.WaitRollout {
 			proxies.look(ctx, st)
+			openNodes(ctx, cl.Kube, &st, func(node string, err error) {
+				if err != nil {
+					fmt.Fprintf(status, "rollout: %s: lifting %s: %v (tried again)\n", node, podNetworkTaint, err)
+					return
+				}
+				fmt.Fprintf(status, "rollout: %s: pod network up after %s: %s lifted\n", node, time.Since(start).Round(time.Second), podNetworkTaint)
+			})
 		}
 		return st, err
 	}
-	err = watchRollout(ctx, read, r.WaitRollout, r.Wait, 5*time.Second, r.Runner.StatusWriter())
+	err = watchRollout(ctx, read, r.WaitRollout, r.Wait, rolloutPoll, status)
 	var inc *RolloutIncomplete
 	if errors.As(err, &inc) && len(r.racks()) > 0 {
 		inc.Peering = r.peeringProblems(ctx, cl.Dyn)
@@ -131,6 +149,48 @@ func (r *Rollout) peeringProblems(ctx context.Context, dyn dynamic.Interface) []
 	}
 }
 
+// rolloutPoll is how often the rollout is read: each read is five small
+// API requests, and each second of poll is, on average, half a second
+// added to every install.
+const rolloutPoll = time.Second
+
+// podNetworkTaint is bootstrap.PodNetworkTaint as Status lists taints.
+var podNetworkTaint = bootstrap.PodNetworkTaint.Key + ":" + bootstrap.PodNetworkTaint.Effect
+
+// openNodes lifts bootstrap.PodNetworkTaint from every node whose
+// calico-node has marked its network available (or is Ready), and
+// reports each node it lifted (err nil) or failed to (the rollout is then
+// not done; the next read tries again).
+func openNodes(ctx context.Context, kube kubernetes.Interface, st *calico.Status, report func(node string, err error)) {
+	for i := range st.Nodes {
+		n := &st.Nodes[i]
+		if !slices.Contains(n.Taints, podNetworkTaint) || !(n.NetworkAvailable || n.Calico == calico.CalicoReady) {
+			continue
+		}
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			node, err := kube.CoreV1().Nodes().Get(ctx, n.Node, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			kept := slices.DeleteFunc(slices.Clone(node.Spec.Taints), func(t corev1.Taint) bool {
+				return t.Key == bootstrap.PodNetworkTaint.Key
+			})
+			if len(kept) == len(node.Spec.Taints) {
+				return nil
+			}
+			node.Spec.Taints = kept
+			_, err = kube.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
+			st.Done = false
+		} else {
+			n.Taints = slices.DeleteFunc(n.Taints, func(t string) bool { return t == podNetworkTaint })
+		}
+		report(n.Node, err)
+	}
+}
+
 // rolloutReader reads calico-node's rollout and the nodes' readiness.
 type rolloutReader func(context.Context) (calico.Status, error)
 
@@ -143,6 +203,7 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 	start := time.Now()
 	deadline := start.Add(timeout)
 	var seen *calico.Status
+	var said time.Time // when an unreadable rollout was last said so
 	// What became ready when: where a slow rollout's time went.
 	ready := map[string]bool{}
 	timeline := func(st calico.Status) {
@@ -196,7 +257,8 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 				return fmt.Errorf("reading the rollout for %s: %w", time.Since(start).Round(time.Second), err)
 			}
 			return &RolloutIncomplete{Status: st, Wait: timeout}
-		case err != nil:
+		case err != nil && time.Since(said) >= 10*time.Second:
+			said = time.Now()
 			fmt.Fprintf(status, "rollout: cannot read it yet (%s so far, retried up to %s): %v\n", time.Since(start).Round(time.Second), timeout, err)
 		}
 		select {

@@ -260,6 +260,9 @@ func nodeChecks(cfg *cluster.Config, nodes []corev1.Node, calicoDown string) []C
 			if t.Key == "node-role.kubernetes.io/control-plane" && t.Effect == corev1.TaintEffectNoSchedule && workers[node] {
 				roles = append(roles, fmt.Sprintf("%s: a worker, but tainted NoSchedule as a control plane", n.Name))
 			}
+			if t.Key == bootstrap.PodNetworkTaint.Key {
+				roles = append(roles, fmt.Sprintf("%s: still tainted %s:%s (the install's rollout lifts it once calico-node marks the node's network available; run install again)", n.Name, t.Key, t.Effect))
+			}
 		}
 		r := ready(n)
 		switch {

@@ -68,6 +68,11 @@ func TestNodeChecks(t *testing.T) {
 			n[0].Spec.Taints = []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}}
 			return n
 		}, "", map[string]Status{"node roles": Fail}, "tainted NoSchedule"},
+		{"the install's pod-network taint left on a node", func() []corev1.Node {
+			n := labNodes(corev1.ConditionTrue, "")
+			n[2].Spec.Taints = []corev1.Taint{{Key: "k8slab.dev/pod-network-unavailable", Effect: corev1.TaintEffectNoSchedule}}
+			return n
+		}, "", map[string]Status{"node roles": Fail}, "kube-node3: still tainted k8slab.dev/pod-network-unavailable:NoSchedule"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
