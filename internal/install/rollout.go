@@ -95,17 +95,22 @@ func (r *Rollout) Run(ctx context.Context) error {
 	start := time.Now()
 	read := func(ctx context.Context) (calico.Status, error) {
 		st, err := calico.Rollout(ctx, cl.Kube)
-		if err == nil && r.WaitRollout {
-			proxies.look(ctx, st)
-			openNodes(ctx, cl.Kube, &st, func(node string, err error) {
-				if err != nil {
-					fmt.Fprintf(status, "rollout: %s: lifting %s: %v (tried again)\n", node, podNetworkTaint, err)
-					return
-				}
-				fmt.Fprintf(status, "rollout: %s: pod network up after %s: %s lifted\n", node, time.Since(start).Round(time.Second), podNetworkTaint)
-			})
+		if err != nil {
+			return st, err
 		}
-		return st, err
+		if r.WaitRollout {
+			proxies.look(ctx, st)
+		}
+		// Also without --wait: a taint an earlier, interrupted run left
+		// goes once calico-node is up there.
+		openNodes(ctx, cl.Kube, &st, func(node string, err error) {
+			if err != nil {
+				fmt.Fprintf(status, "rollout: %s: lifting %s: %v (tried again)\n", node, podNetworkTaint, err)
+				return
+			}
+			fmt.Fprintf(status, "rollout: %s: pod network up after %s: %s lifted\n", node, time.Since(start).Round(time.Second), podNetworkTaint)
+		})
+		return st, nil
 	}
 	err = watchRollout(ctx, read, r.WaitRollout, r.Wait, rolloutPoll, status)
 	var inc *RolloutIncomplete

@@ -114,6 +114,11 @@ func TestRolloutPhase_SimulatedAPI(t *testing.T) {
 	if err := r.Run(ctx); err != nil || !strings.Contains(status.String(), "kube-node2: calico-node ImagePullBackOff quay.io/calico/node:v3.32.1, ready true") {
 		t.Errorf("--wait=false: %v\n%s", err, status)
 	}
+	// An earlier run's taint goes from a node whose calico-node is up,
+	// waiting or not.
+	if n1, n2 := nodeTaints(t, r, "kube-node1"), nodeTaints(t, r, "kube-node2"); len(n1) != 0 || len(n2) != 1 {
+		t.Errorf("--wait=false: taints left %v on kube-node1 (ready), %v on kube-node2 (want the pod-network taint kept)", n1, n2)
+	}
 	for _, h := range touched {
 		if len(h.Log()) != 0 {
 			t.Errorf("%s was touched: %q", h.Label, h.Steps())
