@@ -130,10 +130,10 @@ func TestE2EKubeadmValidatesRenderedConfig(t *testing.T) {
 	}
 	external, _ := RenderInit(referenceInit())
 	stackedIn := referenceInit()
-	stackedIn.EtcdEndpoints, stackedIn.ProxyMode = nil, "iptables"
+	stackedIn.EtcdEndpoints, stackedIn.ProxyMode, stackedIn.GatePods = nil, "iptables", true
 	stacked, _ := RenderInit(stackedIn)
 	join, err := RenderJoin(JoinInput{Node: Node{Name: "kube-node3", IP: "172.31.4.11"}, APIServer: "172.31.3.11:6443",
-		Token: "abcdef.0123456789abcdef", CACertHash: "sha256:" + strings.Repeat("ab", 32), Wait: referenceInit().Wait})
+		Token: "abcdef.0123456789abcdef", CACertHash: "sha256:" + strings.Repeat("ab", 32), Wait: referenceInit().Wait, GatePods: true})
 	if err != nil {
 		t.Fatal(err)
 	}
