@@ -167,12 +167,12 @@ func TestE2EContainers(t *testing.T) {
 	}
 }
 
-// nothingLeft checks, after a reset, that no node has Calico's links,
+// nothingLeft checks, after a reset, that no node has a pod sandbox, Calico's links,
 // a Kubernetes process, their state or k8slab's record left.
 func (e *e2e) nothingLeft(t *testing.T) {
 	t.Helper()
 	for _, n := range e.lab.Spec.NodeAddrs() {
-		left := e.sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; find /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d -mindepth 1 2>/dev/null | head -n 5; ls /etc/k8slab/cluster.yaml 2>/dev/null || true`)
+		left := e.sh(n, `ip -o link | awk -F': ' '$2 ~ /^(cali|vxlan|tunl0)/ {print $2}'; pgrep -x 'kubelet|etcd|kube-apiserver|calico-node' || true; find /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d -mindepth 1 2>/dev/null | head -n 5; ls /etc/k8slab/cluster.yaml 2>/dev/null || true; crictl pods -q 2>/dev/null | sed 's/^/pod sandbox /'`)
 		if left != "" {
 			e.errorf(t, "%s: left after reset:\n%s", n, left)
 		}

@@ -252,7 +252,7 @@ echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
 			}
 			// Only the link lines of the check: the rest reads this
 			// machine's paths.
-			out := runWithStandIns(t, dir, fakes, "remove_ipip", "check_links")
+			out := runWithStandIns(t, dir, fakes, nil, "remove_ipip", "check_links")
 			calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 			n, _ := strconv.Atoi(strings.TrimSpace(string(calls)))
 			gone := strings.Contains(out, "removed=link tunl0 (ipip module)")
@@ -270,42 +270,60 @@ echo "modprobe: FATAL: Module ipip is in use." >&2; exit 1`,
 }
 
 // TestResetPodRemoval_SimulatedCrictl runs reset's pod removal with a
-// stand-in crictl (the real one would stop this machine's containers).
-// Each stand-in rmp waits until every pod's rmp has started, so pods
-// removed one after the other show up as "serial".
+// stand-in crictl (the real one would stop this machine's containers),
+// against a stand-in root (K8SLAB_RESET_ROOT) with a CNI configuration
+// directory and a loopback plugin. Each stand-in rmp waits until every
+// pod's rmp has started, so pods removed one after the other show up as
+// "serial"; it fails, as Calico's plugin did with the API server gone,
+// unless the loopback-only network is what containerd has loaded then.
+// The check that follows reports any sandbox left.
 func TestResetPodRemoval_SimulatedCrictl(t *testing.T) {
 	tests := []struct {
 		name         string
 		pods         string
 		failOnce     string // a pod whose first rmp fails
+		noLoopback   bool   // no loopback plugin on the node
 		wantGone     bool
 		wantFallback bool
+		wantLeft     string
 	}{
-		{"no pods", "", "", false, false},
-		{"three pods at once", "p1 p2 p3", "", true, false},
-		{"a failed rmp gets the serial pass", "p1 p2 p3", "p2", true, true},
+		{"no pods", "", "", false, false, false, ""},
+		{"three pods at once", "p1 p2 p3", "", false, true, false, ""},
+		{"a failed rmp gets the serial pass", "p1 p2 p3", "p2", false, true, true, ""},
+		{"no loopback plugin: Calico's teardown fails, the check says so", "p1 p2", "", true, true, true, "left=2 pod sandboxes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
+			root := filepath.Join(dir, "root")
+			netd := filepath.Join(root, "etc", "cni", "net.d")
+			must(t, os.MkdirAll(netd, 0o755))
+			must(t, os.WriteFile(filepath.Join(netd, "10-calico.conflist"), []byte(`{"name":"k8s-pod-network"}`), 0o644))
+			if !tt.noLoopback {
+				must(t, os.MkdirAll(filepath.Join(root, "opt", "cni", "bin"), 0o755))
+				must(t, os.WriteFile(filepath.Join(root, "opt", "cni", "bin", "loopback"), nil, 0o755))
+			}
 			for _, p := range strings.Fields(tt.pods) {
 				must(t, os.WriteFile(filepath.Join(dir, "pod-"+p), nil, 0o644))
 			}
 			n := len(strings.Fields(tt.pods))
 			crictl := `cd "$D"
 [ "$1" = --timeout ] && shift 2
+loaded() { cat "$R"/etc/cni/net.d/* 2>/dev/null | head -c 200 | grep -q '"k8slab-reset"'; }
 case "$1 $2" in
+"info ") loaded && echo '{"Name": "k8slab-reset"}'; exit 0;;
 "pods -q") echo x >> listings; for f in pod-*; do [ -e "$f" ] && echo "${f#pod-}"; done; exit 0;;
-"rmp -fa") echo x >> fallback; rm -f pod-*; exit 0;;
+"rmp -fa") echo x >> fallback; loaded || exit 1; rm -f pod-*; exit 0;;
 "rmp -f") id=$3; touch "started-$id"
 	i=0; while [ $(ls started-* | wc -l) -lt ` + strconv.Itoa(n) + ` ]; do
 		i=$((i+1)); [ $i -gt 400 ] && { echo "$id" >> serial; break; }; sleep 0.05
 	done
+	loaded || exit 1
 	if [ "$id" = "` + tt.failOnce + `" ] && [ ! -e "failed-$id" ]; then touch "failed-$id"; exit 1; fi
 	rm -f "pod-$id"; exit 0;;
 esac
 exit 2`
-			out := runWithStandIns(t, dir, map[string]string{"crictl": crictl}, "remove_pods")
+			out := runWithStandIns(t, dir, map[string]string{"crictl": crictl}, []string{"K8SLAB_RESET_ROOT=" + root, "R=" + root}, "remove_pods")
 			// crictl took seconds to start on the emulated VMs: one listing.
 			if l, _ := os.ReadFile(filepath.Join(dir, "listings")); strings.Count(string(l), "x") != 1 {
 				t.Errorf("crictl pods listed %d times, want once", strings.Count(string(l), "x"))
@@ -316,8 +334,18 @@ exit 2`
 			left, _ := filepath.Glob(filepath.Join(dir, "pod-*"))
 			_, ferr := os.Stat(filepath.Join(dir, "fallback"))
 			gone := strings.Contains(out, "removed=pod sandboxes")
-			if len(left) > 0 || gone != tt.wantGone || (ferr == nil) != tt.wantFallback {
-				t.Errorf("left %v, removed line %v, serial pass %v; want none left, %v, %v\n%s", left, gone, ferr == nil, tt.wantGone, tt.wantFallback, out)
+			if len(left) > 0 != (tt.wantLeft != "") || gone != tt.wantGone || (ferr == nil) != tt.wantFallback {
+				t.Errorf("left %v, removed line %v, serial pass %v; want left %q, %v, %v\n%s", left, gone, ferr == nil, tt.wantLeft, tt.wantGone, tt.wantFallback, out)
+			}
+			// The offline network is gone again; Calico's stays for the
+			// CNI configuration step to remove and check.
+			if confs, _ := os.ReadDir(netd); len(confs) != 1 || confs[0].Name() != "10-calico.conflist" {
+				t.Errorf("/etc/cni/net.d after the removal: %v", confs)
+			}
+			// The check names what is left.
+			check := runWithStandIns(t, dir, nil, []string{"K8SLAB_RESET_ROOT=" + root, "R=" + root}, "check_pods")
+			if !strings.Contains(check, tt.wantLeft) || tt.wantLeft == "" && strings.Contains(check, "left=") {
+				t.Errorf("check_pods: %q, want %q", check, tt.wantLeft)
 			}
 		})
 	}
@@ -348,7 +376,7 @@ case "$1" in
 list-units) for u in ` + tt.running + `; do echo "$u loaded active running k8slab"; done;;
 esac
 exit 0`
-			out := runWithStandIns(t, dir, map[string]string{"systemctl": systemctl}, "stop_kubeadm_units")
+			out := runWithStandIns(t, dir, map[string]string{"systemctl": systemctl}, nil, "stop_kubeadm_units")
 			b, _ := os.ReadFile(filepath.Join(dir, "calls"))
 			calls := strings.Split(strings.TrimSpace(string(b)), "\n")
 			var stop string
@@ -375,14 +403,14 @@ exit 0`
 
 // runWithStandIns runs steps of reset.sh with stand-in commands (name ->
 // sh body) first on PATH and $D set to dir, and returns its output.
-func runWithStandIns(t *testing.T, dir string, standIns map[string]string, steps ...string) string {
+func runWithStandIns(t *testing.T, dir string, standIns map[string]string, env []string, steps ...string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "bin")
-	must(t, os.Mkdir(bin, 0o755))
+	must(t, os.MkdirAll(bin, 0o755))
 	for name, body := range standIns {
 		must(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
 	}
-	return runReset(t, []string{"D=" + dir, "PATH=" + bin + ":" + os.Getenv("PATH")}, steps...)
+	return runReset(t, append([]string{"D=" + dir, "PATH=" + bin + ":" + os.Getenv("PATH")}, env...), steps...)
 }
 
 // runReset runs steps of reset.sh, as sent to a node, with this machine's

@@ -72,18 +72,56 @@ stop_kubelet() {
 # remove_pods removes every pod sandbox, one crictl per pod and all at
 # once: crictl rmp -a stops them one after the other, which made the pods
 # 1m30s of the emulated control plane's 2 min reset. A call that failed
-# (xargs then exits non-zero) gets the serial pass; no second listing
-# looks for what is left when all succeeded, because each crictl took
-# seconds just to start on the emulated VMs, and with the kubelet stopped
-# nothing starts a pod meanwhile.
+# (xargs then exits non-zero) gets the serial pass. Whether any is left
+# is the check's to say (check_pods).
+#
+# containerd takes a pod's network down through the CNI network it has
+# loaded now, not the one the pod was made with, and Calico's plugin
+# releases the pod's addresses through the API server: with the control
+# plane reset beside it, that failed, containerd kept the sandbox, and
+# CoreDNS's and calico-kube-controllers' sandboxes were left on the
+# control plane after every reset. The cluster's addresses go with its
+# datastore, so the removal runs with a loopback-only network loaded
+# first (offline_cni); the pods' Calico interfaces go with their network
+# namespaces, and any left with the links below.
 remove_pods() {
 	pods=$(crictl pods -q 2>/dev/null)
 	if [ -n "$pods" ]; then
+		offline_cni
 		# shellcheck disable=SC2086 # one pod ID per word
 		printf '%s\n' $pods | xargs -n 1 -P 0 crictl --timeout 2m rmp -f >/dev/null 2>&1 ||
-			crictl --timeout 2m rmp -fa >/dev/null 2>&1
+			crictl --timeout 2m rmp -fa >/dev/null 2>&1 ||
+			{ offline_cni && crictl --timeout 2m rmp -fa >/dev/null 2>&1; }
+		rm -f "$root/etc/cni/net.d/$offline_conf"
 		gone "pod sandboxes"
 	fi
+}
+
+# offline_cni writes a network of the loopback plugin alone first in
+# /etc/cni/net.d (containerd loads only the first) and waits until
+# containerd has loaded it (it watches the directory: within 0.5-4.5 s
+# on the container lab's nodes while the killed pods' exits were being
+# handled; 20 s at most, then the removal goes on regardless).
+offline_conf=00-k8slab-reset.conflist
+offline_cni() {
+	[ -d "$root/etc/cni/net.d" ] && [ -x "$root/opt/cni/bin/loopback" ] || return 1
+	[ -e "$root/etc/cni/net.d/$offline_conf" ] ||
+		echo '{"cniVersion":"1.0.0","name":"k8slab-reset","plugins":[{"type":"loopback"}]}' >"$root/etc/cni/net.d/$offline_conf"
+	i=0
+	while [ $i -lt 40 ]; do
+		crictl info 2>/dev/null | grep -q '"k8slab-reset"' && return 0
+		sleep 0.5
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# check_pods reports pod sandboxes containerd still has (none when it
+# does not answer: then it has none running either).
+check_pods() {
+	command -v crictl >/dev/null 2>&1 || return 0
+	n=$(crictl pods -q 2>/dev/null | wc -l)
+	[ "$n" -eq 0 ] || echo "left=$n pod sandboxes (crictl pods)"
 }
 
 # kubeadm_reset runs kubeadm reset. Finding no stacked etcd manifest,
@@ -208,6 +246,7 @@ check_links() {
 
 # check_kubernetes reports anything Kubernetes or Calico still on the node.
 check_kubernetes() {
+	check_pods
 	check_links
 	nft list ruleset 2>/dev/null | grep -qE 'KUBE-|kube-proxy|cali' && echo "left=nft rules (KUBE-/kube-proxy/cali)"
 	for fam in -4 -6; do [ -z "$(ip $fam route show proto 80 2>/dev/null)" ] || echo "left=ip $fam routes of Calico (protocol 80)"; done
@@ -263,7 +302,7 @@ done
 shift $((OPTIND - 1))
 for step in "$@"; do
 	case $step in
-	kubernetes|etcd|provisioned|stop_kubeadm_units|stop_kubelet|remove_pods|kubeadm_reset|remove_files|remove_cni_conf|check_cni_conf|remove_links|remove_ipip|remove_rules|check_links|check_kubernetes)
+	kubernetes|etcd|provisioned|stop_kubeadm_units|stop_kubelet|remove_pods|check_pods|kubeadm_reset|remove_files|remove_cni_conf|check_cni_conf|remove_links|remove_ipip|remove_rules|check_links|check_kubernetes)
 		"$step" ;;
 	*) echo "reset.sh: no step $step" >&2; exit 2 ;;
 	esac
