@@ -99,9 +99,9 @@ remove_pods() {
 
 # offline_cni writes a network of the loopback plugin alone first in
 # /etc/cni/net.d (containerd loads only the first) and waits until
-# containerd has loaded it (it watches the directory: within 0.5-4.5 s
-# on the container lab's nodes while the killed pods' exits were being
-# handled; 20 s at most, then the removal goes on regardless).
+# containerd has loaded it (it watches the directory, and had it within a
+# second on the container lab's nodes; 20 s at most, then the removal
+# goes on regardless and the check says what is left).
 offline_conf=00-k8slab-reset.conflist
 offline_cni() {
 	[ -d "$root/etc/cni/net.d" ] && [ -x "$root/opt/cni/bin/loopback" ] || return 1
