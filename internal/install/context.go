@@ -276,3 +276,11 @@ func (l limiter) acquire(ctx context.Context, waiting func()) (release func(), e
 	}
 	return func() { <-l }, nil
 }
+
+// gateNote says that the nodes register with the pod-network taint.
+func (c *Context) gateNote() string {
+	if !c.GatePods {
+		return ""
+	}
+	return "; registered with " + podNetworkTaint + " (the rollout lifts it once calico-node has the node's network up)"
+}

@@ -45,14 +45,6 @@ func (c *ControlPlane) Plan() []phase.Step {
 		c.Release.Kubernetes, c.Cluster.ServiceCIDR, c.Cluster.PodCIDR, etcd, c.plannedProxyMode()) + c.cgroupV1Note() + c.gateNote()}}
 }
 
-// gateNote says that the nodes register with the pod-network taint.
-func (c *Context) gateNote() string {
-	if !c.GatePods {
-		return ""
-	}
-	return "; registered with " + podNetworkTaint + " (the rollout lifts it once calico-node has the node's network up)"
-}
-
 // cgroupV1Note says what changes for nodes on cgroup v1.
 func (c *ControlPlane) cgroupV1Note() string {
 	if v1 := c.cgroupV1(); len(v1) > 0 {
