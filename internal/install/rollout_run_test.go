@@ -143,7 +143,7 @@ func nodeTaints(t *testing.T, r *Rollout, name string) []corev1.Taint {
 // NetworkUnavailable condition it clears) or its pod's readiness, from
 // no other node, leaves other taints, and a failed update keeps the
 // rollout from being done.
-func TestOpenNodes(t *testing.T) {
+func TestOpenNodes_SimulatedAPI(t *testing.T) {
 	ctx := context.Background()
 	ours := corev1.Taint{Key: bootstrap.PodNetworkTaint.Key, Effect: corev1.TaintEffectNoSchedule}
 	cp := corev1.Taint{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}
