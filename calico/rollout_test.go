@@ -16,7 +16,7 @@ import (
 // every Ready node and calico-kube-controllers and CoreDNS are available;
 // a running calico-node that is not ready is named with its readiness
 // probe's last complaint.
-func TestRollout(t *testing.T) {
+func TestRollout_SimulatedAPI(t *testing.T) {
 	ctx := context.Background()
 	kc := fake.NewClientset()
 	mk := func(obj interface{ GetName() string }, err error) {
