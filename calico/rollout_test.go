@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 )
 
-// TestRollout: done only when calico-node is ready (not merely running) on
+// TestRollout_SimulatedAPI: done only when calico-node is ready (not merely running) on
 // every Ready node and calico-kube-controllers and CoreDNS are available;
 // a running calico-node that is not ready is named with its readiness
 // probe's last complaint.
