@@ -274,8 +274,8 @@ func reRuns(t *testing.T, e *e2e, first time.Duration, converge bool) {
 	killed := killWhen(t, cliCmd(t, lab, env, args...), "172.31.4.12: join: k8slab-kubeadm-join:", e.lockRefusesAtOnce(t)) // meanwhile a second k8slab is refused
 	t.Logf("killed mid-join:\n%s", tail(killed, 10))
 	sh("172.31.4.12", "systemctl stop k8slab-kubeadm-join.service 2>/dev/null; true")
-	// Run AC's test ended without a message somewhere after the kill:
-	// each step from here says when it starts.
+	// A run once ended without a message somewhere after the kill: each
+	// step from here says when it starts.
 	t.Logf("re-run after the kill: starting")
 	start = time.Now()
 	r3 := runCLI(t, lab, env, args...)
@@ -287,13 +287,24 @@ func reRuns(t *testing.T, e *e2e, first time.Duration, converge bool) {
 		t.Errorf("kube-node4 after the resumed join: %q", got)
 	}
 
-	// With --wait, an incomplete Calico rollout (no Calico images in this
-	// offline lab) is reported per node and exits 5.
+	// With --wait, a rollout that cannot complete exits 5 naming the node
+	// and why. kube-node3's kubelet is stopped and the test waits until
+	// the control plane marks the node NotReady (50 s without a status):
+	// before that the API server still shows it Ready, so the rollout
+	// would pass on stale state.
+	sh("172.31.4.11", "systemctl stop kubelet")
+	if s := kubectl(`wait --for=condition=Ready=Unknown node/kube-node3 --timeout=5m`); !strings.Contains(s, "condition met") {
+		t.Errorf("kube-node3 with its kubelet stopped: not NotReady within 5 min: %q", s)
+	}
 	r4 := runCLI(t, lab, env, "install", "--service-cidr", "172.31.64.0/18", "--pod-cidr", "172.31.128.0/18",
 		"--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", kubeconfigDir, "--name", "lab",
 		"--only", "control-plane,rollout", "--wait-timeout", "40s")
-	if r4.code != 5 || !strings.Contains(r4.stderr+r4.stdout, "quay.io/calico/") || !strings.Contains(r4.stderr+r4.stdout, "kube-node3: calico-node") {
-		t.Errorf("--wait without Calico images: exit %d, want 5 with a per-node report\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
+	if out := r4.stderr + r4.stdout; r4.code != 5 || !strings.Contains(out, "kube-node3: calico-node") || !strings.Contains(out, "node NotReady") {
+		t.Errorf("--wait with kube-node3's kubelet stopped: exit %d, want 5 naming kube-node3 NotReady\n%s\n%s", r4.code, r4.stdout, tail(r4.stderr, 20))
+	}
+	sh("172.31.4.11", "systemctl start kubelet")
+	if s := kubectl(`wait --for=condition=Ready node/kube-node3 --timeout=5m`); !strings.Contains(s, "condition met") {
+		t.Errorf("kube-node3 with its kubelet started again: not Ready within 5 min: %q", s)
 	}
 }
 
