@@ -100,6 +100,12 @@ func TestE2EContainers(t *testing.T) {
 	}
 	judge("reinstall", rcs[1], readOut("cycle-1-verify.json"), readOut("cycle-1-verify.log"))
 	podsWaitedForTheNetwork(t, e)
+	// The control plane's static pods have the same UIDs in every cluster:
+	// had reset left their logs in /var/log/pods, the kubelet would count
+	// the old cluster's containers as restarts of the new one's.
+	if got := e.kubectl(`-n kube-system get pods -l tier=control-plane -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[*].restartCount} {end}'`); strings.Count(got, "=0") != 3 {
+		e.errorf(t, "after the reinstall, the control plane's pods count restarts: %s", got)
+	}
 
 	// A node verify cannot reach over SSH (port 22 dropped in kube-node4's
 	// own network namespace, which this lab made) is failed in verify's

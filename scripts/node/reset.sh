@@ -152,9 +152,13 @@ kubeadm_reset() {
 	fi
 }
 
+# remove_files: the cluster's state, and its pods' logs: the kubelet names a
+# container's log after its restart count and reads that count back from
+# /var/log/pods when it starts a container anew, so a static pod (the same
+# UID in every cluster) showed RESTARTS 2 after two reinstalls.
 remove_files() {
 	awk '$2 ~ "^/var/lib/kubelet" {print $2}' /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
-	for p in /etc/kubernetes /var/lib/kubelet /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico \
+	for p in /etc/kubernetes /var/lib/kubelet /var/lib/cni /var/lib/calico /var/run/calico /var/log/calico /var/log/pods /var/log/containers \
 		/etc/k8slab/kubeadm-init.yaml /etc/k8slab/kubeadm-join.yaml /etc/k8slab/kubeadm-init.done /etc/k8slab/kubeadm-init-apiserver.done /etc/k8slab/kubeadm-patches /root/.kube/config; do
 		[ -e "$p" ] && { rm -rf "$p"; gone "$p"; }
 	done
@@ -252,7 +256,7 @@ check_kubernetes() {
 	for fam in -4 -6; do [ -z "$(ip $fam route show proto 80 2>/dev/null)" ] || echo "left=ip $fam routes of Calico (protocol 80)"; done
 	ipset list -n 2>/dev/null | grep -q '^cali' && echo "left=Calico's ipsets"
 	systemctl is-active -q kubelet && echo "left=kubelet running"
-	for p in /etc/kubernetes /var/lib/kubelet; do [ -e "$p" ] && echo "left=$p"; done
+	for p in /etc/kubernetes /var/lib/kubelet /var/log/pods; do [ -e "$p" ] && echo "left=$p"; done
 	check_cni_conf
 }
 
