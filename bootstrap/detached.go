@@ -56,7 +56,11 @@ func (d Detached) Run(ctx context.Context, h host.Host, wait time.Duration, prog
 	deadline := time.Now().Add(wait)
 	var shown string
 	for {
-		follow, err := script("follow")
+		// The node waits up to a poll for the step's end (its lock), so the
+		// end is seen when it comes; a step that holds no lock (started
+		// by an older k8slab) is read once a poll.
+		asked := time.Now()
+		follow, err := script("follow", strconv.FormatFloat(poll.Seconds(), 'f', -1, 64))
 		if err != nil {
 			return fmt.Errorf("%s: following: %w", d.Unit, err)
 		}
@@ -81,7 +85,7 @@ func (d Detached) Run(ctx context.Context, h host.Host, wait time.Duration, prog
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(poll):
+		case <-time.After(poll - time.Since(asked)):
 		}
 	}
 }

@@ -28,6 +28,9 @@ func TestDetached_SimulatedSystemd(t *testing.T) {
 		{"succeeds", "echo '[init] step one'; echo '[init] done'", false, "", "[init] done"},
 		{"fails with the log's tail", "echo 'error execution phase preflight'; exit 3", false, "exited with 3", "error execution phase preflight"},
 		{"already running: waited for", "", true, "", "already running since an earlier run: waiting for it"},
+		// With a poll far longer than the step, its end is seen through its
+		// lock on the first read: one follow, not a second one a poll later.
+		{"ends between polls", "sleep 0.3; echo '[init] done'", false, "", "[init] done"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,7 +59,11 @@ func TestDetached_SimulatedSystemd(t *testing.T) {
 			}
 			h := &hosttest.Local{Env: []string{"PATH=" + bin + ":" + os.Getenv("PATH")}}
 			var said []string
-			d := Detached{Unit: "k8slab-test", Command: tt.command, Poll: 20 * time.Millisecond, Dir: logs}
+			poll := 20 * time.Millisecond
+			if tt.name == "ends between polls" {
+				poll = 10 * time.Second
+			}
+			d := Detached{Unit: "k8slab-test", Command: tt.command, Poll: poll, Dir: logs}
 			err := d.Run(context.Background(), h, 10*time.Second, func(s string) { said = append(said, s) })
 			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("err %v, want %q", err, tt.wantErr)
@@ -67,11 +74,17 @@ func TestDetached_SimulatedSystemd(t *testing.T) {
 			if !strings.Contains(strings.Join(said, "\n"), tt.wantSaid) {
 				t.Errorf("said %q, want %q", said, tt.wantSaid)
 			}
-			starts := 0
+			starts, follows := 0, 0
 			for _, c := range h.Commands {
 				if strings.HasPrefix(c, "set -- 'start' ") {
 					starts++
 				}
+				if strings.HasPrefix(c, "set -- 'follow' ") {
+					follows++
+				}
+			}
+			if poll > time.Second && follows != 1 {
+				t.Errorf("read the step %d times, want once (its end seen through its lock)", follows)
 			}
 			if want := map[bool]int{true: 0, false: 1}[tt.running]; starts != want {
 				t.Errorf("started %d times, want %d", starts, want)

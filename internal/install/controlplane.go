@@ -191,6 +191,7 @@ func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
 		return err
 	}
 	start := time.Now()
+	var said time.Time
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := cl.Readyz(rctx)
@@ -201,13 +202,29 @@ func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
 		if time.Since(start) > c.Wait {
 			return fmt.Errorf("the control plane was initialized but its API server is not ready after %s: %w", c.Wait, err)
 		}
-		t.Status("waiting for the API server's /readyz (%s so far): %v", time.Since(start).Round(time.Second), err)
+		if time.Since(said) >= 10*time.Second {
+			said = time.Now()
+			t.Status("waiting for the API server's /readyz (%s so far): %v", time.Since(start).Round(time.Second), err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(3 * time.Second):
+		case <-time.After(startPoll(time.Since(start))):
 		}
 	}
+}
+
+// startPoll is how often a component that is starting (kube-apiserver,
+// etcd's members) is asked whether it is up, after waiting so far: every
+// half second for a minute, which is how long they take on real hardware
+// (kube-apiserver ready 5-7 s after its manifest, on a 3 s poll seen up to
+// 3 s late in every install), then every 3 s while a slow node takes
+// minutes.
+func startPoll(waited time.Duration) time.Duration {
+	if waited < time.Minute {
+		return 500 * time.Millisecond
+	}
+	return 3 * time.Second
 }
 
 // initDoneMarker is written only when kubeadm init exits 0: admin.conf

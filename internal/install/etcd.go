@@ -270,7 +270,8 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	deadline := time.Now().Add(e.Wait)
+	start := time.Now()
+	deadline := start.Add(e.Wait)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		h, err := bootstrap.CheckEtcd(cctx, endpoints, pki, len(endpoints), dial)
@@ -291,7 +292,7 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(3 * time.Second):
+		case <-time.After(startPoll(time.Since(start))):
 		}
 	}
 }

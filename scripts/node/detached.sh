@@ -6,11 +6,16 @@
 #   state   prints state=<the unit's ActiveState> (active: still running)
 #   start   starts COMMAND as the transient unit UNIT (in a subshell: an
 #           exit in it still leaves the exit code)
-#   follow  prints status=<exit code, or running> and last=<newest log line>
+#   follow [SECONDS]
+#           prints status=<exit code, or running> and last=<newest log line>;
+#           with SECONDS, first waits up to that long for a running step to
+#           end: the step holds DIR/UNIT.lock while it runs, so its end is
+#           seen at once instead of at the next poll (up to 2 s late, three
+#           times in each install's critical path)
 #   tail    prints the log's last 15 lines
 set -e
 action=$1 dir=$2 unit=$3
-log=$dir/$unit.log status=$dir/$unit.status
+log=$dir/$unit.log status=$dir/$unit.status lock=$dir/$unit.lock
 case $action in
 state)
 	echo "state=$(systemctl show -p ActiveState --value "$unit.service" 2>/dev/null || true)" ;;
@@ -19,9 +24,13 @@ start)
 	rm -f "$status"
 	: > "$log"
 	systemctl reset-failed "$unit.service" 2>/dev/null || true
-	systemd-run --quiet --unit "$unit" --collect -p "StandardOutput=append:$log" -p "StandardError=append:$log" \
-		/bin/sh -c "($4)"'; echo $? > '"$status" ;;
+	set -- /bin/sh -c "($4)"'; echo $? > '"$status"
+	if flock=$(command -v flock); then set -- "$flock" "$lock" "$@"; fi
+	systemd-run --quiet --unit "$unit" --collect -p "StandardOutput=append:$log" -p "StandardError=append:$log" "$@" ;;
 follow)
+	if [ -n "${4:-}" ] && [ ! -s "$status" ] && command -v flock >/dev/null 2>&1; then
+		flock -w "$4" "$lock" true 2>/dev/null || true
+	fi
 	s=running
 	if [ -s "$status" ]; then read -r s < "$status" || true; fi
 	echo "status=$s"
