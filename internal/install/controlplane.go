@@ -193,9 +193,11 @@ func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
 	start := time.Now()
 	var said time.Time
 	for {
+		asked := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := cl.Readyz(rctx)
 		cancel()
+		took := time.Since(asked)
 		if err == nil {
 			return nil
 		}
@@ -209,7 +211,7 @@ func (c *ControlPlane) waitReady(ctx context.Context, t *run.Task) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(startPoll(time.Since(start))):
+		case <-time.After(pace(startPoll(time.Since(start)), took)):
 		}
 	}
 }

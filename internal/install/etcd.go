@@ -273,9 +273,11 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 	start := time.Now()
 	deadline := start.Add(e.Wait)
 	for {
+		asked := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		h, err := bootstrap.CheckEtcd(cctx, endpoints, pki, len(endpoints), dial)
 		cancel()
+		took := time.Since(asked)
 		if err == nil {
 			fmt.Fprintf(e.Runner.StatusWriter(), "etcd: %d members healthy (%s), leader %s, version %s\n", len(h.Members), strings.Join(h.Members, ", "), h.Leader, h.Version)
 			switch cp := e.controlPlane().Facts.Hostname; {
@@ -292,7 +294,7 @@ func (e *Etcd) waitHealthy(ctx context.Context, pki *bootstrap.EtcdPKI, endpoint
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(startPoll(time.Since(start))):
+		case <-time.After(pace(startPoll(time.Since(start)), took)):
 		}
 	}
 }

@@ -154,9 +154,9 @@ func (r *Rollout) peeringProblems(ctx context.Context, dyn dynamic.Interface) []
 	}
 }
 
-// rolloutPoll is how often the rollout is read: each read is five small
-// API requests, and each second of poll is, on average, half a second
-// added to every install.
+// rolloutPoll is how often the rollout is read (when a read is quick; see
+// pace): each read is five small API requests, and each second of poll
+// is, on average, half a second added to every install.
 const rolloutPoll = time.Second
 
 // podNetworkTaint is bootstrap.PodNetworkTaint as Status lists taints.
@@ -231,7 +231,9 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 		}
 	}
 	for {
+		asked := time.Now()
 		st, err := read(ctx)
+		took := time.Since(asked)
 		if err == nil {
 			seen = &st
 			if wait {
@@ -269,7 +271,7 @@ func watchRollout(ctx context.Context, read rolloutReader, wait bool, timeout, p
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(poll):
+		case <-time.After(pace(poll, took)):
 		}
 	}
 }

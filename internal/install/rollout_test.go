@@ -86,3 +86,35 @@ func TestRolloutIncompleteNamesThePeering(t *testing.T) {
 		t.Errorf("got %q, want it to end with %q", got, want)
 	}
 }
+
+// A slow read means a loaded API server: the rollout then waits four times
+// as long as the read took before the next one, whatever its poll.
+func TestWatchRolloutPacesSlowReads(t *testing.T) {
+	reads := 0
+	read := func(context.Context) (calico.Status, error) {
+		reads++
+		time.Sleep(30 * time.Millisecond)
+		return calico.Status{Nodes: []calico.NodeReport{{Node: "kube-node3", Calico: "Running, not ready"}}, Desired: 1}, nil
+	}
+	var status strings.Builder
+	err := watchRollout(context.Background(), read, true, 400*time.Millisecond, time.Millisecond, &status)
+	if err == nil {
+		t.Fatal("an unfinished rollout ended without an error")
+	}
+	// Paced: a read every 150 ms at most (30 ms read + 120 ms pause), so 4
+	// in 400 ms; unpaced, a 1 ms poll would make 13.
+	if reads > 5 {
+		t.Errorf("%d reads in 400 ms of 30 ms reads, want at most 5", reads)
+	}
+}
+
+func TestPace(t *testing.T) {
+	for _, tt := range []struct{ least, took, want time.Duration }{
+		{500 * time.Millisecond, 10 * time.Millisecond, 500 * time.Millisecond},
+		{time.Second, 2 * time.Second, 8 * time.Second},
+	} {
+		if got := pace(tt.least, tt.took); got != tt.want {
+			t.Errorf("pace(%s, %s) = %s, want %s", tt.least, tt.took, got, tt.want)
+		}
+	}
+}
