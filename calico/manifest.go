@@ -128,6 +128,7 @@ func patchDaemonSet(ds map[string]any, env []envVar, vxlanOnly bool) error {
 		if err := probeOverHTTP(cm, "livenessProbe", "/liveness", port); err != nil {
 			return err
 		}
+		cm["startupProbe"] = startupProbe(port)
 		if vxlanOnly {
 			// Without BIRD, readiness is Felix's alone: the same GET the
 			// exec'd `calico-node -felix-ready` makes.
@@ -167,6 +168,21 @@ func probeOverHTTP(container map[string]any, probe, path string, port int) error
 	delete(p, "exec")
 	p["httpGet"] = map[string]any{"host": "localhost", "path": path, "port": port}
 	return nil
+}
+
+// startupProbe holds off calico-node's liveness probe until Felix first
+// answers live, for up to 10 minutes: the liveness probe's own allowance
+// (10 s, then six misses 10 s apart) is for a Felix that stops answering,
+// and on an emulated control plane, where calico-node's start-up took
+// over 70 s before Felix answered at all, it killed every start before it
+// could finish, so calico-node never ran. Once Felix answers, upstream's
+// liveness probe applies unchanged; on real hardware Felix answers within
+// seconds and nothing else changes.
+func startupProbe(port int) map[string]any {
+	return map[string]any{
+		"httpGet":       map[string]any{"host": "localhost", "path": "/liveness", "port": port},
+		"periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 60,
+	}
 }
 
 // healthPort is Felix's health port: FELIX_HEALTHPORT if the manifest

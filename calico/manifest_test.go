@@ -120,6 +120,13 @@ func TestPatchReleaseManifest(t *testing.T) {
 			if string(live) != wantLive {
 				t.Errorf("livenessProbe\n got %s\nwant %s", live, wantLive)
 			}
+			// A start-up probe holds the liveness probe off until Felix first
+			// answers, for up to 10 minutes.
+			startup, _ := json.Marshal(container["startupProbe"])
+			wantStartup := `{"failureThreshold":60,"httpGet":{"host":"localhost","path":"/liveness","port":9099},"periodSeconds":10,"timeoutSeconds":10}`
+			if string(startup) != wantStartup {
+				t.Errorf("startupProbe\n got %s\nwant %s", startup, wantStartup)
+			}
 			ready, _ := json.Marshal(container["readinessProbe"])
 			wantReady := `{"httpGet":{"host":"localhost","path":"/readiness","port":9099},"periodSeconds":10,"timeoutSeconds":10}`
 			if tt.birdProbes {
