@@ -175,13 +175,14 @@ func probeOverHTTP(container map[string]any, probe, path string, port int) error
 // (10 s, then six misses 10 s apart) is for a Felix that stops answering,
 // and on an emulated control plane, where calico-node's start-up took
 // over 70 s before Felix answered at all, it killed every start before it
-// could finish, so calico-node never ran. Once Felix answers, upstream's
-// liveness probe applies unchanged; on real hardware Felix answers within
-// seconds and nothing else changes.
+// could finish ("failed liveness probe, will be restarted"). Once Felix
+// answers, upstream's liveness probe applies unchanged. The readiness
+// probe waits for this one too, so it asks every 2 s: readiness is then
+// held back 2 s at most, a plain GET each time.
 func startupProbe(port int) map[string]any {
 	return map[string]any{
 		"httpGet":       map[string]any{"host": "localhost", "path": "/liveness", "port": port},
-		"periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 60,
+		"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 300,
 	}
 }
 

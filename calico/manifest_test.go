@@ -123,7 +123,7 @@ func TestPatchReleaseManifest(t *testing.T) {
 			// A start-up probe holds the liveness probe off until Felix first
 			// answers, for up to 10 minutes.
 			startup, _ := json.Marshal(container["startupProbe"])
-			wantStartup := `{"failureThreshold":60,"httpGet":{"host":"localhost","path":"/liveness","port":9099},"periodSeconds":10,"timeoutSeconds":10}`
+			wantStartup := `{"failureThreshold":300,"httpGet":{"host":"localhost","path":"/liveness","port":9099},"periodSeconds":2,"timeoutSeconds":10}`
 			if string(startup) != wantStartup {
 				t.Errorf("startupProbe\n got %s\nwant %s", startup, wantStartup)
 			}

@@ -91,7 +91,10 @@ func ipipCycle(t *testing.T, e *e2e, name, skip string, routes map[string]string
 	}
 	verify := func(step string) {
 		t.Helper()
-		r := runCLI(t, e.lab, e.env, "verify", "--output", "json")
+		// On the emulated nodes test pods took over 4 minutes from their
+		// creation to their verdict (verify's default allows 4); the
+		// ones seen later had finished within 9.
+		r := runCLI(t, e.lab, e.env, "verify", "--output", "json", "--pod-timeout", "12m")
 		judgeVerify(t, name+"-verify-"+step, r.code, r.stdout, r.stderr, 17, allPassBut(skip))
 	}
 	// tunl0's packet counters on each node. The device is looked for in
