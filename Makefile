@@ -69,8 +69,8 @@ e2e-install: deps vm-image bundle
 # Calico's IPIP default, which only the VMs' kernels can run, on two
 # two-VM labs (one node per rack: the tunl0 route; two nodes in a rack:
 # the eth0 route): install waiting for calico-node, verify, routes,
-# re-run, reinstall, reset (not in CI: about 45 min each under emulation;
-# not passing on 2 emulated cores yet, see docs/lab-results.md).
+# re-run, reinstall, reset (not in CI: over an hour each under emulation;
+# not yet run to the end on 2 emulated cores, see docs/lab-results.md).
 e2e-vm-calico: deps vm-image bundle
 	K8SLAB_E2E_VM_CALICO=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
 		$(GO) test -count=1 -timeout 120m -run 'E2EVMsIPIP' -v ./cmd/k8slab/
