@@ -73,7 +73,7 @@ e2e-install: deps vm-image bundle
 # not yet run to the end on 2 emulated cores, see docs/lab-results.md).
 e2e-vm-calico: deps vm-image bundle
 	K8SLAB_E2E_VM_CALICO=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
-		$(GO) test -count=1 -timeout 120m -run 'E2EVMsIPIP' -v ./cmd/k8slab/
+		$(GO) test -count=1 -timeout 240m -run 'E2EVMsIPIP' -v ./cmd/k8slab/
 
 # The same on the four VMs from the blog's kubespray inventory, as it is
 # (3-member etcd). The emulated control plane saturates on two cores.
