@@ -24,13 +24,14 @@ func TestDetached_SimulatedSystemd(t *testing.T) {
 		running  bool // an earlier run's unit is still active
 		wantErr  string
 		wantSaid string
+		poll     time.Duration // 20 ms unless set
 	}{
-		{"succeeds", "echo '[init] step one'; echo '[init] done'", false, "", "[init] done"},
-		{"fails with the log's tail", "echo 'error execution phase preflight'; exit 3", false, "exited with 3", "error execution phase preflight"},
-		{"already running: waited for", "", true, "", "already running since an earlier run: waiting for it"},
+		{"succeeds", "echo '[init] step one'; echo '[init] done'", false, "", "[init] done", 0},
+		{"fails with the log's tail", "echo 'error execution phase preflight'; exit 3", false, "exited with 3", "error execution phase preflight", 0},
+		{"already running: waited for", "", true, "", "already running since an earlier run: waiting for it", 0},
 		// With a poll far longer than the step, its end is seen through its
 		// lock on the first read: one follow, not a second one a poll later.
-		{"ends between polls", "sleep 0.3; echo '[init] done'", false, "", "[init] done"},
+		{"ends between polls", "sleep 0.3; echo '[init] done'", false, "", "[init] done", 10 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,9 +60,9 @@ func TestDetached_SimulatedSystemd(t *testing.T) {
 			}
 			h := &hosttest.Local{Env: []string{"PATH=" + bin + ":" + os.Getenv("PATH")}}
 			var said []string
-			poll := 20 * time.Millisecond
-			if tt.name == "ends between polls" {
-				poll = 10 * time.Second
+			poll := tt.poll
+			if poll == 0 {
+				poll = 20 * time.Millisecond
 			}
 			d := Detached{Unit: "k8slab-test", Command: tt.command, Poll: poll, Dir: logs}
 			err := d.Run(context.Background(), h, 10*time.Second, func(s string) { said = append(said, s) })
