@@ -77,8 +77,17 @@ func (s simNetwork) answer(ctx context.Context, t *testing.T, kc *fake.Clientset
 		if strings.Contains(target, "172.31.64.") {
 			reach = s.svcNet
 		}
-		if s.enforcePolicy && len(policies.Items) == 1 { // default-deny alone
+		names := map[string]bool{}
+		for _, np := range policies.Items {
+			names[np.Name] = true
+		}
+		if s.enforcePolicy && names["default-deny"] && !names["allow-client"] {
 			reach = false
+		}
+		// Under default-deny alone every client is blocked, so any other
+		// check's verdict would prove nothing.
+		if names["default-deny"] && !names["allow-client"] && p.Name != "policy-deny" {
+			t.Errorf("test pod %s started while default-deny alone is in place", p.Name)
 		}
 		if s.enforcePolicy && !s.ignoreEgress && p.Labels[egressLabel] == "dns-only" {
 			reach = false
