@@ -79,7 +79,7 @@ e2e-vm-calico: deps vm-image bundle
 # (3-member etcd). The emulated control plane saturates on two cores.
 e2e-vm-inventory: deps vm-image bundle
 	K8SLAB_E2E_VM_INVENTORY=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
-		$(GO) test -count=1 -timeout 150m -run 'E2EVMsInventoryIPIP' -v ./cmd/k8slab/
+		$(GO) test -count=1 -timeout 240m -run 'E2EVMsInventoryIPIP' -v ./cmd/k8slab/
 
 # The tests that start from the installed lab the last e2e-install saved
 # (re-runs, then the lifecycle), without installing again.
