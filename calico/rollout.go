@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -108,7 +110,7 @@ func Rollout(ctx context.Context, kube kubernetes.Interface) (Status, error) {
 		case err != nil:
 			return st, err
 		case d.Status.AvailableReplicas < 1 || d.Status.AvailableReplicas < d.Status.Replicas:
-			w.Problem = fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, d.Status.Replicas)
+			w.Problem = fmt.Sprintf("%d of %d replicas available", d.Status.AvailableReplicas, d.Status.Replicas) + notReadyPods(ctx, kube, d)
 		default:
 			w.Ready = true
 		}
@@ -117,6 +119,61 @@ func Rollout(ctx context.Context, kube kubernetes.Interface) (Status, error) {
 	}
 	return st, nil
 }
+
+// notReadyPods names a Deployment's pods that are not ready, with their
+// node and state ("; calico-kube-controllers-6c9f on kube-node4: Running,
+// not ready: ..."); nothing when they cannot be read.
+func notReadyPods(ctx context.Context, kube kubernetes.Interface, d *appsv1.Deployment) string {
+	if d.Spec.Selector == nil {
+		return ""
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return ""
+	}
+	pods, err := kube.CoreV1().Pods(d.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		if st := podState(ctx, kube, p); st != CalicoReady {
+			node := p.Spec.NodeName
+			if node == "" {
+				node = "no node"
+			}
+			fmt.Fprintf(&b, "; %s on %s: %s", p.Name, node, st)
+		}
+	}
+	return b.String()
+}
+
+// initProgress says which init container a pod is at, and since when:
+// a step that normally takes a second (upgrade-ipam) shown running for
+// half an hour is the runtime's fault, not Calico's (containerd once
+// lost such a container's exit on a saturated emulated node: it could not
+// delete the ended task within its fixed 10 s, nor on any retry, and the
+// kubelet saw the init container running for the rest of the install).
+func initProgress(p corev1.Pod, now time.Time) string {
+	n := len(p.Status.InitContainerStatuses)
+	for i, cs := range p.Status.InitContainerStatuses {
+		where := fmt.Sprintf("init container %d of %d, %s,", i+1, n, cs.Name)
+		switch {
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			continue
+		case cs.State.Terminated != nil:
+			t := cs.State.Terminated
+			return strings.TrimSpace(fmt.Sprintf("%s exited %d %s %s", where, t.ExitCode, t.Reason, oneLine(t.Message)))
+		case cs.State.Running != nil:
+			return fmt.Sprintf("%s running for %s", where, now.Sub(cs.State.Running.StartedAt.Time).Round(time.Second))
+		default:
+			return where + " not started"
+		}
+	}
+	return ""
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // podState is "Ready", a container's waiting reason with its image, or
 // for a running pod that is not ready the readiness probe's last
@@ -133,6 +190,9 @@ func podState(ctx context.Context, kube kubernetes.Interface, p corev1.Pod) stri
 		}
 	}
 	if p.Status.Phase != corev1.PodRunning {
+		if init := initProgress(p, time.Now()); init != "" {
+			return string(p.Status.Phase) + ": " + init
+		}
 		return string(p.Status.Phase)
 	}
 	state := "Running, not ready"
@@ -145,7 +205,7 @@ func podState(ctx context.Context, kube kubernetes.Interface, p corev1.Pod) stri
 				last = e
 			}
 		}
-		state += ": " + strings.Join(strings.Fields(last.Message), " ")
+		state += ": " + oneLine(last.Message)
 	}
 	return state
 }

@@ -54,6 +54,18 @@ func TestRollout_SimulatedAPI(t *testing.T) {
 		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: d, Namespace: "kube-system"}, Status: appsv1.DeploymentStatus{Replicas: 2, AvailableReplicas: 2}}
 		if d == "coredns" {
 			dep.Status.AvailableReplicas = 1
+			dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}}
+			for _, p := range []*corev1.Pod{
+				{ObjectMeta: metav1.ObjectMeta{Name: "coredns-a", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
+					Spec: corev1.PodSpec{NodeName: "kube-node1"},
+					Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}},
+				{ObjectMeta: metav1.ObjectMeta{Name: "coredns-b", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
+					Spec: corev1.PodSpec{NodeName: "kube-node3"},
+					Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "coredns", Image: "registry.k8s.io/coredns/coredns:v1.13.1",
+						State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}}},
+			} {
+				mk(kc.CoreV1().Pods("kube-system").Create(ctx, p, metav1.CreateOptions{}))
+			}
 		}
 		mk(kc.AppsV1().Deployments("kube-system").Create(ctx, dep, metav1.CreateOptions{}))
 	}
@@ -75,7 +87,50 @@ func TestRollout_SimulatedAPI(t *testing.T) {
 	if got := st.Nodes[1].Calico; !strings.HasPrefix(got, "Running, not ready: ") || !strings.HasSuffix(got, "BGP not established with 172.31.3.11") {
 		t.Errorf("kube-node3: %q, want the probe's last complaint", got)
 	}
-	if w := st.Workloads; len(w) != 2 || !w[0].Ready || w[1].Ready || w[1].Problem != "1 of 2 replicas available" {
+	if w := st.Workloads; len(w) != 2 || !w[0].Ready || w[1].Ready || w[1].Problem != "1 of 2 replicas available; coredns-b on kube-node3: ContainerCreating registry.k8s.io/coredns/coredns:v1.13.1" {
 		t.Errorf("workloads: %+v", w)
+	}
+}
+
+// A pod held in an init container says which one and for how long: a
+// step that takes a second shown running for half an hour points at the
+// node's runtime; one that failed gives its exit.
+func TestInitProgress(t *testing.T) {
+	now := time.Date(2026, 12, 7, 1, 48, 0, 0, time.UTC)
+	done := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}
+	waiting := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(now.Add(-39*time.Minute - 10*time.Second))}}
+	failed := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "failed to\n reach the API server"}}
+	pod := func(states ...corev1.ContainerState) corev1.Pod {
+		var p corev1.Pod
+		for i, st := range states {
+			p.Status.InitContainerStatuses = append(p.Status.InitContainerStatuses, corev1.ContainerStatus{Name: []string{"upgrade-ipam", "install-cni", "ebpf-bootstrap"}[i], State: st})
+		}
+		return p
+	}
+	for _, c := range []struct {
+		pod  corev1.Pod
+		want string
+	}{
+		{pod(running, waiting, waiting), "init container 1 of 3, upgrade-ipam, running for 39m10s"},
+		{pod(done, failed, waiting), "init container 2 of 3, install-cni, exited 1 Error failed to reach the API server"},
+		{pod(done, done, corev1.ContainerState{}), "init container 3 of 3, ebpf-bootstrap, not started"},
+		{pod(done, done, done), ""},
+		{pod(), ""},
+	} {
+		if got := initProgress(c.pod, now); got != c.want {
+			t.Errorf("%q, want %q", got, c.want)
+		}
+	}
+}
+
+// The rollout's report on a calico-node held in its init containers.
+func TestPodStatePending(t *testing.T) {
+	p := corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: []corev1.ContainerStatus{
+		{Name: "upgrade-ipam", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(time.Now().Add(-39 * time.Minute))}}},
+		{Name: "install-cni", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}},
+	}}}
+	if got := podState(context.Background(), fake.NewClientset(), p); !strings.HasPrefix(got, "Pending: init container 1 of 2, upgrade-ipam, running for 39m") {
+		t.Errorf("%q, want the init container it is held in", got)
 	}
 }
