@@ -316,7 +316,11 @@ func (e *e2e) podDiag() string {
 			fmt.Fprintf(&b, "%s: %v\n", n, err)
 			continue
 		}
+		// A task containerd has stopped while crictl still lists its
+		// container Running is an exit containerd lost (seen once on a
+		// saturated emulated node).
 		script := `crictl ps -a --name 'calico|install-cni|upgrade-ipam' 2>&1 | head -n 12
+echo "== containerd tasks not running:"; ctr -n k8s.io tasks ls 2>&1 | grep -v ' RUNNING' | head -n 8
 for c in $(crictl ps -a -q --name 'calico-node|install-cni' 2>/dev/null | head -n 2); do echo "== $c"; crictl logs --tail 5 "$c" 2>&1 | cut -c1-300; done`
 		if n == "172.31.3.11" {
 			script = `k='kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=60s'
