@@ -57,7 +57,7 @@ func TestRollout_SimulatedAPI(t *testing.T) {
 			dep.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}}
 			for _, p := range []*corev1.Pod{
 				{ObjectMeta: metav1.ObjectMeta{Name: "coredns-a", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
-					Spec: corev1.PodSpec{NodeName: "kube-node1"},
+					Spec:   corev1.PodSpec{NodeName: "kube-node1"},
 					Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}},
 				{ObjectMeta: metav1.ObjectMeta{Name: "coredns-b", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
 					Spec: corev1.PodSpec{NodeName: "kube-node3"},
