@@ -70,7 +70,7 @@ e2e-install: deps vm-image bundle
 # two-VM labs (one node per rack: the tunl0 route; two nodes in a rack:
 # the eth0 route): install waiting for calico-node, verify, routes,
 # re-run, reinstall, reset (not in CI: over an hour each under emulation;
-# not yet run to the end on 2 emulated cores, see docs/lab-results.md).
+# the one-rack lab has run to its end, see docs/lab-results.md).
 e2e-vm-calico: deps vm-image bundle
 	K8SLAB_E2E_VM_CALICO=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_VM_DIR=$(VM_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
 		$(GO) test -count=1 -timeout 240m -run 'E2EVMsIPIP' -v ./cmd/k8slab/
