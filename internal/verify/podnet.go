@@ -86,15 +86,24 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	// start runs a check beside the others and records its verdict.
+	start := func(check func() Check) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := check()
+			mu.Lock()
+			checks[c.Name] = c
+			mu.Unlock()
+		}()
+	}
 	// run runs a client pod on a node; a located check's reason says
 	// which node reached which.
 	run := func(name, pod string, on corev1.Node, located bool, args ...string) {
 		if on.Name == "" {
 			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		start(func() Check {
 			ok, reason := p.clientOn(ctx, on.Name, pod, nil, args...)
 			c := Check{name, Pass, reason}
 			if !ok {
@@ -103,10 +112,8 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 			if located {
 				c = withWhere(c, where(on))
 			}
-			mu.Lock()
-			checks[name] = c
-			mu.Unlock()
-		}()
+			return c
+		})
 	}
 	// Every check that needs the server open to ingress runs at once: on
 	// the emulated VMs a test pod takes 5-7 minutes to start and finish,
@@ -115,14 +122,7 @@ func podNetwork(ctx context.Context, kc kubernetes.Interface, nodes []corev1.Nod
 	run(checkClusterIP, "cluster-ip", client, true, "get", p.svcURL)
 	run(checkPodToPod, "pod-to-pod", across, true, "get", p.podURL)
 	run(checkInRack, "in-rack", inRack, true, "get", p.podURL)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c := withWhere(p.egress(ctx), client.Name)
-		mu.Lock()
-		checks[checkEgress] = c
-		mu.Unlock()
-	}()
+	start(func() Check { return withWhere(p.egress(ctx), client.Name) })
 	wg.Wait()
 	// The ingress policies close the server to every client, so they
 	// come last.
