@@ -170,19 +170,22 @@ func probeOverHTTP(container map[string]any, probe, path string, port int) error
 	return nil
 }
 
-// startupProbe holds off calico-node's liveness probe until Felix first
-// answers live, for up to 10 minutes: the liveness probe's own allowance
+// startupProbe holds off calico-node's liveness probe until Felix is
+// first ready, for up to 30 minutes: the liveness probe's own allowance
 // (10 s, then six misses 10 s apart) is for a Felix that stops answering,
 // and on an emulated control plane, where calico-node's start-up took
 // over 70 s before Felix answered at all, it killed every start before it
 // could finish ("failed liveness probe, will be restarted"). Once Felix
-// answers, upstream's liveness probe applies unchanged. The readiness
-// probe waits for this one too, so it asks every 2 s: readiness is then
-// held back 2 s at most, a plain GET each time.
+// is ready, upstream's liveness probe applies unchanged. It asks Felix's
+// readiness, not its liveness, because the kubelet runs the readiness
+// probe at once when the start-up probe passes and otherwise only on its
+// own 10 s period: asked for liveness, which Felix answers seconds before
+// it is ready, calico-node was marked Ready 8-10 s after Felix was (on a
+// container node). A plain GET every 2 s until then.
 func startupProbe(port int) map[string]any {
 	return map[string]any{
-		"httpGet":       map[string]any{"host": "localhost", "path": "/liveness", "port": port},
-		"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 300,
+		"httpGet":       map[string]any{"host": "localhost", "path": "/readiness", "port": port},
+		"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 900,
 	}
 }
 

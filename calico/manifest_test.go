@@ -120,10 +120,10 @@ func TestPatchReleaseManifest(t *testing.T) {
 			if string(live) != wantLive {
 				t.Errorf("livenessProbe\n got %s\nwant %s", live, wantLive)
 			}
-			// A start-up probe holds the liveness probe off until Felix first
-			// answers, for up to 10 minutes.
+			// A start-up probe holds the liveness probe off until Felix is
+			// first ready, for up to 30 minutes.
 			startup, _ := json.Marshal(container["startupProbe"])
-			wantStartup := `{"failureThreshold":300,"httpGet":{"host":"localhost","path":"/liveness","port":9099},"periodSeconds":2,"timeoutSeconds":10}`
+			wantStartup := `{"failureThreshold":900,"httpGet":{"host":"localhost","path":"/readiness","port":9099},"periodSeconds":2,"timeoutSeconds":10}`
 			if string(startup) != wantStartup {
 				t.Errorf("startupProbe\n got %s\nwant %s", startup, wantStartup)
 			}
