@@ -141,6 +141,7 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, cp Node, state ini
 		CgroupV1:             len(c.cgroupV1()) > 0,
 		IgnorePreflight:      cp.kubeadmIgnores(),
 		GatePods:             c.GatePods,
+		GoMaxProcs:           cp.Facts.GoMaxProcs(),
 	})
 	if err != nil {
 		return err
