@@ -115,9 +115,6 @@ func EtcdEnv(in EtcdClusterInput, name string) (string, error) {
 		"ETCD_WARNING_APPLY_DURATION=1s",
 		"ETCD_WARNING_UNARY_REQUEST_DURATION=2s",
 	}
-	if me.GoMaxProcs > 0 {
-		lines = append(lines, fmt.Sprintf("GOMAXPROCS=%d", me.GoMaxProcs))
-	}
 	return strings.Join(lines, "\n") + "\n", nil
 }
 

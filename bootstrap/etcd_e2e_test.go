@@ -22,7 +22,7 @@ func TestE2EEtcdClusterFromOurPKI(t *testing.T) {
 		t.Skip("needs the bundle's etcd: run with make e2e")
 	}
 	etcd := filepath.Join(os.Getenv("K8SLAB_BUNDLE"), "bin", "etcd")
-	members := []EtcdMember{{Name: "m1", IP: net.ParseIP("127.0.0.1")}, {Name: "m2", IP: net.ParseIP("127.0.0.2")}, {Name: "m3", IP: net.ParseIP("127.0.0.3")}}
+	members := []EtcdMember{{"m1", net.ParseIP("127.0.0.1")}, {"m2", net.ParseIP("127.0.0.2")}, {"m3", net.ParseIP("127.0.0.3")}}
 	ca, err := NewCA("etcd-ca")
 	if err != nil {
 		t.Fatal(err)

@@ -191,34 +191,20 @@ type ClusterConfiguration struct {
 	APIServer struct {
 		CertSANs  []string `json:"certSANs"`
 		ExtraArgs []Arg    `json:"extraArgs,omitempty"`
-		ExtraEnvs []Env    `json:"extraEnvs,omitempty"`
 	} `json:"apiServer"`
 	ControllerManager Component `json:"controllerManager"`
 	Scheduler         Component `json:"scheduler"`
 	Etcd              Etcd      `json:"etcd"`
 }
 
-// Component carries a control-plane component's extra flags and
-// environment.
+// Component carries a control-plane component's extra flags.
 type Component struct {
 	ExtraArgs []Arg `json:"extraArgs,omitempty"`
-	ExtraEnvs []Env `json:"extraEnvs,omitempty"`
-}
-
-// Env is one environment variable of a static pod's container.
-type Env struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-// LocalEtcd is kubeadm's stacked etcd.
-type LocalEtcd struct {
-	ExtraEnvs []Env `json:"extraEnvs,omitempty"`
 }
 
 // Etcd is either kubeadm's stacked etcd or k8slab's external cluster.
 type Etcd struct {
-	Local    *LocalEtcd    `json:"local,omitempty"`
+	Local    *struct{}     `json:"local,omitempty"`
 	External *ExternalEtcd `json:"external,omitempty"`
 }
 
@@ -303,9 +289,6 @@ type InitInput struct {
 	CgroupV1 bool
 	// GatePods registers the node with PodNetworkTaint.
 	GatePods bool
-	// GoMaxProcs for the control plane's static pods, 0 for Go's default
-	// (provision.Facts.GoMaxProcs).
-	GoMaxProcs int
 }
 
 // CgroupV1Preflight is the kubeadm check that fails on cgroup v1 (it
@@ -394,16 +377,9 @@ func RenderInit(in InitInput) ([]byte, error) {
 	noElection := []Arg{{Name: "leader-elect", Value: "false"}}
 	cc.ControllerManager.ExtraArgs, cc.Scheduler.ExtraArgs = noElection, noElection
 	if len(in.EtcdEndpoints) == 0 {
-		cc.Etcd.Local = &LocalEtcd{}
+		cc.Etcd.Local = &struct{}{}
 	} else {
 		cc.Etcd.External = &ExternalEtcd{Endpoints: in.EtcdEndpoints, CAFile: EtcdCAFile, CertFile: EtcdClientCertFile, KeyFile: EtcdClientKeyFile}
-	}
-	if in.GoMaxProcs > 0 {
-		env := []Env{{Name: "GOMAXPROCS", Value: fmt.Sprint(in.GoMaxProcs)}}
-		cc.APIServer.ExtraEnvs, cc.ControllerManager.ExtraEnvs, cc.Scheduler.ExtraEnvs = env, env, env
-		if cc.Etcd.Local != nil {
-			cc.Etcd.Local.ExtraEnvs = env
-		}
 	}
 	mode := in.ProxyMode
 	if mode == "" {
@@ -427,9 +403,6 @@ type JoinInput struct {
 	IgnorePreflight []string
 	// GatePods registers the node with PodNetworkTaint.
 	GatePods bool
-	// GoMaxProcs for the control plane's static pods, 0 for Go's default
-	// (provision.Facts.GoMaxProcs).
-	GoMaxProcs int
 }
 
 // RenderJoin returns the config for `kubeadm join --config`.

@@ -98,9 +98,6 @@ func TestRenderInit(t *testing.T) {
 			if cc["encryptionAlgorithm"] != "ECDSA-P256" {
 				t.Errorf("encryptionAlgorithm: %v", cc["encryptionAlgorithm"])
 			}
-			if env := get(cc, "apiServer", "extraEnvs"); env != nil {
-				t.Errorf("extraEnvs on a node that does not ask for them: %v", env)
-			}
 			if _, set := d["KubeletConfiguration"]["failCgroupV1"]; set {
 				t.Errorf("failCgroupV1 set on a cgroup v2 cluster: %v", d["KubeletConfiguration"])
 			}
@@ -122,16 +119,6 @@ func TestRenderInit(t *testing.T) {
 			}
 			if d["KubeProxyConfiguration"]["mode"] != "iptables" {
 				t.Errorf("proxy mode: %v", d["KubeProxyConfiguration"])
-			}
-		}},
-		{"emulated control plane with stacked etcd: every static pod on one Go thread", func(in *InitInput) {
-			in.EtcdEndpoints, in.GoMaxProcs = nil, 1
-		}, func(t *testing.T, d map[string]map[string]any) {
-			for _, comp := range [][]string{{"apiServer"}, {"controllerManager"}, {"scheduler"}, {"etcd", "local"}} {
-				env, _ := json.Marshal(get(d["ClusterConfiguration"], append(comp, "extraEnvs")...))
-				if string(env) != `[{"name":"GOMAXPROCS","value":"1"}]` {
-					t.Errorf("%v extraEnvs: %s", comp, env)
-				}
 			}
 		}},
 		{"pods gated on the pod network, dedicated control plane", func(in *InitInput) {

@@ -145,9 +145,6 @@ func serial() *big.Int {
 type EtcdMember struct {
 	Name string // hostname
 	IP   net.IP
-	// GoMaxProcs for the member's etcd, 0 for Go's default
-	// (provision.Facts.GoMaxProcs).
-	GoMaxProcs int
 }
 
 // EtcdPKI is everything an external etcd cluster and its clients need.

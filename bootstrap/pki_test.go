@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -20,7 +19,7 @@ func parse(t *testing.T, kp KeyPair) *x509.Certificate {
 }
 
 var labEtcd = []EtcdMember{
-	{Name: "kube-node1", IP: net.ParseIP("172.31.3.11")}, {Name: "kube-node2", IP: net.ParseIP("172.31.3.12")}, {Name: "kube-node3", IP: net.ParseIP("172.31.4.11")},
+	{"kube-node1", net.ParseIP("172.31.3.11")}, {"kube-node2", net.ParseIP("172.31.3.12")}, {"kube-node3", net.ParseIP("172.31.4.11")},
 }
 
 func TestEtcdPKI(t *testing.T) {
@@ -95,15 +94,6 @@ func TestEtcdEnv(t *testing.T) {
 		if !strings.Contains(env, want) {
 			t.Errorf("env lacks %q:\n%s", want, env)
 		}
-	}
-	if strings.Contains(env, "GOMAXPROCS") {
-		t.Errorf("GOMAXPROCS set for a member that does not ask for it:\n%s", env)
-	}
-	// An emulated member's etcd runs on one thread.
-	emulated := EtcdClusterInput{Token: "k8slab-lab", Members: slices.Clone(labEtcd)}
-	emulated.Members[1].GoMaxProcs = 1
-	if env, err := EtcdEnv(emulated, "kube-node2"); err != nil || !strings.Contains(env, "\nGOMAXPROCS=1\n") {
-		t.Errorf("emulated member: %v\n%s", err, env)
 	}
 	if _, err := EtcdEnv(in, "kube-node4"); err == nil {
 		t.Error("a non-member got an env file")

@@ -24,9 +24,6 @@ type Options struct {
 	// Racks, when set, switch BGP to the AS-per-rack model: no node-to-node
 	// mesh, one BGPPeer per rack (see Peers).
 	Racks []Rack
-	// GoMaxProcs, when set, is calico-node's and calico-kube-controllers'
-	// GOMAXPROCS (provision.Facts.GoMaxProcs: a cluster with emulated nodes).
-	GoMaxProcs int
 }
 
 // Modes returns the IPIP and VXLAN pool modes for an encapsulation.
@@ -58,9 +55,6 @@ func PatchManifest(in []byte, o Options) ([]byte, error) {
 		{"CALICO_IPV4POOL_VXLAN", vxlan},
 		{"IP_AUTODETECTION_METHOD", o.Autodetect},
 	}
-	if o.GoMaxProcs > 0 {
-		env = append(env, envVar{"GOMAXPROCS", fmt.Sprint(o.GoMaxProcs)})
-	}
 	backend := "bird"
 	if o.Encapsulation == "VXLAN" {
 		// VXLAN-only clusters need no BGP: calico-node's probes must not
@@ -88,13 +82,6 @@ func PatchManifest(in []byte, o Options) ([]byte, error) {
 			}
 			data["calico_backend"] = backend
 			foundCM, changed = true, true
-		case o.GoMaxProcs > 0 && isObject(obj, "Deployment", "calico-kube-controllers"):
-			cm, err := container(obj, "calico-kube-controllers")
-			if err != nil {
-				return nil, fmt.Errorf("calico-kube-controllers Deployment: %w", err)
-			}
-			setContainerEnv(cm, envVar{"GOMAXPROCS", fmt.Sprint(o.GoMaxProcs)})
-			changed = true
 		}
 		if i > 0 {
 			out.WriteString("---\n")
@@ -123,47 +110,35 @@ func isObject(obj map[string]any, kind, name string) bool {
 }
 
 func patchDaemonSet(ds map[string]any, env []envVar, vxlanOnly bool) error {
-	cm, err := container(ds, "calico-node")
+	containers, err := path[[]any](ds, "spec", "template", "spec", "containers")
 	if err != nil {
 		return fmt.Errorf("calico-node DaemonSet: %w", err)
 	}
-	setContainerEnv(cm, env...)
-	port := healthPort(cm["env"].([]any))
-	if err := probeOverHTTP(cm, "livenessProbe", "/liveness", port); err != nil {
-		return err
-	}
-	cm["startupProbe"] = startupProbe(port)
-	if vxlanOnly {
-		// Without BIRD, readiness is Felix's alone: the same GET the
-		// exec'd `calico-node -felix-ready` makes.
-		if err := probeOverHTTP(cm, "readinessProbe", "/readiness", port); err != nil {
+	for _, c := range containers {
+		cm, _ := c.(map[string]any)
+		if cm == nil || cm["name"] != "calico-node" {
+			continue
+		}
+		list, _ := cm["env"].([]any)
+		for _, e := range env {
+			list = setEnv(list, e.name, e.value)
+		}
+		cm["env"] = list
+		port := healthPort(list)
+		if err := probeOverHTTP(cm, "livenessProbe", "/liveness", port); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// container is a workload's container of that name.
-func container(workload map[string]any, name string) (map[string]any, error) {
-	containers, err := path[[]any](workload, "spec", "template", "spec", "containers")
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range containers {
-		if cm, _ := c.(map[string]any); cm != nil && cm["name"] == name {
-			return cm, nil
+		cm["startupProbe"] = startupProbe(port)
+		if vxlanOnly {
+			// Without BIRD, readiness is Felix's alone: the same GET the
+			// exec'd `calico-node -felix-ready` makes.
+			if err := probeOverHTTP(cm, "readinessProbe", "/readiness", port); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return nil, fmt.Errorf("no %s container", name)
-}
-
-// setContainerEnv sets env entries of a container.
-func setContainerEnv(container map[string]any, env ...envVar) {
-	list, _ := container["env"].([]any)
-	for _, e := range env {
-		list = setEnv(list, e.name, e.value)
-	}
-	container["env"] = list
+	return fmt.Errorf("calico-node DaemonSet has no calico-node container")
 }
 
 // setEnv replaces an env entry (value or valueFrom) or appends it.

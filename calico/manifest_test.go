@@ -48,19 +48,6 @@ func find(t *testing.T, ds []map[string]any, kind, name string) map[string]any {
 	return nil
 }
 
-// changedDocs counts the documents of out that differ from in's, byte
-// for byte.
-func changedDocs(in, out []byte) int {
-	inDocs, outDocs := kube.SplitDocs(string(in)), kube.SplitDocs(string(out))
-	changed := 0
-	for i := range inDocs {
-		if inDocs[i] != outDocs[i] {
-			changed++
-		}
-	}
-	return changed
-}
-
 // nodeEnv returns calico-node's env as name -> value ("<from>" for valueFrom).
 func nodeEnv(t *testing.T, ds map[string]any) (map[string]string, map[string]any) {
 	cs, err := path[[]any](ds, "spec", "template", "spec", "containers")
@@ -149,37 +136,17 @@ func TestPatchReleaseManifest(t *testing.T) {
 				t.Errorf("readinessProbe\n got %s\nwant %s", ready, wantReady)
 			}
 			// Every other document is passed through unchanged, to the byte.
-			changed := changedDocs(in, out)
+			inDocs, outDocs := kube.SplitDocs(string(in)), kube.SplitDocs(string(out))
+			changed := 0
+			for i := range inDocs {
+				if inDocs[i] != outDocs[i] {
+					changed++
+				}
+			}
 			if changed != 2 {
 				t.Errorf("%d documents changed, want 2 (calico-node, calico-config)", changed)
 			}
 		})
-	}
-}
-
-// A cluster with emulated nodes runs calico-node and
-// calico-kube-controllers on one Go thread; nothing else changes.
-func TestPatchGoMaxProcs(t *testing.T) {
-	in := release(t)
-	o := Options{PodCIDR: "172.31.128.0/18", BlockSize: 26, Encapsulation: "IPIP", Autodetect: "kubernetes-internal-ip", GoMaxProcs: 1}
-	out, err := PatchManifest(in, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	after := docs(t, out)
-	if env, _ := nodeEnv(t, find(t, after, "DaemonSet", "calico-node")); env["GOMAXPROCS"] != "1" {
-		t.Errorf("calico-node GOMAXPROCS = %q, want 1", env["GOMAXPROCS"])
-	}
-	kc, err := container(find(t, after, "Deployment", "calico-kube-controllers"), "calico-kube-controllers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := json.Marshal(kc["env"]); !strings.Contains(string(got), `{"name":"GOMAXPROCS","value":"1"}`) || !strings.Contains(string(got), `"DATASTORE_TYPE"`) {
-		t.Errorf("calico-kube-controllers env: %s", got)
-	}
-	changed := changedDocs(in, out)
-	if changed != 3 {
-		t.Errorf("%d documents changed, want 3 (calico-node, calico-config, calico-kube-controllers)", changed)
 	}
 }
 

@@ -160,10 +160,10 @@ func TestDownloadFromSimulatedReleaseHost(t *testing.T) {
 				}
 			}
 			// The same files a node gets from an offline bundle.
-			if _, err := ContainerdFiles(b, dir, Roles{}); err != nil {
+			if _, err := ContainerdFiles(b, dir, false); err != nil {
 				t.Error(err)
 			}
-			if _, err := KubernetesFiles(b, dir, Roles{EtcdMember: true}); err != nil {
+			if _, err := KubernetesFiles(b, dir, true); err != nil {
 				t.Error(err)
 			}
 			n := h.requests.Load()

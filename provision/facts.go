@@ -43,33 +43,10 @@ type Facts struct {
 	// capability bounding set has it). A container node's does not, and
 	// there runc cannot lower a container's OOM score.
 	SysResource bool `json:"sys_resource"`
-	// Virtualization is systemd-detect-virt's answer: none, kvm, qemu
-	// (emulated, without hardware virtualization), a container manager's
-	// name, or empty when the node has no systemd-detect-virt.
-	Virtualization string `json:"virtualization,omitempty"`
 	// Nameservers counts the resolvers the kubelet hands to pods with the
 	// node's DNS (CoreDNS's upstreams): systemd-resolved's file when it
 	// runs, else /etc/resolv.conf. 0 on an isolated lab network.
 	Nameservers int `json:"nameservers"`
-}
-
-// Emulated: the node is a VM that QEMU emulates in software (TCG), as a
-// GNS3 or lab host without KVM runs it.
-func (f Facts) Emulated() bool { return f.Virtualization == "qemu" }
-
-// GoMaxProcs is the GOMAXPROCS k8slab gives Kubernetes' Go daemons on the
-// node (containerd, the kubelet, etcd, the control-plane components and
-// Calico's), 0 for Go's default. On an emulated node it is 1: there every
-// thread a Go program adds costs it more than it brings (its futex
-// wake-ups and memory-map changes are emulated across the vCPUs). A Go
-// program of 32 goroutines churning JSON, on the loaded emulated
-// control plane (4 vCPUs): 27-39 s wall and 28-33 s of CPU, 65 % of it in
-// the kernel, with Go's default of 4; 14-24 s and 11-15 s with 1.
-func (f Facts) GoMaxProcs() int {
-	if f.Emulated() {
-		return 1
-	}
-	return 0
 }
 
 // Binary says whether a program is installed, where, and at what version.
@@ -126,7 +103,6 @@ func ParseFacts(out string) (Facts, error) {
 	f.IPIP = get("ipip") == "yes"
 	f.SysResource = get("sys_resource") == "yes"
 	f.Nameservers = num("nameservers")
-	f.Virtualization = get("virt")
 	switch get("cgroup_fs") {
 	case "cgroup2fs":
 		f.CgroupVersion = 2

@@ -37,9 +37,8 @@ kubelet_path=/usr/local/bin/kubelet
 kubelet_version=v1.37.2
 ipip=yes
 sys_resource=yes
-virt=qemu
 `,
-			want: Facts{IPIP: true, SysResource: true, Virtualization: "qemu", Hostname: "kube-node1", OSID: "ubuntu", OSVersion: "22.04", OSPretty: "Ubuntu 22.04.4 LTS",
+			want: Facts{IPIP: true, SysResource: true, Hostname: "kube-node1", OSID: "ubuntu", OSVersion: "22.04", OSPretty: "Ubuntu 22.04.4 LTS",
 				Kernel: "5.15.0-100-generic", Arch: "x86_64", CPUs: 2, MemoryMB: 1980, SwapOn: true,
 				DefaultIface: "ens3", DefaultAddr: "172.31.3.11/24", CgroupVersion: 2, MachineID: "abc",
 				Containerd: Binary{"/usr/local/bin/containerd", "v2.1.4"}, Kubelet: Binary{"/usr/local/bin/kubelet", "v1.37.2"}},
@@ -73,15 +72,6 @@ virt=qemu
 // TestFactsScriptCapabilities runs the facts script with dash and bash on
 // this machine and compares its CAP_SYS_RESOURCE answer with the
 // bounding set read here.
-// Only a software-emulated node runs Go's daemons on one thread.
-func TestGoMaxProcs(t *testing.T) {
-	for virt, want := range map[string]int{"qemu": 1, "kvm": 0, "none": 0, "systemd-nspawn": 0, "": 0} {
-		if got := (Facts{Virtualization: virt}).GoMaxProcs(); got != want {
-			t.Errorf("virtualization %q: GoMaxProcs %d, want %d", virt, got, want)
-		}
-	}
-}
-
 func TestFactsScriptCapabilities(t *testing.T) {
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -108,43 +98,6 @@ func TestFactsScriptCapabilities(t *testing.T) {
 		f, err := ParseFacts(string(out))
 		if err != nil || f.SysResource != (bnd>>24&1 == 1) {
 			t.Errorf("%s: parsed SysResource %v (%v)", sh, f.SysResource, err)
-		}
-	}
-}
-
-// containerd's unit and the kubelet's drop-in carry GOMAXPROCS only when
-// the node's roles ask for it.
-func TestGoMaxProcsInUnits(t *testing.T) {
-	b := &Bundle{}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "crictl", "runc", "kubeadm", "kubelet", "kubectl"} {
-		b.Files = append(b.Files, File{Path: "bin/" + bin})
-	}
-	for _, c := range cniPlugins() {
-		b.Files = append(b.Files, File{Path: "cni/" + c})
-	}
-	units := func(roles Roles) map[string]string {
-		ctr, err := ContainerdFiles(b, t.TempDir(), roles)
-		if err != nil {
-			t.Fatal(err)
-		}
-		k8s, err := KubernetesFiles(b, t.TempDir(), roles)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]string{}
-		for _, f := range append(ctr, k8s...) {
-			if strings.HasSuffix(f.Remote, ".service") || strings.HasSuffix(f.Remote, ".conf") {
-				out[f.Remote] = string(f.Content)
-			}
-		}
-		return out
-	}
-	for _, unit := range []string{"/etc/systemd/system/containerd.service", "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"} {
-		if got := units(Roles{GoMaxProcs: 1})[unit]; !strings.Contains(got, "[Service]\nEnvironment=GOMAXPROCS=1\n") {
-			t.Errorf("%s with GoMaxProcs 1:\n%s", unit, got)
-		}
-		if got := units(Roles{})[unit]; got == "" || strings.Contains(got, "GOMAXPROCS") {
-			t.Errorf("%s by default:\n%s", unit, got)
 		}
 	}
 }

@@ -55,15 +55,13 @@ version = 3
 `, pause, runtime)
 }
 
-// containerdUnit is containerd's unit, with env (goEnv) in its service.
-func containerdUnit(env string) string {
-	return `[Unit]
+const containerdUnit = `[Unit]
 Description=containerd container runtime (installed by k8slab)
 Documentation=https://containerd.io
 After=network.target local-fs.target
 
 [Service]
-` + env + `ExecStartPre=-/sbin/modprobe overlay
+ExecStartPre=-/sbin/modprobe overlay
 ExecStart=/usr/local/bin/containerd
 Type=notify
 Delegate=yes
@@ -78,7 +76,6 @@ OOMScoreAdjust=-999
 [Install]
 WantedBy=multi-user.target
 `
-}
 
 const crictlConfig = "runtime-endpoint: unix:///run/containerd/containerd.sock\nimage-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 10\n"
 
@@ -100,25 +97,14 @@ WantedBy=multi-user.target
 
 // kubeadmDropIn is the drop-in kubeadm's packages ship: kubeadm writes
 // the files it names (kubeadm-flags.env, config.yaml) during init/join.
-func kubeadmDropIn(env string) string {
-	return `[Service]
-` + env + `Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+const kubeadmDropIn = `[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
 Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
 EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
 EnvironmentFile=-/etc/default/kubelet
 ExecStart=
 ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 `
-}
-
-// goEnv is a unit's Environment line for GOMAXPROCS (Facts.GoMaxProcs),
-// none for Go's default.
-func goEnv(goMaxProcs int) string {
-	if goMaxProcs <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("Environment=GOMAXPROCS=%d\n", goMaxProcs)
-}
 
 // bundleFile maps a bundle path to where it goes on a node.
 func bundleFile(b *Bundle, dir, rel, remote string, mode fs.FileMode) (FileSpec, error) {
@@ -132,7 +118,7 @@ func bundleFile(b *Bundle, dir, rel, remote string, mode fs.FileMode) (FileSpec,
 
 // ContainerdFiles are containerd, runc, the CNI plugins, crictl and their
 // configuration and unit.
-func ContainerdFiles(b *Bundle, dir string, roles Roles) ([]FileSpec, error) {
+func ContainerdFiles(b *Bundle, dir string, restrictOOMScoreAdj bool) ([]FileSpec, error) {
 	var files []FileSpec
 	add := func(rel, remote string) error {
 		f, err := bundleFile(b, dir, rel, remote, 0o755)
@@ -154,8 +140,8 @@ func ContainerdFiles(b *Bundle, dir string, roles Roles) ([]FileSpec, error) {
 		files[len(files)-1].IfMissing = true
 	}
 	files = append(files,
-		Generated("/etc/containerd/config.toml", 0o644, containerdConfig(b.Release.Pause, roles.RestrictOOMScoreAdj)),
-		Generated("/etc/systemd/system/containerd.service", 0o644, containerdUnit(goEnv(roles.GoMaxProcs))),
+		Generated("/etc/containerd/config.toml", 0o644, containerdConfig(b.Release.Pause, restrictOOMScoreAdj)),
+		Generated("/etc/systemd/system/containerd.service", 0o644, containerdUnit),
 		Generated("/etc/crictl.yaml", 0o644, crictlConfig),
 	)
 	return files, nil
@@ -163,9 +149,9 @@ func ContainerdFiles(b *Bundle, dir string, roles Roles) ([]FileSpec, error) {
 
 // KubernetesFiles are kubeadm, kubelet and kubectl with the kubelet unit
 // and kubeadm's drop-in; etcd members also get etcd and etcdctl.
-func KubernetesFiles(b *Bundle, dir string, roles Roles) ([]FileSpec, error) {
+func KubernetesFiles(b *Bundle, dir string, etcdMember bool) ([]FileSpec, error) {
 	bins := []string{"kubeadm", "kubelet", "kubectl"}
-	if roles.EtcdMember {
+	if etcdMember {
 		bins = append(bins, "etcd", "etcdctl")
 	}
 	var files []FileSpec
@@ -178,7 +164,7 @@ func KubernetesFiles(b *Bundle, dir string, roles Roles) ([]FileSpec, error) {
 	}
 	return append(files,
 		Generated("/etc/systemd/system/kubelet.service", 0o644, kubeletUnit),
-		Generated("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", 0o644, kubeadmDropIn(goEnv(roles.GoMaxProcs))),
+		Generated("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", 0o644, kubeadmDropIn),
 	), nil
 }
 
@@ -283,8 +269,6 @@ type Roles struct {
 	Calico string
 	// RestrictOOMScoreAdj: the node lacks CAP_SYS_RESOURCE (Facts.SysResource).
 	RestrictOOMScoreAdj bool
-	// GoMaxProcs for containerd and the kubelet (Facts.GoMaxProcs).
-	GoMaxProcs int
 }
 
 // nodeCheck is everything provisioning needs to know, in one round trip:
@@ -306,11 +290,11 @@ func nodeCheck(files []FileSpec) string {
 // returns what it changed (nothing on a converged node). status is told
 // which step runs.
 func PrepareNode(ctx context.Context, h host.Host, b *Bundle, dir string, roles Roles, status func(string)) ([]string, error) {
-	ctrFiles, err := ContainerdFiles(b, dir, roles)
+	ctrFiles, err := ContainerdFiles(b, dir, roles.RestrictOOMScoreAdj)
 	if err != nil {
 		return nil, err
 	}
-	k8sFiles, err := KubernetesFiles(b, dir, roles)
+	k8sFiles, err := KubernetesFiles(b, dir, roles.EtcdMember)
 	if err != nil {
 		return nil, err
 	}

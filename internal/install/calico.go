@@ -37,21 +37,7 @@ func (*Calico) Name() string { return "calico" }
 
 func (c *Calico) options() calico.Options {
 	return calico.Options{PodCIDR: c.Cluster.PodCIDR, BlockSize: c.Cluster.Calico.BlockSize,
-		Encapsulation: c.Cluster.Calico.Encapsulation, Autodetect: c.Cluster.Calico.Autodetect, Racks: c.racks(),
-		GoMaxProcs: c.calicoGoMaxProcs()}
-}
-
-// calicoGoMaxProcs is the GOMAXPROCS of Calico's daemons, one for every
-// node: the fewest any node asks for (Facts.GoMaxProcs), so that a
-// cluster with emulated nodes runs them on one thread.
-func (c *Calico) calicoGoMaxProcs() int {
-	least := 0
-	for _, name := range c.Cluster.Nodes {
-		if p := c.Node(name).Facts.GoMaxProcs(); p > 0 && (least == 0 || p < least) {
-			least = p
-		}
-	}
-	return least
+		Encapsulation: c.Cluster.Calico.Encapsulation, Autodetect: c.Cluster.Calico.Autodetect, Racks: c.racks()}
 }
 
 // racks are the cluster's racks as Calico's resources take them (none in

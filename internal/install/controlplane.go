@@ -141,7 +141,6 @@ func (c *ControlPlane) init(ctx context.Context, t *run.Task, cp Node, state ini
 		CgroupV1:             len(c.cgroupV1()) > 0,
 		IgnorePreflight:      cp.kubeadmIgnores(),
 		GatePods:             c.GatePods,
-		GoMaxProcs:           cp.Facts.GoMaxProcs(),
 	})
 	if err != nil {
 		return err

@@ -113,7 +113,7 @@ func (c *Context) etcdMembers() []bootstrap.EtcdMember {
 		if host == "" {
 			host = name
 		}
-		m = append(m, bootstrap.EtcdMember{Name: host, IP: net.ParseIP(ip), GoMaxProcs: n.Facts.GoMaxProcs()})
+		m = append(m, bootstrap.EtcdMember{Name: host, IP: net.ParseIP(ip)})
 	}
 	return m
 }

@@ -38,34 +38,3 @@ func TestNodeRolesAndFacts(t *testing.T) {
 		t.Errorf("stacked etcd: %+v", n)
 	}
 }
-
-// An emulated node's daemons run on one Go thread: its containerd and
-// kubelet (provisioning), its etcd member, and Calico's daemons in a
-// cluster that has one; the other nodes keep Go's default.
-func TestEmulatedNodeGoMaxProcs(t *testing.T) {
-	cfg := &cluster.Config{Nodes: []string{"172.31.3.11", "172.31.3.12", "172.31.4.11", "172.31.4.12"}}
-	cfg.Default()
-	c := &Context{Cluster: cfg}
-	for _, n := range cfg.Nodes {
-		c.setFacts(n, provision.Facts{Hostname: n, Kernel: "6.1.0", SysResource: true, Virtualization: "kvm"}, n)
-	}
-	p, cal := &Provision{Context: c}, &Calico{Context: c}
-	if r := p.roles(c.Node("172.31.3.12")); r.GoMaxProcs != 0 || cal.options().GoMaxProcs != 0 {
-		t.Errorf("KVM nodes: roles %+v, Calico GOMAXPROCS %d", r, cal.options().GoMaxProcs)
-	}
-	c.setFacts("172.31.3.12", provision.Facts{Hostname: "172.31.3.12", Kernel: "6.1.0", SysResource: true, Virtualization: "qemu"}, "172.31.3.12")
-	if r := p.roles(c.Node("172.31.3.12")); r.GoMaxProcs != 1 {
-		t.Errorf("emulated node's roles: %+v", r)
-	}
-	if r := p.roles(c.Node("172.31.3.11")); r.GoMaxProcs != 0 {
-		t.Errorf("KVM node's roles: %+v", r)
-	}
-	for _, m := range c.etcdMembers() {
-		if want := map[bool]int{true: 1}[m.Name == "172.31.3.12"]; m.GoMaxProcs != want {
-			t.Errorf("etcd member %s: GOMAXPROCS %d, want %d", m.Name, m.GoMaxProcs, want)
-		}
-	}
-	if got := cal.options().GoMaxProcs; got != 1 {
-		t.Errorf("Calico GOMAXPROCS %d with an emulated node, want 1", got)
-	}
-}

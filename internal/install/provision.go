@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/k8slab/k8slab/internal/phase"
@@ -20,8 +19,7 @@ func (*Provision) Name() string { return "provision" }
 // roles are what provisioning installs a node for (plan and run alike).
 func (p *Provision) roles(n Node) provision.Roles {
 	return provision.Roles{ControlPlane: n.ControlPlane, EtcdMember: n.EtcdMember, StackedEtcd: n.ControlPlane && p.Cluster.StackedEtcd(),
-		Calico: p.Cluster.Calico.Version, RestrictOOMScoreAdj: n.Facts.Kernel != "" && !n.Facts.SysResource,
-		GoMaxProcs: n.Facts.GoMaxProcs()}
+		Calico: p.Cluster.Calico.Version, RestrictOOMScoreAdj: n.Facts.Kernel != "" && !n.Facts.SysResource}
 }
 
 // Plan lists the steps per node.
@@ -38,9 +36,6 @@ func (p *Provision) Plan() []phase.Step {
 			bins += "; etcd, etcdctl " + p.Release.Etcd
 		}
 		add(bins)
-		if g := n.Facts.GoMaxProcs(); g > 0 {
-			add(fmt.Sprintf("emulated node (QEMU without KVM): containerd, the kubelet, etcd, the control plane and Calico with GOMAXPROCS=%d", g))
-		}
 		if p.Bundle == nil || p.Bundle.Pull {
 			add("images pulled by containerd when first used: " + strings.Join(provision.ImagesFor(p.Release, n.ControlPlane, p.Cluster.StackedEtcd() && n.ControlPlane), ", "))
 		} else {

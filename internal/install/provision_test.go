@@ -131,11 +131,11 @@ func TestProvisionConvergedNodeIsOneCheck_SimulatedNodes(t *testing.T) {
 	// Neither node is an external etcd member (etcd is stacked on the
 	// control plane), so neither has etcd's binaries.
 	converged := func(images []string) *hosttest.Fake {
-		ctr, err := provision.ContainerdFiles(b, dir, provision.Roles{})
+		ctr, err := provision.ContainerdFiles(b, dir, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		k8s, err := provision.KubernetesFiles(b, dir, provision.Roles{})
+		k8s, err := provision.KubernetesFiles(b, dir, false)
 		if err != nil {
 			t.Fatal(err)
 		}

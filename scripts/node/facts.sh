@@ -22,9 +22,6 @@ v=; { read -r v < /sys/class/dmi/id/product_uuid; } 2>/dev/null; echo "product_u
 echo "containerd_path=$(command -v containerd 2>/dev/null)"
 echo "kubelet_path=$(command -v kubelet 2>/dev/null)"
 echo "lab_node=${K8SLAB_LAB_NODE:-}"
-# qemu: a VM that QEMU emulates, without hardware virtualization (KVM
-# gives kvm, a container its manager's name).
-echo "virt=$(systemd-detect-virt 2>/dev/null)"
 r=/etc/resolv.conf; [ -s /run/systemd/resolve/resolv.conf ] && r=/run/systemd/resolve/resolv.conf
 echo "nameservers=$(grep -cE '^[[:space:]]*nameserver[[:space:]]' "$r" 2>/dev/null)"
 # CAP_SYS_RESOURCE (bit 24) in the bounding set: a container node's lacks
