@@ -43,6 +43,8 @@ type RolloutIncomplete struct {
 	// Peering is, in as-per-rack mode, what is wrong with each node's BGP
 	// session with its rack's router, as calico-node reports it.
 	Peering []string
+	// LostExits name containers whose exit containerd lost (lostExits).
+	LostExits []string
 }
 
 func (e *RolloutIncomplete) Error() string {
@@ -68,7 +70,7 @@ func (e *RolloutIncomplete) Error() string {
 			fmt.Fprintf(&b, "\n  %s: %s", w.Name, w.Problem)
 		}
 	}
-	for _, p := range e.Peering {
+	for _, p := range append(slices.Clone(e.Peering), e.LostExits...) {
 		fmt.Fprintf(&b, "\n  %s", p)
 	}
 	return b.String()
@@ -114,8 +116,11 @@ func (r *Rollout) Run(ctx context.Context) error {
 	}
 	err = watchRollout(ctx, read, r.WaitRollout, r.Wait, rolloutPoll, status)
 	var inc *RolloutIncomplete
-	if errors.As(err, &inc) && len(r.racks()) > 0 {
-		inc.Peering = r.peeringProblems(ctx, cl.Dyn)
+	if errors.As(err, &inc) {
+		if len(r.racks()) > 0 {
+			inc.Peering = r.peeringProblems(ctx, cl.Dyn)
+		}
+		inc.LostExits = lostExits(ctx, hosts, inc.Status)
 	}
 	return err
 }
