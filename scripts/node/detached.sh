@@ -26,7 +26,18 @@ start)
 	systemctl reset-failed "$unit.service" 2>/dev/null || true
 	set -- /bin/sh -c "($4)"'; echo $? > '"$status"
 	if flock=$(command -v flock); then set -- "$flock" "$lock" "$@"; fi
-	systemd-run --quiet --unit "$unit" --collect -p "StandardOutput=append:$log" -p "StandardError=append:$log" "$@" ;;
+	systemd-run --quiet --unit "$unit" --collect -p "StandardOutput=append:$log" -p "StandardError=append:$log" "$@"
+	# The unit's process takes the lock once it runs, which can be after
+	# systemd-run has returned: wait (5 s at most) until it holds the lock
+	# or has ended, so that the first follow sees its end through the lock
+	# rather than a poll later.
+	if [ -n "$flock" ]; then
+		i=0
+		while [ $i -lt 50 ] && [ ! -s "$status" ] && flock -n "$lock" true 2>/dev/null; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+	fi ;;
 follow)
 	if [ -n "${4:-}" ] && [ ! -s "$status" ] && command -v flock >/dev/null 2>&1; then
 		flock -w "$4" "$lock" true 2>/dev/null || true
