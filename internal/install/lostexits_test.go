@@ -36,7 +36,7 @@ func containerdStandIns(t *testing.T, tasks, running string) host.Host {
 // calico-node is not ready; running and stopped containers that agree,
 // and ready nodes, are not named. (The real scripts/node/lost-exits.sh
 // against stand-in ctr and crictl.)
-func TestLostExitsNamedInRolloutReport(t *testing.T) {
+func TestLostExitsNamedInRolloutReport_SimulatedContainerd(t *testing.T) {
 	const tasks = "TASK                                                                PID     STATUS    \n" +
 		"a1b3b1b3fe4ca76d2a9cbdecd4f70b4085ff8e0f03cebae223780cbedc2d37e2    1904    STOPPED\n" +
 		"b3cada9f19162eab70b2dad37f5a9020f368cac88f904c5586272d661f3a4fe8    1901    RUNNING\n" +
