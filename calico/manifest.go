@@ -62,7 +62,7 @@ func PatchManifest(in []byte, o Options) ([]byte, error) {
 		backend = "vxlan"
 	}
 	var out bytes.Buffer
-	var foundDS, foundCM bool
+	var foundDS, foundCM, foundKC bool
 	for i, doc := range kube.SplitDocs(string(in)) {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
@@ -82,6 +82,11 @@ func PatchManifest(in []byte, o Options) ([]byte, error) {
 			}
 			data["calico_backend"] = backend
 			foundCM, changed = true, true
+		case isObject(obj, "Deployment", "calico-kube-controllers"):
+			if err := patchKubeControllers(obj); err != nil {
+				return nil, err
+			}
+			foundKC, changed = true, true
 		}
 		if i > 0 {
 			out.WriteString("---\n")
@@ -96,8 +101,8 @@ func PatchManifest(in []byte, o Options) ([]byte, error) {
 		}
 		out.Write(b)
 	}
-	if !foundDS || !foundCM {
-		return nil, fmt.Errorf("calico manifest: no calico-node DaemonSet or calico-config ConfigMap: is this a Calico calico.yaml?")
+	if !foundDS || !foundCM || !foundKC {
+		return nil, fmt.Errorf("calico manifest: no calico-node DaemonSet, calico-config ConfigMap or calico-kube-controllers Deployment: is this a Calico calico.yaml?")
 	}
 	return out.Bytes(), nil
 }
@@ -187,6 +192,40 @@ func startupProbe(port int) map[string]any {
 		"httpGet":       map[string]any{"host": "localhost", "path": "/readiness", "port": port},
 		"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 900,
 	}
+}
+
+// patchKubeControllers gives calico-kube-controllers a start-up probe:
+// its readiness probe (an exec of check-status every 10 s, upstream's)
+// can first run before the controllers are ready and then only 10 s
+// later, so on a container node the Deployment became Available up to
+// 11 s after the container started (1 s and 11 s in two reinstalls), and
+// the install waits for it. The start-up probe runs the same
+// check every 2 s until it first passes, then the kubelet runs the
+// readiness probe at once and upstream's probes apply unchanged. While
+// it starts that is one exec every 2 s instead of upstream's two every
+// 10 s; 30 minutes at most, as for calico-node, then the kubelet
+// restarts it.
+func patchKubeControllers(d map[string]any) error {
+	containers, err := path[[]any](d, "spec", "template", "spec", "containers")
+	if err != nil {
+		return fmt.Errorf("calico-kube-controllers Deployment: %w", err)
+	}
+	for _, c := range containers {
+		cm, _ := c.(map[string]any)
+		if cm == nil || cm["name"] != "calico-kube-controllers" {
+			continue
+		}
+		ready, _ := cm["readinessProbe"].(map[string]any)
+		if ready == nil || ready["exec"] == nil {
+			return fmt.Errorf("calico-kube-controllers container has no exec readinessProbe")
+		}
+		cm["startupProbe"] = map[string]any{
+			"exec":          ready["exec"],
+			"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 900,
+		}
+		return nil
+	}
+	return fmt.Errorf("calico-kube-controllers Deployment has no calico-kube-controllers container")
 }
 
 // healthPort is Felix's health port: FELIX_HEALTHPORT if the manifest

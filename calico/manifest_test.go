@@ -135,6 +135,21 @@ func TestPatchReleaseManifest(t *testing.T) {
 			if string(ready) != wantReady {
 				t.Errorf("readinessProbe\n got %s\nwant %s", ready, wantReady)
 			}
+			// calico-kube-controllers: a start-up probe runs the release's
+			// readiness check every 2 s until it first passes; upstream's
+			// probes stay as they are.
+			kc := find(t, after, "Deployment", "calico-kube-controllers")
+			kcc := kc["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+			kcStartup, _ := json.Marshal(kcc["startupProbe"])
+			if want := `{"exec":{"command":["/usr/bin/check-status","-r"]},"failureThreshold":900,"periodSeconds":2,"timeoutSeconds":10}`; string(kcStartup) != want {
+				t.Errorf("calico-kube-controllers startupProbe\n got %s\nwant %s", kcStartup, want)
+			}
+			kcReady, _ := json.Marshal(kcc["readinessProbe"])
+			kcLive, _ := json.Marshal(kcc["livenessProbe"])
+			if string(kcReady) != `{"exec":{"command":["/usr/bin/check-status","-r"]},"periodSeconds":10}` ||
+				string(kcLive) != `{"exec":{"command":["/usr/bin/check-status","-l"]},"failureThreshold":6,"initialDelaySeconds":10,"periodSeconds":10,"timeoutSeconds":10}` {
+				t.Errorf("calico-kube-controllers' own probes changed:\n%s\n%s", kcReady, kcLive)
+			}
 			// Every other document is passed through unchanged, to the byte.
 			inDocs, outDocs := kube.SplitDocs(string(in)), kube.SplitDocs(string(out))
 			changed := 0
@@ -143,8 +158,8 @@ func TestPatchReleaseManifest(t *testing.T) {
 					changed++
 				}
 			}
-			if changed != 2 {
-				t.Errorf("%d documents changed, want 2 (calico-node, calico-config)", changed)
+			if changed != 3 {
+				t.Errorf("%d documents changed, want 3 (calico-node, calico-config, calico-kube-controllers)", changed)
 			}
 		})
 	}
