@@ -81,7 +81,11 @@ func labCmd(t testing.TB, lab *topology.Lab, env []string, argv ...string) *exec
 		argv = append([]string{"ip", "netns", "exec", lab.NS(topology.WorkstationName)}, argv...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=", "HOME="+testHome(t))
+	// The workstation's lock directory is the user's: a test that took a
+	// lock there could refuse the user's own run, and a run of the user's
+	// made a bad-input test answer "another run holds the lock". Each test
+	// has its own (env may still give one).
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=", "HOME="+testHome(t), "K8SLAB_LOCK_DIR="+filepath.Join(testHome(t), "locks"))
 	cmd.Env = append(cmd.Env, env...)
 	return cmd
 }
