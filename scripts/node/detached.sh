@@ -24,7 +24,11 @@ start)
 	rm -f "$status"
 	: > "$log"
 	systemctl reset-failed "$unit.service" 2>/dev/null || true
-	set -- /bin/sh -c "($4)"'; echo $? > '"$status"
+	# The step runs from a script file: given as an sh -c argument, its
+	# ';' and '$' reached the transient unit escaped, and systemd logged
+	# "Ignoring unknown escape sequences" for every step.
+	printf "(%s)\necho \$? > '%s'\n" "$4" "$status" > "$dir/$unit.sh"
+	set -- /bin/sh "$dir/$unit.sh"
 	if flock=$(command -v flock); then set -- "$flock" "$lock" "$@"; fi
 	systemd-run --quiet --unit "$unit" --collect -p "StandardOutput=append:$log" -p "StandardError=append:$log" "$@"
 	# The unit's process takes the lock once it runs, which can be after
