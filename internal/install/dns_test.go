@@ -87,7 +87,7 @@ func kubeadmCoreDNS() *appsv1.Deployment {
 	liveness := intstr.FromString("liveness-probe")
 	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system"},
 		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "coredns", Image: "registry.k8s.io/coredns/coredns:v1.12.1",
+			Name: "coredns", Image: "registry.k8s.io/coredns/coredns:v1.14.6",
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: readiness, Scheme: "HTTP"}},
 				PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3},
 			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/health", Port: liveness, Scheme: "HTTP"}},
