@@ -58,6 +58,7 @@ func installFlags(names ...string) []cli.Flag {
 		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable), of: " + strings.Join(phaseNames(), ", ")},
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node, CoreDNS and Ready nodes (--wait=false: apply, report, go on)"},
 		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; a small API server may need a cap)"},
+		&cli.BoolFlag{Name: "network-first", Usage: "workers join once calico-node is ready on the control plane (for slow or emulated control planes, where its start competes with the joins; slower on fast nodes)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
 		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
 		&cli.BoolFlag{Name: "fix-machine-id", Usage: "regenerate /etc/machine-id on nodes that share it with another (cloned VMs)"},
@@ -92,7 +93,7 @@ func acceptedInstallFlags(shown ...string) []cli.Flag {
 }
 
 // installFlagNames is every install flag (install and plan take all).
-var installFlagNames = []string{"artifacts", "mirror", "only", "wait", "join-parallel", "wait-timeout", "kubeconfig-dir", "fix-machine-id", "merge-kubeconfig"}
+var installFlagNames = []string{"artifacts", "mirror", "only", "wait", "join-parallel", "network-first", "wait-timeout", "kubeconfig-dir", "fix-machine-id", "merge-kubeconfig"}
 
 // categorized puts flags under one heading of the help.
 func categorized(cat string, flags ...cli.Flag) []cli.Flag {
@@ -338,7 +339,7 @@ func installContext(c *cli.Context, s *session, cfg *cluster.Config, bundle *pro
 	ictx := &install.Context{
 		Cluster: cfg, Release: release, Bundle: bundle, BundleDir: expand(cfg.Artifacts),
 		Hosts: map[string]host.Host{}, Wait: c.Duration("wait-timeout"), Now: time.Now,
-		WaitRollout: c.Bool("wait"), JoinParallel: c.Int("join-parallel"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
+		WaitRollout: c.Bool("wait"), JoinParallel: c.Int("join-parallel"), NetworkFirst: c.Bool("network-first"), KubeconfigDir: expand(c.String("kubeconfig-dir")),
 		// A node registered by --only join without the rollout would keep
 		// the taint until some later install's rollout.
 		GatePods:     c.Bool("wait") && (len(c.StringSlice("only")) == 0 || slices.Contains(c.StringSlice("only"), "rollout")),

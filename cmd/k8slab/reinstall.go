@@ -22,7 +22,7 @@ func reinstallCommand() *cli.Command {
 		// installContext reads --force (reinstall follows the record, so
 		// it never differs); --fix-machine-id comes with clusterFlags.
 		Flags: append(append(append(append(connFlags(), clusterFlags()...), resetFlags()...),
-			installFlags("artifacts", "mirror", "wait", "join-parallel", "wait-timeout", "kubeconfig-dir", "fix-machine-id", "merge-kubeconfig")...),
+			installFlags("artifacts", "mirror", "wait", "join-parallel", "network-first", "wait-timeout", "kubeconfig-dir", "fix-machine-id", "merge-kubeconfig")...),
 			&cli.BoolFlag{Name: "force", Hidden: true}),
 		Action: func(c *cli.Context) error {
 			mirrors, err := parseMirrors(c.StringSlice("mirror"))

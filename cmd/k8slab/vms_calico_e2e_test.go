@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,7 +53,7 @@ func TestE2EVMsInventoryIPIP(t *testing.T) {
 	e := newE2E(t, labtest.UpVMs(t, true))
 	inventory, _ := filepath.Abs("../../testdata/kubespray/seed/inventory.cfg")
 	e.args = []string{"install", "-i", inventory, "--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", e.kubeconfigDir,
-		"--name", "lab", "--output", "json", "--wait-timeout", "45m"}
+		"--name", "lab", "--output", "json", "--wait-timeout", "45m", "--network-first"}
 	ipipCycle(t, e, "vms-inventory", "", crossSubnet("tunl0"), true)
 }
 
@@ -134,7 +135,11 @@ fi`)
 	e.noOpRerun(t, name+"-rerun", e.args, install)
 
 	start := time.Now()
-	r := runCLI(t, e.lab, e.env, "reinstall", "--yes", "--output", "json", "--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", e.kubeconfigDir)
+	args := []string{"reinstall", "--yes", "--output", "json", "--artifacts", os.Getenv("K8SLAB_BUNDLE"), "--kubeconfig-dir", e.kubeconfigDir}
+	if slices.Contains(e.args, "--network-first") {
+		args = append(args, "--network-first")
+	}
+	r := runCLI(t, e.lab, e.env, args...)
 	reinstall := time.Since(start)
 	keepReport(t, name+"-reinstall", r.stdout)
 	t.Logf("reinstall: %s (%.0f %% of the install), exit %d\n%s", reinstall.Round(time.Second), 100*reinstall.Seconds()/install.Seconds(), r.code, tail(r.stderr, 30))

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/k8slab/k8slab/bootstrap"
+	"github.com/k8slab/k8slab/calico"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/phase"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Join adds the workers in parallel with a JoinConfiguration k8slab
@@ -40,7 +42,11 @@ func (j *Join) workers() []string {
 func (j *Join) Plan() []phase.Step {
 	var steps []phase.Step
 	for _, w := range j.workers() {
-		steps = append(steps, phase.Step{Node: w, Action: "kubeadm join " + j.Cluster.ControlPlane + " as a worker" + j.gateNote()})
+		action := "kubeadm join " + j.Cluster.ControlPlane + " as a worker" + j.gateNote()
+		if j.NetworkFirst && j.GatePods {
+			action += "; once calico-node is ready on " + j.Cluster.ControlPlane + " (--network-first)"
+		}
+		steps = append(steps, phase.Step{Node: w, Action: action})
 	}
 	return steps
 }
@@ -87,6 +93,9 @@ func (j *Join) Run(ctx context.Context) error {
 	token, err := j.joinToken(ctx, initToken)
 	if err != nil {
 		return err
+	}
+	if j.NetworkFirst && j.GatePods {
+		j.controlPlaneNetwork(ctx)
 	}
 	api := fmt.Sprintf("%s:%d", j.controlPlane().IP, bootstrap.APIServerPort)
 	// A single (stacked) etcd member always leads: nothing to keep home.
@@ -152,4 +161,51 @@ func (j *Join) joinToken(ctx context.Context, initToken string) (string, error) 
 		return "", err
 	}
 	return token, nil
+}
+
+// controlPlaneNetwork (--network-first) waits, before the workers join,
+// until calico-node on the control plane is ready, and lifts the control
+// plane's pod-network taint then, so CoreDNS and calico-kube-controllers
+// start while the workers join. After the wait budget the joins go on
+// regardless; the rollout then reports what is not ready.
+func (j *Join) controlPlaneNetwork(ctx context.Context) {
+	status := j.Runner.StatusWriter()
+	cl, err := j.kubeClient(j.Access)
+	if err != nil {
+		fmt.Fprintf(status, "join: not waiting for calico-node on the control plane: %v\n", err)
+		return
+	}
+	if _, err := cl.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, "calico-node", metav1.GetOptions{}); err != nil {
+		fmt.Fprintf(status, "join: not waiting for calico-node on the control plane: %v\n", err)
+		return
+	}
+	name := j.controlPlane().Facts.Hostname
+	start := time.Now()
+	for {
+		asked := time.Now()
+		st, err := calico.Rollout(ctx, cl.Kube)
+		took := time.Since(asked)
+		if err == nil {
+			openNodes(ctx, cl.Kube, &st, func(node string, err error) {
+				if err == nil {
+					fmt.Fprintf(status, "join: %s: pod network up after %s: %s lifted\n", node, time.Since(start).Round(time.Second), podNetworkTaint)
+				}
+			})
+			for _, n := range st.Nodes {
+				if n.Node == name && n.Calico == calico.CalicoReady {
+					fmt.Fprintf(status, "join: %s: calico-node ready after %s; the workers join\n", name, time.Since(start).Round(time.Second))
+					return
+				}
+			}
+		}
+		if time.Since(start) > j.Wait {
+			fmt.Fprintf(status, "join: %s: calico-node not ready after %s; the workers join regardless\n", name, j.Wait)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pace(rolloutPoll, took)):
+		}
+	}
 }

@@ -8,13 +8,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8slab/k8slab/bootstrap"
 	"github.com/k8slab/k8slab/internal/cluster"
 	"github.com/k8slab/k8slab/internal/host"
 	"github.com/k8slab/k8slab/internal/host/hosttest"
 	"github.com/k8slab/k8slab/internal/run"
 	"github.com/k8slab/k8slab/provision"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 const caHash = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -162,6 +167,69 @@ func TestJoinCreatesATokenWhenTheClusterWasThere_SimulatedAPI(t *testing.T) {
 			if !strings.Contains(string(w.Files[joinConfigPath]), s["token-id"]+"."+s["token-secret"]) {
 				t.Errorf("the join config does not carry the token created through the API:\n%s", w.Files[joinConfigPath])
 			}
+		}
+	}
+}
+
+// --network-first: the workers' joins wait until calico-node is ready on
+// the control plane, whose pod-network taint is lifted then; without it
+// the joins do not read the rollout at all.
+func TestJoinNetworkFirstWaitsForTheControlPlanesCalicoNode_SimulatedAPI(t *testing.T) {
+	for _, first := range []bool{true, false} {
+		w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("0")...)}
+		j, status := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
+		j.NetworkFirst, j.GatePods = first, true
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "calico-node-a", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "calico-node"}},
+			Spec: corev1.PodSpec{NodeName: "kube-node1"},
+			Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Image: "quay.io/calico/node:v3.32.1",
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}}}
+		kc := fake.NewClientset(
+			&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "calico-node", Namespace: "kube-system"}, Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 1}},
+			&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kube-node1"},
+				Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: bootstrap.PodNetworkTaint.Key, Effect: corev1.TaintEffectNoSchedule}}},
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}},
+			pod)
+		// The third read of the pods finds calico-node ready; no worker may
+		// have started its join before that.
+		lists, joinedEarly := 0, false
+		kc.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			lists++
+			if lists == 3 {
+				joinedEarly = w.Did("set -- 'start'")
+				ready := pod.DeepCopy()
+				ready.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+				if err := kc.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), ready, "kube-system"); err != nil {
+					t.Error(err)
+				}
+			}
+			return false, nil, nil
+		})
+		j.Access = fakeAPIAccess(kc)
+		j.Access.set([]byte("admin.conf"), caHash, "abcdef.0123456789abcdef")
+		if err := j.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !w.Did("set -- 'start'") {
+			t.Fatalf("network first %v: kube-node2 did not join:\n%s", first, strings.Join(w.Steps(), "\n"))
+		}
+		n, err := kc.CoreV1().Nodes().Get(context.Background(), "kube-node1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !first {
+			if lists != 0 || len(n.Spec.Taints) != 1 {
+				t.Errorf("without --network-first the join read the pods %d times or lifted the taint (%v)", lists, n.Spec.Taints)
+			}
+			continue
+		}
+		if lists < 3 || joinedEarly {
+			t.Errorf("the worker joined before calico-node was ready on the control plane (%d reads; joined early: %v)", lists, joinedEarly)
+		}
+		if len(n.Spec.Taints) != 0 {
+			t.Errorf("kube-node1 kept its taints: %v", n.Spec.Taints)
+		}
+		if !strings.Contains(status.String(), "kube-node1: calico-node ready after") {
+			t.Errorf("status does not say the control plane's calico-node was ready:\n%s", status)
 		}
 	}
 }
