@@ -114,36 +114,43 @@ func isObject(obj map[string]any, kind, name string) bool {
 	return obj["kind"] == kind && md != nil && md["name"] == name
 }
 
-func patchDaemonSet(ds map[string]any, env []envVar, vxlanOnly bool) error {
-	containers, err := path[[]any](ds, "spec", "template", "spec", "containers")
+// container is the named container of a workload's pod template.
+func container(obj map[string]any, workload, name string) (map[string]any, error) {
+	containers, err := path[[]any](obj, "spec", "template", "spec", "containers")
 	if err != nil {
-		return fmt.Errorf("calico-node DaemonSet: %w", err)
+		return nil, fmt.Errorf("%s: %w", workload, err)
 	}
 	for _, c := range containers {
-		cm, _ := c.(map[string]any)
-		if cm == nil || cm["name"] != "calico-node" {
-			continue
+		if cm, _ := c.(map[string]any); cm != nil && cm["name"] == name {
+			return cm, nil
 		}
-		list, _ := cm["env"].([]any)
-		for _, e := range env {
-			list = setEnv(list, e.name, e.value)
-		}
-		cm["env"] = list
-		port := healthPort(list)
-		if err := probeOverHTTP(cm, "livenessProbe", "/liveness", port); err != nil {
+	}
+	return nil, fmt.Errorf("%s has no %s container", workload, name)
+}
+
+func patchDaemonSet(ds map[string]any, env []envVar, vxlanOnly bool) error {
+	cm, err := container(ds, "calico-node DaemonSet", "calico-node")
+	if err != nil {
+		return err
+	}
+	list, _ := cm["env"].([]any)
+	for _, e := range env {
+		list = setEnv(list, e.name, e.value)
+	}
+	cm["env"] = list
+	port := healthPort(list)
+	if err := probeOverHTTP(cm, "livenessProbe", "/liveness", port); err != nil {
+		return err
+	}
+	cm["startupProbe"] = startupProbe(port)
+	if vxlanOnly {
+		// Without BIRD, readiness is Felix's alone: the same GET the
+		// exec'd `calico-node -felix-ready` makes.
+		if err := probeOverHTTP(cm, "readinessProbe", "/readiness", port); err != nil {
 			return err
 		}
-		cm["startupProbe"] = startupProbe(port)
-		if vxlanOnly {
-			// Without BIRD, readiness is Felix's alone: the same GET the
-			// exec'd `calico-node -felix-ready` makes.
-			if err := probeOverHTTP(cm, "readinessProbe", "/readiness", port); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
-	return fmt.Errorf("calico-node DaemonSet has no calico-node container")
+	return nil
 }
 
 // setEnv replaces an env entry (value or valueFrom) or appends it.
@@ -206,26 +213,19 @@ func startupProbe(port int) map[string]any {
 // 10 s; 30 minutes at most, as for calico-node, then the kubelet
 // restarts it.
 func patchKubeControllers(d map[string]any) error {
-	containers, err := path[[]any](d, "spec", "template", "spec", "containers")
+	cm, err := container(d, "calico-kube-controllers Deployment", "calico-kube-controllers")
 	if err != nil {
-		return fmt.Errorf("calico-kube-controllers Deployment: %w", err)
+		return err
 	}
-	for _, c := range containers {
-		cm, _ := c.(map[string]any)
-		if cm == nil || cm["name"] != "calico-kube-controllers" {
-			continue
-		}
-		ready, _ := cm["readinessProbe"].(map[string]any)
-		if ready == nil || ready["exec"] == nil {
-			return fmt.Errorf("calico-kube-controllers container has no exec readinessProbe")
-		}
-		cm["startupProbe"] = map[string]any{
-			"exec":          ready["exec"],
-			"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 900,
-		}
-		return nil
+	ready, _ := cm["readinessProbe"].(map[string]any)
+	if ready == nil || ready["exec"] == nil {
+		return fmt.Errorf("calico-kube-controllers container has no exec readinessProbe")
 	}
-	return fmt.Errorf("calico-kube-controllers Deployment has no calico-kube-controllers container")
+	cm["startupProbe"] = map[string]any{
+		"exec":          ready["exec"],
+		"periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 900,
+	}
+	return nil
 }
 
 // healthPort is Felix's health port: FELIX_HEALTHPORT if the manifest
