@@ -136,12 +136,12 @@ func TestPatchReleaseManifest(t *testing.T) {
 				t.Errorf("readinessProbe\n got %s\nwant %s", ready, wantReady)
 			}
 			// calico-kube-controllers: a start-up probe runs the release's
-			// readiness check every 2 s until it first passes; upstream's
+			// readiness check every 5 s until it first passes; upstream's
 			// probes stay as they are.
 			kc := find(t, after, "Deployment", "calico-kube-controllers")
 			kcc := kc["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
 			kcStartup, _ := json.Marshal(kcc["startupProbe"])
-			if want := `{"exec":{"command":["/usr/bin/check-status","-r"]},"failureThreshold":900,"periodSeconds":2,"timeoutSeconds":10}`; string(kcStartup) != want {
+			if want := `{"exec":{"command":["/usr/bin/check-status","-r"]},"failureThreshold":360,"periodSeconds":5,"timeoutSeconds":10}`; string(kcStartup) != want {
 				t.Errorf("calico-kube-controllers startupProbe\n got %s\nwant %s", kcStartup, want)
 			}
 			kcReady, _ := json.Marshal(kcc["readinessProbe"])
