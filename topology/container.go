@@ -63,7 +63,7 @@ func (l *Lab) startContainers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.raiseInotify(); err != nil {
+	if err := l.checkInotify(); err != nil {
 		return err
 	}
 	for _, n := range l.Spec.Nodes {
@@ -156,15 +156,20 @@ func (l *Lab) removeContainers() []error {
 	return errs
 }
 
-// inotifyPerNode is how many inotify instances one container node may
-// hold (systemd, containerd, the kubelet, kube-proxy, calico-node,
+// inotifyPerNode is how many inotify instances one container node is
+// counted for (systemd, containerd, the kubelet, kube-proxy, calico-node,
 // CoreDNS): they all count against the workstation's root user, whose
 // default limit of 128 ran out with eight nodes ("fsnotify watcher init:
-// too many open files" from kube-proxy and calico-node).
-const inotifyPerNode = 64
+// too many open files" from kube-proxy and calico-node), while four
+// nodes and the workstation held 34 instances and 116 watches during an
+// install. inotifyBase is the workstation's own share.
+const (
+	inotifyPerNode = 16
+	inotifyBase    = 32
+)
 
-// procSys is where kernel settings are read and written (tests point it
-// at a folder of their own).
+// procSys is where kernel settings are read (tests point it at a folder
+// of their own).
 var procSys = "/proc/sys"
 
 // inotifyLimits are the workstation settings container nodes share.
@@ -172,56 +177,38 @@ var inotifyLimits = []string{"fs/inotify/max_user_instances", "fs/inotify/max_us
 
 func (l *Lab) inotifyWanted() map[string]int {
 	return map[string]int{
-		"fs/inotify/max_user_instances": 128 + inotifyPerNode*len(l.Spec.Nodes),
-		"fs/inotify/max_user_watches":   524288,
+		"fs/inotify/max_user_instances": inotifyBase + inotifyPerNode*len(l.Spec.Nodes),
+		"fs/inotify/max_user_watches":   8192,
 	}
 }
 
-// inotifyRecord keeps the workstation's own values while any container
-// lab has them raised; it is shared by every lab under the state root.
-func (l *Lab) inotifyRecord() string { return filepath.Join(filepath.Dir(l.Dir), "inotify.orig") }
-
-// raiseInotify raises the workstation's inotify limits where they are
-// below what the lab's nodes need, the one change to the workstation a
-// container lab makes: it says so, keeps the values it found, and the
-// last container lab down puts them back exactly.
-func (l *Lab) raiseInotify() error {
-	orig := map[string]int{}
-	if b, err := os.ReadFile(l.inotifyRecord()); err == nil {
-		json.Unmarshal(b, &orig)
-	}
-	changed := false
+// checkInotify refuses a container lab whose nodes would run out of the
+// workstation's inotify limits, naming the setting and the command that
+// raises it. A lab never changes the workstation's settings itself.
+func (l *Lab) checkInotify() error {
+	var low []string
 	for _, k := range inotifyLimits {
 		want := l.inotifyWanted()[k]
 		cur, err := readSysctl(k)
 		if err != nil {
 			return err
 		}
-		if cur >= want {
-			continue
+		if cur < want {
+			low = append(low, fmt.Sprintf("%s is %d, %d container nodes need %d: sysctl -w %s=%d", strings.ReplaceAll(k, "/", "."), cur, len(l.Spec.Nodes), want, strings.ReplaceAll(k, "/", "."), want))
 		}
-		if _, kept := orig[k]; !kept {
-			orig[k] = cur
-		}
-		b, _ := json.Marshal(orig)
-		if err := os.WriteFile(l.inotifyRecord(), b, 0o644); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(procSys, k), []byte(strconv.Itoa(want)), 0o644); err != nil {
-			return fmt.Errorf("raising %s for %d container nodes: %w", strings.ReplaceAll(k, "/", "."), len(l.Spec.Nodes), err)
-		}
-		l.logf("lab %s: raised %s %d → %d for %d container nodes (put back at lab down)", l.Spec.Name, strings.ReplaceAll(k, "/", "."), cur, want, len(l.Spec.Nodes))
-		changed = true
 	}
-	if changed || fileExists(l.inotifyRecord()) {
-		l.state.RaisedInotify = true
-		return l.save()
+	if len(low) > 0 {
+		return fmt.Errorf("lab %s: the workstation's inotify limits are too low for its nodes (k8slab does not change the workstation's settings; raise them, or use fewer nodes):\n  %s", l.Spec.Name, strings.Join(low, "\n  "))
 	}
 	return nil
 }
 
-// restoreInotify puts the workstation's inotify limits back once no
-// other lab that raised them is up.
+// inotifyRecord kept the workstation's own values while a container lab
+// of an earlier k8slab, which raised them, was up.
+func (l *Lab) inotifyRecord() string { return filepath.Join(filepath.Dir(l.Dir), "inotify.orig") }
+
+// restoreInotify puts back the inotify limits a lab of an earlier
+// k8slab raised, once no other such lab is up.
 func (l *Lab) restoreInotify() error {
 	if !l.state.RaisedInotify {
 		return nil

@@ -59,7 +59,7 @@ type labState struct {
 	Cgroups []string `json:"cgroups,omitempty"`
 	Dirs    []string `json:"dirs,omitempty"`
 	// RaisedInotify: this lab raised the workstation's inotify limits
-	// (raiseInotify); the last such lab down restores them.
+	// (k8slab before checkInotify); the last such lab down restores them.
 	RaisedInotify bool `json:"raisedInotify,omitempty"`
 }
 
