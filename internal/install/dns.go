@@ -71,9 +71,8 @@ func (d *DNS) Run(ctx context.Context) error {
 // CoreDNS has read the cluster's Services: on a container node CoreDNS was
 // marked Ready up to 11 s after it started (2 s and 11 s in two
 // reinstalls), the last thing the install waited for. When a start-up
-// probe passes,
-// the kubelet runs the readiness probe at once; after that kubeadm's
-// probes apply as they are.
+// probe passes, the kubelet runs the readiness probe at once; after that
+// kubeadm's probes apply as they are.
 func (d *DNS) startupProbe(ctx context.Context, cl *kube.Client) error {
 	status := d.Runner.StatusWriter()
 	deps := cl.Kube.AppsV1().Deployments(metav1.NamespaceSystem)
