@@ -119,7 +119,7 @@ vet: container-deps
 
 # How an install's cost grows with the cluster: 4, 8 and 12 container
 # nodes of testdata/labs/three-racks-12.yaml (~15 min). Twelve nodes need
-# fs.inotify.max_user_instances 224 (the lab says so and changes nothing).
+# fs.inotify.max_user_instances 272 (the lab says so and changes nothing).
 bench-containers: deps container-rootfs bundle
 	K8SLAB_BENCH_CONTAINERS=1 K8SLAB_REQUIRE_LAB=1 K8SLAB_CONTAINER_DIR=$(CONTAINER_DIR) K8SLAB_BUNDLE=$(BUNDLE) K8SLAB_E2E_REPORTS=$(CURDIR)/e2e-reports \
 		$(GO) test -run '^$$' -bench InstallContainers -benchtime 1x -timeout 90m ./cmd/k8slab/

@@ -41,7 +41,7 @@ func TestInotifyCheckedNeverChanged(t *testing.T) {
 		t.Errorf("a 4-node lab at the default 128 instances: %v", err)
 	}
 	err := lab("b", 12).checkInotify()
-	if err == nil || !strings.Contains(err.Error(), "fs.inotify.max_user_instances is 128, 12 container nodes need 224: sysctl -w fs.inotify.max_user_instances=224") ||
+	if err == nil || !strings.Contains(err.Error(), "fs.inotify.max_user_instances is 128, 12 container nodes need 272: sysctl -w fs.inotify.max_user_instances=272") ||
 		strings.Contains(err.Error(), "max_user_watches") {
 		t.Errorf("a 12-node lab at 128 instances: %v", err)
 	}
