@@ -58,7 +58,7 @@ func installFlags(names ...string) []cli.Flag {
 		&cli.StringSliceFlag{Name: "only", Usage: "run only these phases (repeatable), of: " + strings.Join(phaseNames(), ", ")},
 		&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for calico-node, CoreDNS and Ready nodes (--wait=false: apply, report, go on)"},
 		&cli.IntFlag{Name: "join-parallel", Usage: "at most this many workers join at once (0: all; a small API server may need a cap)"},
-		&cli.BoolFlag{Name: "network-first", Usage: "workers join once calico-node is ready on the control plane (for slow or emulated control planes, where its start competes with the joins; slower on fast nodes)"},
+		&cli.BoolFlag{Name: "network-first", Usage: "workers join once calico-node is ready on the control plane, and each holds its --join-parallel slot until calico-node is ready on it (for slow or emulated control planes, where Calico's start competes with the joins; slower on fast nodes)"},
 		&cli.DurationFlag{Name: "wait-timeout", Value: 20 * time.Minute, Usage: "limit for each long wait (etcd health, kubeadm init/join, Calico rollout)"},
 		&cli.StringFlag{Name: "kubeconfig-dir", Value: ".", Usage: "where <name>.kubeconfig is written"},
 		&cli.BoolFlag{Name: "fix-machine-id", Usage: "regenerate /etc/machine-id on nodes that share it with another (cloned VMs)"},

@@ -43,8 +43,9 @@ type Context struct {
 	// starved it past kubeadm's own timeouts.
 	JoinParallel int
 	// NetworkFirst holds the workers' joins until calico-node is ready on
-	// the control plane (and lifts its pod-network taint then), so that
-	// its start does not compete with the joins. On the emulated VMs
+	// the control plane (and lifts its pod-network taint then), and each
+	// worker's join slot (JoinParallel) until calico-node is ready on
+	// that worker, so that Calico's start does not compete with the joins. On the emulated VMs
 	// calico-node's first init container on the control plane, started
 	// while three workers joined, took 2m54s to start and containerd lost
 	// its exit; on container nodes an install's joins and rollout took

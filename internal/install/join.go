@@ -44,7 +44,7 @@ func (j *Join) Plan() []phase.Step {
 	for _, w := range j.workers() {
 		action := "kubeadm join " + j.Cluster.ControlPlane + " as a worker" + j.gateNote()
 		if j.NetworkFirst && j.GatePods {
-			action += "; once calico-node is ready on " + j.Cluster.ControlPlane + " (--network-first)"
+			action += "; once calico-node is ready on " + j.Cluster.ControlPlane + ", holding its join slot until calico-node is ready on it (--network-first)"
 		}
 		steps = append(steps, phase.Step{Node: w, Action: action})
 	}
@@ -137,7 +137,20 @@ func (j *Join) Run(ctx context.Context) error {
 			t.Status("resuming an interrupted kubeadm join")
 			join = resume
 		}
-		return j.kubeadm(ctx, t, join, &resume)
+		if err := j.kubeadm(ctx, t, join, &resume); err != nil {
+			return err
+		}
+		if j.NetworkFirst && j.GatePods {
+			// The slot is held until the node's own calico-node is
+			// ready, so with --join-parallel 1 each node's network
+			// comes up before the next node joins.
+			if took, ok := j.waitNetwork(ctx, n.Facts.Hostname); ok {
+				t.Status("calico-node ready %s after its join", took)
+			} else {
+				t.Status("calico-node not ready %s after its join; the next join goes on regardless", took)
+			}
+		}
+		return nil
 	})
 }
 
@@ -164,23 +177,35 @@ func (j *Join) joinToken(ctx context.Context, initToken string) (string, error) 
 }
 
 // controlPlaneNetwork (--network-first) waits, before the workers join,
-// until calico-node on the control plane is ready, and lifts the control
-// plane's pod-network taint then, so CoreDNS and calico-kube-controllers
-// start while the workers join. After the wait budget the joins go on
-// regardless; the rollout then reports what is not ready.
+// until calico-node on the control plane is ready (its pod-network taint
+// lifted), so CoreDNS and calico-kube-controllers start while the workers
+// join.
 func (j *Join) controlPlaneNetwork(ctx context.Context) {
 	status := j.Runner.StatusWriter()
-	cl, err := j.kubeClient(j.Access)
-	if err != nil {
-		fmt.Fprintf(status, "join: not waiting for calico-node on the control plane: %v\n", err)
-		return
-	}
-	if _, err := cl.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, "calico-node", metav1.GetOptions{}); err != nil {
-		fmt.Fprintf(status, "join: not waiting for calico-node on the control plane: %v\n", err)
-		return
-	}
 	name := j.controlPlane().Facts.Hostname
+	if took, ok := j.waitNetwork(ctx, name); ok {
+		fmt.Fprintf(status, "join: %s: calico-node ready after %s; the workers join\n", name, took)
+	} else {
+		fmt.Fprintf(status, "join: %s: calico-node not ready after %s; the workers join regardless\n", name, took)
+	}
+}
+
+// waitNetwork waits until calico-node is ready on the Kubernetes node
+// named, lifting the pod-network taint of every node whose calico-node is
+// ready meanwhile. After the wait budget (or without a calico-node
+// DaemonSet to wait for) it gives up: the rollout then reports what is
+// not ready.
+func (j *Join) waitNetwork(ctx context.Context, name string) (time.Duration, bool) {
+	status := j.Runner.StatusWriter()
 	start := time.Now()
+	cl, err := j.kubeClient(j.Access)
+	if err == nil {
+		_, err = cl.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, "calico-node", metav1.GetOptions{})
+	}
+	if err != nil {
+		fmt.Fprintf(status, "join: %s: not waiting for calico-node: %v\n", name, err)
+		return 0, false
+	}
 	for {
 		asked := time.Now()
 		st, err := calico.Rollout(ctx, cl.Kube)
@@ -193,18 +218,16 @@ func (j *Join) controlPlaneNetwork(ctx context.Context) {
 			})
 			for _, n := range st.Nodes {
 				if n.Node == name && n.Calico == calico.CalicoReady {
-					fmt.Fprintf(status, "join: %s: calico-node ready after %s; the workers join\n", name, time.Since(start).Round(time.Second))
-					return
+					return time.Since(start).Round(time.Second), true
 				}
 			}
 		}
 		if time.Since(start) > j.Wait {
-			fmt.Fprintf(status, "join: %s: calico-node not ready after %s; the workers join regardless\n", name, j.Wait)
-			return
+			return j.Wait, false
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return time.Since(start).Round(time.Second), false
 		case <-time.After(pace(rolloutPoll, took)):
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,32 +175,63 @@ func TestJoinCreatesATokenWhenTheClusterWasThere_SimulatedAPI(t *testing.T) {
 // --network-first: the workers' joins wait until calico-node is ready on
 // the control plane, whose pod-network taint is lifted then; without it
 // the joins do not read the rollout at all.
-func TestJoinNetworkFirstWaitsForTheControlPlanesCalicoNode_SimulatedAPI(t *testing.T) {
+func TestJoinNetworkFirstBringsEachNodesNetworkUpInTurn_SimulatedAPI(t *testing.T) {
+	const start = "set -- 'start'"
 	for _, first := range []bool{true, false} {
-		w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("0")...)}
-		j, status := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
-		j.NetworkFirst, j.GatePods = first, true
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "calico-node-a", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "calico-node"}},
-			Spec: corev1.PodSpec{NodeName: "kube-node1"},
-			Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Image: "quay.io/calico/node:v3.32.1",
-				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}}}
-		kc := fake.NewClientset(
-			&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "calico-node", Namespace: "kube-system"}, Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 1}},
-			&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kube-node1"},
+		workers := map[string]*hosttest.Fake{}
+		for _, w := range []string{"kube-node2", "kube-node3"} {
+			workers[w] = &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("0")...)}
+		}
+		j, status := joinPhase(t, workers)
+		j.NetworkFirst, j.GatePods, j.JoinParallel = first, true, 1
+		names := []string{"kube-node1", "kube-node2", "kube-node3"}
+		objs := []runtime.Object{&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "calico-node", Namespace: "kube-system"}, Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 3}}}
+		pods := map[string]*corev1.Pod{}
+		for _, n := range names {
+			objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n},
 				Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: bootstrap.PodNetworkTaint.Key, Effect: corev1.TaintEffectNoSchedule}}},
-				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}},
-			pod)
-		// The third read of the pods finds calico-node ready; no worker may
-		// have started its join before that.
-		lists, joinedEarly := 0, false
+				Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}})
+			pods[n] = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "calico-node-" + n, Namespace: "kube-system", Labels: map[string]string{"k8s-app": "calico-node"}},
+				Spec: corev1.PodSpec{NodeName: n},
+				Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Image: "quay.io/calico/node:v3.32.1",
+					State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}}}
+			objs = append(objs, pods[n])
+		}
+		kc := fake.NewClientset(objs...)
+		// A node's calico-node turns ready on the second read of the pods
+		// after the node is up (the control plane from the start, a worker
+		// once its join started). No worker may start its join before the
+		// control plane's is ready, nor while the worker before it waits.
+		var mu sync.Mutex
+		lists, reads, ready := 0, map[string]int{}, map[string]bool{}
+		var early []string
 		kc.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			mu.Lock()
+			defer mu.Unlock()
 			lists++
-			if lists == 3 {
-				joinedEarly = w.Did("set -- 'start'")
-				ready := pod.DeepCopy()
-				ready.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-				if err := kc.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), ready, "kube-system"); err != nil {
-					t.Error(err)
+			up := []string{"kube-node1"}
+			for _, w := range names[1:] {
+				if workers[w].Did(start) {
+					up = append(up, w)
+				}
+			}
+			var waiting []string
+			for _, n := range up {
+				if !ready[n] {
+					waiting = append(waiting, n)
+				}
+			}
+			if len(waiting) > 1 {
+				early = append(early, strings.Join(waiting, " and ")+" joined, calico-node ready on neither")
+			}
+			for _, n := range waiting {
+				if reads[n]++; reads[n] == 2 {
+					ready[n] = true
+					p := pods[n].DeepCopy()
+					p.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+					if err := kc.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), p, "kube-system"); err != nil {
+						t.Error(err)
+					}
 				}
 			}
 			return false, nil, nil
@@ -209,27 +241,35 @@ func TestJoinNetworkFirstWaitsForTheControlPlanesCalicoNode_SimulatedAPI(t *test
 		if err := j.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if !w.Did("set -- 'start'") {
-			t.Fatalf("network first %v: kube-node2 did not join:\n%s", first, strings.Join(w.Steps(), "\n"))
+		for w, h := range workers {
+			if !h.Did(start) {
+				t.Fatalf("network first %v: %s did not join:\n%s", first, w, strings.Join(h.Steps(), "\n"))
+			}
 		}
-		n, err := kc.CoreV1().Nodes().Get(context.Background(), "kube-node1", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
+		tainted := 0
+		for _, n := range names {
+			node, err := kc.CoreV1().Nodes().Get(context.Background(), n, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tainted += len(node.Spec.Taints)
 		}
 		if !first {
-			if lists != 0 || len(n.Spec.Taints) != 1 {
-				t.Errorf("without --network-first the join read the pods %d times or lifted the taint (%v)", lists, n.Spec.Taints)
+			if lists != 0 || tainted != 3 {
+				t.Errorf("without --network-first the join read the pods %d times or lifted taints (%d left of 3)", lists, tainted)
 			}
 			continue
 		}
-		if lists < 3 || joinedEarly {
-			t.Errorf("the worker joined before calico-node was ready on the control plane (%d reads; joined early: %v)", lists, joinedEarly)
+		if len(early) > 0 {
+			t.Errorf("joins did not wait for the network of the node before them: %s", strings.Join(early, "; "))
 		}
-		if len(n.Spec.Taints) != 0 {
-			t.Errorf("kube-node1 kept its taints: %v", n.Spec.Taints)
+		if tainted != 0 {
+			t.Errorf("%d pod-network taints left", tainted)
 		}
-		if !strings.Contains(status.String(), "kube-node1: calico-node ready after") {
-			t.Errorf("status does not say the control plane's calico-node was ready:\n%s", status)
+		for _, want := range []string{"join: kube-node1: calico-node ready after", "kube-node2: join: calico-node ready ", "kube-node3: join: calico-node ready "} {
+			if !strings.Contains(status.String(), want) {
+				t.Errorf("status does not say %q:\n%s", want, status)
+			}
 		}
 	}
 }
