@@ -144,10 +144,10 @@ func (j *Join) Run(ctx context.Context) error {
 			// The slot is held until the node's own calico-node is
 			// ready, so with --join-parallel 1 each node's network
 			// comes up before the next node joins.
-			if took, ok := j.waitNetwork(ctx, n.Facts.Hostname); ok {
-				t.Status("calico-node ready %s after its join", took)
+			if took, err := j.waitNetwork(ctx, n.Facts.Hostname); err != nil {
+				t.Status("%v; the next join goes on regardless", err)
 			} else {
-				t.Status("calico-node not ready %s after its join; the next join goes on regardless", took)
+				t.Status("calico-node ready %s after its join", took)
 			}
 		}
 		return nil
@@ -183,19 +183,19 @@ func (j *Join) joinToken(ctx context.Context, initToken string) (string, error) 
 func (j *Join) controlPlaneNetwork(ctx context.Context) {
 	status := j.Runner.StatusWriter()
 	name := j.controlPlane().Facts.Hostname
-	if took, ok := j.waitNetwork(ctx, name); ok {
-		fmt.Fprintf(status, "join: %s: calico-node ready after %s; the workers join\n", name, took)
+	if took, err := j.waitNetwork(ctx, name); err != nil {
+		fmt.Fprintf(status, "join: %s: %v; the workers join regardless\n", name, err)
 	} else {
-		fmt.Fprintf(status, "join: %s: calico-node not ready after %s; the workers join regardless\n", name, took)
+		fmt.Fprintf(status, "join: %s: calico-node ready after %s; the workers join\n", name, took)
 	}
 }
 
 // waitNetwork waits until calico-node is ready on the Kubernetes node
-// named, lifting the pod-network taint of every node whose calico-node is
-// ready meanwhile. After the wait budget (or without a calico-node
-// DaemonSet to wait for) it gives up: the rollout then reports what is
-// not ready.
-func (j *Join) waitNetwork(ctx context.Context, name string) (time.Duration, bool) {
+// named (how long it took), lifting the pod-network taint of every node
+// whose calico-node is ready meanwhile. After the wait budget, or without
+// a calico-node DaemonSet to wait for, it says why it stopped waiting:
+// the rollout then reports what is not ready.
+func (j *Join) waitNetwork(ctx context.Context, name string) (time.Duration, error) {
 	status := j.Runner.StatusWriter()
 	start := time.Now()
 	cl, err := j.kubeClient(j.Access)
@@ -203,8 +203,7 @@ func (j *Join) waitNetwork(ctx context.Context, name string) (time.Duration, boo
 		_, err = cl.Kube.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, "calico-node", metav1.GetOptions{})
 	}
 	if err != nil {
-		fmt.Fprintf(status, "join: %s: not waiting for calico-node: %v\n", name, err)
-		return 0, false
+		return 0, fmt.Errorf("not waiting for calico-node: %w", err)
 	}
 	for {
 		asked := time.Now()
@@ -218,16 +217,16 @@ func (j *Join) waitNetwork(ctx context.Context, name string) (time.Duration, boo
 			})
 			for _, n := range st.Nodes {
 				if n.Node == name && n.Calico == calico.CalicoReady {
-					return time.Since(start).Round(time.Second), true
+					return time.Since(start).Round(time.Second), nil
 				}
 			}
 		}
 		if time.Since(start) > j.Wait {
-			return j.Wait, false
+			return j.Wait, fmt.Errorf("calico-node not ready after %s", j.Wait)
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start).Round(time.Second), false
+			return time.Since(start).Round(time.Second), ctx.Err()
 		case <-time.After(pace(rolloutPoll, took)):
 		}
 	}

@@ -273,3 +273,30 @@ func TestJoinNetworkFirstBringsEachNodesNetworkUpInTurn_SimulatedAPI(t *testing.
 		}
 	}
 }
+
+func TestJoinNetworkFirstGoesOnAfterItsWait_SimulatedAPI(t *testing.T) {
+	w := &hosttest.Fake{Rules: append([]hosttest.Rule{joinState("none")}, detachedExit("0")...)}
+	j, status := joinPhase(t, map[string]*hosttest.Fake{"kube-node2": w})
+	j.NetworkFirst, j.GatePods, j.Wait = true, true, 1500*time.Millisecond
+	// calico-node never ready anywhere.
+	kc := fake.NewClientset(
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "calico-node", Namespace: "kube-system"}, Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 2}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "calico-node-a", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "calico-node"}},
+			Spec: corev1.PodSpec{NodeName: "kube-node1"}, Status: corev1.PodStatus{Phase: corev1.PodPending}})
+	j.Access = fakeAPIAccess(kc)
+	j.Access.set([]byte("admin.conf"), caHash, "abcdef.0123456789abcdef")
+	if err := j.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Did("set -- 'start'") {
+		t.Fatalf("kube-node2 did not join after the wait:\n%s", strings.Join(w.Steps(), "\n"))
+	}
+	for _, want := range []string{
+		"join: kube-node1: calico-node not ready after 1.5s; the workers join regardless",
+		"kube-node2: join: calico-node not ready after 1.5s; the next join goes on regardless",
+	} {
+		if !strings.Contains(status.String(), want) {
+			t.Errorf("status does not say %q:\n%s", want, status)
+		}
+	}
+}
