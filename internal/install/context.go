@@ -44,13 +44,14 @@ type Context struct {
 	JoinParallel int
 	// NetworkFirst holds the workers' joins until calico-node is ready on
 	// the control plane (and lifts its pod-network taint then), and each
-	// worker's join slot (JoinParallel) until calico-node is ready on
-	// that worker, so that Calico's start does not compete with the joins. On the emulated VMs
-	// calico-node's first init container on the control plane, started
-	// while three workers joined, took 2m54s to start and containerd lost
-	// its exit; on container nodes an install's joins and rollout took
-	// 47 s with it against 31-32 s without, so it is asked for, not the
-	// default (docs/design.md).
+	// worker's join slot (JoinParallel) until calico-node is ready on that
+	// worker, so that Calico's start does not compete with the joins. On
+	// the emulated VMs calico-node's first init container on the control
+	// plane, started while three workers joined, took 2m54s to start and
+	// containerd lost its exit; with one join at a time every calico-node
+	// started without a restart. On container nodes an install's joins and
+	// rollout took 47 s with it against 31-32 s without, so it is asked
+	// for, not the default (docs/design.md).
 	NetworkFirst bool
 	// KubeconfigDir gets <cluster>.kubeconfig; MergeKubeconfig, if set, is
 	// the kubeconfig file to merge it into.
